@@ -1,0 +1,92 @@
+"""The ``jaxstage`` command line: the only argv parser in the project.
+
+    jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...]
+    jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SAMPLER_CHOICES = ("euler", "heun", "dpmpp_2m", "pingpong")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxstage", description="Stage-adaptive audio diffusion in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model (default: the offline synthetic text-to-audio config)")
+    train.add_argument("--config", default=None, help="experiment file with get_config() (default configs/synth_t2a.py)")
+    train.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config field, e.g. --set model.depth=4 (repeatable)")
+
+    sample = sub.add_parser("sample", help="generate audio from a trained run")
+    sample.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
+    sample.add_argument("--prompt", required=True, action="append", help="text prompt (repeatable)")
+    sample.add_argument("--out", required=True, help="output WAV (numbered _0, _1, ... for several prompts)")
+    sample.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None)
+    sample.add_argument("--steps", type=int, default=None)
+    sample.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    sample.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jaxstage.config import load_config
+    from jaxstage.train.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, args.workdir)
+    if result.stopped_by:
+        return 0
+    print(f"done: {result.final_step} steps in {result.workdir}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from jaxstage.config import load_json
+    from jaxstage.train.restore import load_run
+
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps={args.steps} must be >= 1")
+    workdir = Path(args.workdir)
+    cfg = load_json(workdir / "config.json")
+    exp, state = load_run(cfg, workdir, step=args.step)
+    from jaxstage.train.sampling import Generator
+
+    params = state.params if args.no_ema else state.ema_params
+    audio = Generator(exp)(params, state.codec_stats, args.prompt, sampler=args.sampler, steps=args.steps,
+                           cfg_scale=args.cfg, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out] if len(audio) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
+    for path, clip in zip(paths, audio):
+        sf.write(str(path), clip, cfg.data.sample_rate, subtype="PCM_16")
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from jaxstage.config import ConfigError
+
+    handlers = {"train": cmd_train, "sample": cmd_sample}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"jaxstage {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # CheckpointError, TrainingError
+        print(f"jaxstage {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

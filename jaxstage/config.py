@@ -1,0 +1,450 @@
+"""Typed config tree, experiment files, dotted overrides and validation.
+
+An experiment is a Python file in ``configs/`` with a ``get_config() -> Config`` function; its
+module docstring holds the command that runs it. ``--set model.depth=4`` overrides one field.
+Unknown keys and bad values raise :class:`ConfigError` with a one-line message that names the key
+(and the closest valid key). The resolved config is written to the run directory as JSON.
+
+This is the only place constants live: the training code reads every knob from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message is one line naming the culprit."""
+
+
+# ----------------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    """Where training audio and captions come from."""
+
+    source: str = "synthetic"  # only "synthetic" until the real-data issue lands
+    sample_rate: int = 8000
+    clip_seconds: float = 1.0
+    num_examples: int = 200_000  # size of the procedural dataset (indices are seeds)
+    mix_prob: float = 0.2  # probability a synthetic clip mixes two sources
+    seed: int = 0  # data order and content seed
+    text_max_length: int = 16
+    prefetch_threads: int = 2  # grain read threads per process
+    prefetch_buffer: int = 8  # grain prefetch buffer (elements)
+
+
+@dataclass
+class CodecConfig:
+    """Audio representation the diffusion model works in."""
+
+    kind: str = "stft"  # stft | mel
+    n_fft: int = 256
+    hop_length: int = 128
+    compress: float = 0.5  # stft: magnitude exponent
+    scale: float = 1.0  # stft: multiplier after compression
+    n_mels: int = 64  # mel only
+    f_min: float = 0.0  # mel only
+    f_max: float = 0.0  # mel only; 0 means Nyquist
+    griffin_lim_iters: int = 32  # mel only
+    stats_examples: int = 256  # clips used to fit the data-derived normalization
+    per_channel_stats: bool = False
+
+
+@dataclass
+class TextConfig:
+    """The learned text encoder for captions (hash tokenizer + small transformer)."""
+
+    kind: str = "learned"  # learned (precomputed arrives with the real-data issue)
+    vocab_size: int = 2048
+    width: int = 128
+    depth: int = 2
+    num_heads: int = 4
+
+
+@dataclass
+class ModelConfig:
+    """The Stable Audio family diffusion transformer."""
+
+    embed_dim: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    ff_mult: int = 4
+    qk_norm: bool = False
+    global_cond_type: str = "prepend"  # prepend | adaLN
+    timestep_features_dim: int = 256
+    project_cond_tokens: bool = True
+
+
+@dataclass
+class DiffusionConfig:
+    """Objective and training noise-level distribution."""
+
+    objective: str = "rf"  # edm | v | rf
+    sigma_data: float = 0.5  # edm only
+    level_dist: str = "logit_normal"  # lognormal | logit_normal | uniform | logsnr_uniform
+    loc: float = 0.0  # logit_normal mean m / lognormal P_mean (the location the regime moves)
+    scale: float = 1.0  # logit_normal s / lognormal P_std
+    logsnr_min: float = -10.0  # logsnr_uniform range
+    logsnr_max: float = 10.0
+    t_eps: float = 1e-4  # time objectives: levels clamped to [t_eps, 1 - t_eps]
+    sigma_min: float = 0.002  # edm: range of the uniform (floor) draw in ln sigma
+    sigma_max: float = 80.0
+    uniform_prob: float = 0.1  # probability a level is drawn uniformly (the floor)
+    cond_dropout: float = 0.1  # training probability of dropping the text condition
+
+
+@dataclass
+class SampleConfig:
+    """Sampling during and after training."""
+
+    sampler: str = "euler"  # euler | heun | dpmpp_2m | pingpong
+    steps: int = 32
+    cfg_scale: float = 3.0
+    cfg_interval: tuple[float, float] = (0.0, 1e9)  # EDM-sigma range where CFG applies
+    every: int = 1000  # write sample WAVs every N steps (0 = only at the end)
+    num: int = 4  # clips per sampling event
+    final_eval_prompts: int = 90  # held-out single-source prompts judged by signal analysis at the end (0 = off)
+    seed: int = 1234
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warm-up and cosine decay, clipping and EMA."""
+
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    end_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.99
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh shape and logical-to-mesh axis rules. -1 takes the remaining devices."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    # logical axis name -> mesh axis (or "" for replicated)
+    rules: tuple[tuple[str, str], ...] = (
+        ("batch", "data,fsdp"),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("vocab", ""),
+    )
+
+
+@dataclass
+class RegimeConfig:
+    """The stage-adaptive regime. Only 'off' (static recipe) until the method issue lands."""
+
+    mode: str = "off"
+
+
+@dataclass
+class TrainConfig:
+    """Run length, batch, logging and checkpoint cadence."""
+
+    steps: int = 3000
+    batch_size: int = 32  # global batch
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+    ckpt_keep: int = 2
+    async_checkpoint: bool = True
+    workdir: str = "runs/synth_t2a"
+    progress_bar: bool = True
+    compilation_cache: str = "~/.cache/jaxstage/jax_cache"  # "" disables the persistent cache
+
+
+@dataclass
+class Config:
+    """The whole experiment."""
+
+    name: str = "synth_t2a"
+    data: DataConfig = field(default_factory=DataConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def num_samples(self) -> int:
+        """Audio samples per training clip."""
+        return int(round(self.data.sample_rate * self.data.clip_seconds))
+
+
+# ------------------------------------------------------------------------------- validation
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": ("synthetic",),
+    "codec.kind": ("stft", "mel"),
+    "text.kind": ("learned",),
+    "model.global_cond_type": ("prepend", "adaLN"),
+    "diffusion.objective": ("edm", "v", "rf"),
+    "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
+    "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
+    "regime.mode": ("off",),
+}
+
+POSITIVE = (
+    "data.sample_rate", "data.clip_seconds", "data.num_examples", "data.text_max_length",
+    "codec.n_fft", "codec.hop_length", "codec.compress", "codec.scale", "codec.n_mels",
+    "codec.stats_examples", "text.vocab_size", "text.width", "text.depth", "text.num_heads",
+    "model.embed_dim", "model.depth", "model.num_heads", "model.ff_mult",
+    "model.timestep_features_dim", "diffusion.sigma_data", "diffusion.scale", "sample.steps",
+    "sample.num", "optim.lr", "train.steps", "train.batch_size", "train.log_every",
+    "train.ckpt_every", "train.ckpt_keep",
+)
+
+PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_dropout", "optim.ema_decay")
+
+
+def validate(cfg: Config) -> Config:
+    """Raise ConfigError on the first bad value; return cfg unchanged otherwise."""
+    for key, choices in CHOICES.items():
+        value = get_value(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+    for key in POSITIVE:
+        value = get_value(cfg, key)
+        if not value > 0:
+            raise ConfigError(f"{key}={value!r} must be > 0")
+    for key in PROBABILITIES:
+        value = get_value(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key}={value!r} must be in [0, 1]")
+    for key in ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every",
+                "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio"):
+        if get_value(cfg, key) < 0:
+            raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
+    if cfg.codec.hop_length > cfg.codec.n_fft:
+        raise ConfigError(f"codec.hop_length={cfg.codec.hop_length} must be <= codec.n_fft={cfg.codec.n_fft}")
+    if cfg.model.embed_dim % cfg.model.num_heads:
+        raise ConfigError(f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.num_heads={cfg.model.num_heads}")
+    if cfg.text.width % cfg.text.num_heads:
+        raise ConfigError(f"text.width={cfg.text.width} is not divisible by text.num_heads={cfg.text.num_heads}")
+    for axis in ("data", "fsdp", "tensor"):
+        size = getattr(cfg.mesh, axis)
+        if size == 0 or size < -1:
+            raise ConfigError(f"mesh.{axis}={size} must be a positive size or -1")
+    if sum(getattr(cfg.mesh, a) == -1 for a in ("data", "fsdp", "tensor")) > 1:
+        raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
+    mesh_axes = {"data", "fsdp", "tensor", ""}
+    for logical, axes in cfg.mesh.rules:
+        for axis in axes.split(","):
+            if axis not in mesh_axes:
+                raise ConfigError(f"mesh.rules: {logical!r} maps to unknown mesh axis {axis!r}")
+    lo, hi = cfg.sample.cfg_interval
+    if not 0 <= lo <= hi:
+        raise ConfigError(f"sample.cfg_interval={cfg.sample.cfg_interval!r} must satisfy 0 <= lo <= hi")
+    return cfg
+
+
+# ------------------------------------------------------------------------ keys and overrides
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def all_keys(obj: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of the config tree."""
+    obj = Config() if obj is None else obj
+    keys = []
+    for name in _fields(obj):
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            keys += all_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def get_value(cfg: Config, key: str) -> Any:
+    """Value at a dotted key; ConfigError naming the key if it does not exist."""
+    obj: Any = cfg
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(obj) or part not in _fields(obj):
+            raise _unknown_key(key)
+        obj = getattr(obj, part)
+    return obj
+
+
+def _parse(key: str, text: str, hint: Any) -> Any:
+    """Parse an override string into the field's declared type."""
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            lowered = text.strip().lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            return int(text)
+        if hint is float:
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        if hint is str:
+            return text
+        if origin is tuple:
+            value = json.loads(text.replace("(", "[").replace(")", "]"))
+            return _coerce_tuple(value, typing.get_args(hint))
+    except (ValueError, TypeError, json.JSONDecodeError):
+        pass
+    raise ConfigError(f"{key}={text!r} is not a valid {_type_name(hint)}")
+
+
+def _coerce_tuple(value: Any, args: tuple) -> tuple:
+    if not isinstance(value, list):
+        raise ValueError
+    if len(args) == 2 and args[1] is Ellipsis:
+        inner = args[0]
+        return tuple(_coerce_tuple(v, typing.get_args(inner)) if typing.get_origin(inner) is tuple
+                     else inner(v) for v in value)
+    if len(args) != len(value):
+        raise ValueError
+    return tuple(a(v) for a, v in zip(args, value))
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def set_value(cfg: Config, key: str, text: str) -> None:
+    """Apply one ``key=value`` override in place (value parsed by the field's type)."""
+    parts = key.split(".")
+    obj: Any = cfg
+    for part in parts[:-1]:
+        if not dataclasses.is_dataclass(obj) or part not in _fields(obj):
+            raise _unknown_key(key)
+        obj = getattr(obj, part)
+    if not dataclasses.is_dataclass(obj) or parts[-1] not in _fields(obj):
+        raise _unknown_key(key)
+    current = getattr(obj, parts[-1])
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{key!r} is a config section; set one of its fields, e.g. {all_keys(current, key + '.')[0]}")
+    hint = typing.get_type_hints(type(obj))[parts[-1]]
+    setattr(obj, parts[-1], _parse(key, text, hint))
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``--set key=value`` strings in order, then validate."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, text = item.split("=", 1)
+        set_value(cfg, key.strip(), text.strip())
+    return validate(cfg)
+
+
+# --------------------------------------------------------------------------- files and JSON
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synth_t2a.py"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``get_config()`` from an experiment file (default: configs/synth_t2a.py), apply overrides."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"jaxstage_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a broken experiment file: name it
+        raise ConfigError(f"config file {str(path)!r} failed to import: {type(err).__name__}: {err}") from err
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {str(path)!r} has no get_config() function")
+    cfg = module.get_config()
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"config file {str(path)!r}: get_config() returned {type(cfg).__name__}, not Config")
+    return apply_overrides(cfg, overrides or [])
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists in JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any], source: str = "config.json") -> Config:
+    """Rebuild a Config from ``to_dict`` output; unknown keys are errors naming ``source``."""
+    cfg = Config()
+
+    def fill(obj: Any, values: dict[str, Any], prefix: str) -> None:
+        hints = typing.get_type_hints(type(obj))
+        for name, value in values.items():
+            if name not in _fields(obj):
+                raise ConfigError(f"{source}: unknown config key {prefix + name!r}")
+            current = getattr(obj, name)
+            if dataclasses.is_dataclass(current):
+                fill(current, value, f"{prefix}{name}.")
+            elif typing.get_origin(hints[name]) is tuple:
+                setattr(obj, name, _coerce_tuple(value, typing.get_args(hints[name])))
+            else:
+                setattr(obj, name, value)
+
+    fill(cfg, data, "")
+    return validate(cfg)
+
+
+def save_json(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config (atomically: temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_json(path: str | Path) -> Config:
+    """Read a resolved config written by :func:`save_json`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{str(path)!r} is not valid JSON: {err}") from err
+    return from_dict(data, source=str(path))
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    """Copy of cfg with whole sections replaced (for tests and configs)."""
+    return dataclasses.replace(cfg, **sections)
+
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "CodecConfig", "TextConfig", "ModelConfig",
+    "DiffusionConfig", "SampleConfig", "OptimConfig", "MeshConfig", "RegimeConfig", "TrainConfig",
+    "load_config", "apply_overrides", "validate", "save_json", "load_json", "to_dict", "from_dict",
+    "all_keys", "get_value", "set_value",
+]

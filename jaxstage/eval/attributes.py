@@ -1,0 +1,414 @@
+"""Recover synthetic-clip attributes from audio by signal analysis (no learned weights).
+
+The analyzer mirrors `jaxstage.data.synthetic` (it reads the same `SynthSettings` for band edges and
+rates) and is meant for generated audio, so every decision uses robust, level-independent features:
+
+1. **Tonality**: per frame, the share of power in bins standing >= 10 dB above a local median of the
+   tilt-removed log spectrum; tonal sources score near 1, noise near 0.
+2. **Tonal branch**: a loudness envelope (power smoothed over two periods of f0, so waveform ripple
+   cancels) gives *hits* when the sound spends little time near its upper envelope (short decays).
+   Otherwise a robust (Theil-Sen) fit of the pitch track gives chirps (>= 0.5 octave over the clip),
+   else the harmonic series decides: no partials -> sine, odd only -> square, even too -> sawtooth.
+   Pitch band: fundamental (or the chirp's centre) against geometric midpoints between the bands.
+3. **Noise branch**: 1/6-octave band powers are fit by `offset + slope*log2(f) + a*emphasis_k(f)` for
+   each band k's emphasis; the best k is the pitch band, the slope (0 / -3 / -6 dB per octave) the colour.
+   Its envelope is the mean of per-bin normalized STFT power, which stays smooth even for brown noise.
+4. **Envelope and rhythm** from the loudness envelope in dB: a line fit to its upper part gives the
+   fade (its change over the clip), the spread around that line separates steady from pulsed sound,
+   and the median interval between onsets gives the pulse (or hit) rate.
+Mixtures report the dominant source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, signal, stats
+
+from jaxstage.data import synthetic
+from jaxstage.data.synthetic import ENVELOPES, PITCH_BANDS, RHYTHMS, SOURCES, SynthSettings
+
+ATTRIBUTE_KEYS = ("source", "pitch_band", "rhythm", "envelope")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Every constant of the analyzer."""
+
+    synth: SynthSettings = synthetic.DEFAULT_SETTINGS
+    spectrum_frame_s: float = 0.128
+    spectrum_hop_s: float = 0.032
+    short_frame_s: float = 0.032  # a second view that keeps sweeps and short bursts sharp
+    short_hop_s: float = 0.016
+    min_freq_hz: float = 40.0
+    max_freq_fraction: float = 0.95  # of Nyquist
+    active_frame_db: float = 25.0  # frames within this of the loudest take part in pitch analysis
+    tilt_range_db_per_octave: tuple[float, float] = (-9.0, 3.0)
+    local_median_hz: float = 120.0
+    local_median_min_bins: int = 9
+    peak_db: float = 10.0
+    tonal_threshold: float = 0.2
+    chirp_octaves: float = 0.5
+    harmonic_search_fraction: float = 0.03
+    harmonic_search_bins: int = 2
+    sine_harmonics_db: float = -20.0  # total partial power (re fundamental) below this -> sine
+    saw_even_minus_odd_db: float = -8.0  # even-vs-odd partial power above this -> sawtooth
+    noise_bands_per_octave: int = 6
+    white_pink_slope_db: float = -1.5
+    negative_emphasis_penalty: float = 1e6  # a band whose emphasis fits with a negative gain is ruled out
+    pink_brown_slope_db: float = -4.5
+    envelope_hop_s: float = 0.002
+    envelope_min_smooth_s: float = 0.004
+    envelope_smooth_periods: float = 2.0
+    noise_envelope_frame_s: float = 0.016
+    envelope_floor_db: float = 60.0
+    plateau_radius_s: float = 0.02
+    plateau_tolerance_db: float = 1.5
+    fade_db: float = 10.0  # change of the upper envelope over the clip beyond which it fades
+    steady_spread_db: float = 10.0  # 5-95 percentile spread below which a sound is steady
+    near_upper_db: float = 6.0
+    hits_max_duty: float = 0.3  # share of time within `near_upper_db` of the upper envelope
+    onset_high_fraction: float = 0.3
+    onset_low_fraction: float = 0.6
+    onset_max_high_db: float = 12.0
+    onset_max_low_db: float = 24.0
+
+
+DEFAULT_ANALYSIS = AnalysisSettings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectra
+# ---------------------------------------------------------------------------------------------
+
+
+def _pow2_at_least(n: float) -> int:
+    return int(2 ** np.ceil(np.log2(max(n, 2))))
+
+
+def _frame_power(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Hann-windowed power spectra, frames fully inside the (zero-extended) signal: [frames, bins]."""
+    if x.size < n_fft:
+        x = np.pad(x, (0, n_fft - x.size))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
+    return np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
+
+
+def _to_db(power: np.ndarray, floor_db: float = 100.0) -> np.ndarray:
+    """10*log10 with a floor `floor_db` below the maximum."""
+    ref = max(float(np.max(power)), 1e-30)
+    return 10 * np.log10(np.maximum(power, ref * 10 ** (-floor_db / 10)))
+
+
+def _tilt_free_db(power: np.ndarray, freqs: np.ndarray, s: AnalysisSettings) -> np.ndarray:
+    """Per-frame log spectrum minus its least-squares line in log-frequency (removes noise colour).
+
+    The slope is clipped to the range of noise colours so that the steep skirts of a low tone are not
+    mistaken for colour and flattened away.
+    """
+    db = _to_db(power)
+    log_f = np.log2(freqs) - np.log2(freqs).mean()
+    slope = (db - db.mean(axis=1, keepdims=True)) @ log_f / np.sum(log_f**2)
+    slope = np.clip(slope, *s.tilt_range_db_per_octave)
+    return db - db.mean(axis=1, keepdims=True) - slope[:, None] * log_f
+
+
+def _running_median(values: np.ndarray, width: int) -> np.ndarray:
+    """Median over a centred window of `width` (odd) along the last axis, edges repeated."""
+    half = width // 2
+    padded = np.pad(values, ((0, 0), (half, half)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
+    return np.partition(windows, half, axis=-1)[..., half]
+
+
+def _tonality_per_frame(power: np.ndarray, freqs: np.ndarray, s: AnalysisSettings) -> np.ndarray:
+    """Share of each frame's power in bins >= `peak_db` above the local median of the tilt-free spectrum."""
+    residual = _tilt_free_db(power, freqs, s)
+    step = freqs[1] - freqs[0]
+    width = int(round(max(s.local_median_hz / step, s.local_median_min_bins))) | 1
+    local = _running_median(residual, width)
+    peaks = ndimage.binary_dilation(residual - local >= s.peak_db, structure=np.ones((1, 3), bool))
+    whitened = 10 ** (residual / 10)
+    return np.sum(whitened * peaks, axis=1) / np.sum(whitened, axis=1)
+
+
+def _parabolic_peak(db: np.ndarray, k: int) -> float:
+    """Sub-bin position of a spectral maximum."""
+    if 0 < k < db.size - 1:
+        a, b, c = db[k - 1], db[k], db[k + 1]
+        denom = a - 2 * b + c
+        if denom < 0:
+            return k + 0.5 * (a - c) / denom
+    return float(k)
+
+
+def _peak_track_hz(power: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Frequency of the strongest bin of each frame (parabolic refinement)."""
+    db = _to_db(power)
+    step = freqs[1] - freqs[0]
+    return np.array([freqs[0] + step * _parabolic_peak(row, int(np.argmax(row))) for row in db])
+
+
+def _band_of(freq_hz: float, sample_rate: int, s: AnalysisSettings) -> str:
+    low_mid, mid_high = synthetic.band_boundaries_hz(sample_rate, s.synth)
+    return "low" if freq_hz < low_mid else ("mid" if freq_hz < mid_high else "high")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tonal sources
+# ---------------------------------------------------------------------------------------------
+
+
+def _partial_power(spectrum: np.ndarray, freqs: np.ndarray, target_hz: float, s: AnalysisSettings) -> float:
+    """Largest bin within the search window around `target_hz`."""
+    step = freqs[1] - freqs[0]
+    half_width = max(s.harmonic_search_bins * step, s.harmonic_search_fraction * target_hz)
+    window = np.abs(freqs - target_hz) <= half_width
+    return float(np.max(spectrum[window])) if np.any(window) else 0.0
+
+
+def _tonal_kind(spectrum: np.ndarray, freqs: np.ndarray, f0: float, limit_hz: float, s: AnalysisSettings) -> str:
+    """sine / square / sawtooth from the powers of partials 2..N relative to the fundamental."""
+    fundamental = max(_partial_power(spectrum, freqs, f0, s), 1e-30)
+    harmonics = np.arange(2, int(limit_hz // f0) + 1)
+    if harmonics.size == 0:
+        return "sine"
+    powers = np.array([_partial_power(spectrum, freqs, n * f0, s) for n in harmonics]) / fundamental
+    total_db = 10 * np.log10(np.sum(powers) + 1e-30)
+    if total_db < s.sine_harmonics_db:
+        return "sine"
+    even_db = 10 * np.log10(np.sum(powers[harmonics % 2 == 0]) + 1e-30)
+    odd_db = 10 * np.log10(np.sum(powers[harmonics % 2 == 1]) + 1e-30)
+    return "sawtooth" if even_db - odd_db > s.saw_even_minus_odd_db else "square"
+
+
+def _sweep_octaves(track_hz: np.ndarray, times: np.ndarray, duration: float) -> tuple[float, float]:
+    """(octaves swept over the clip, centre frequency) from a Theil-Sen fit of log2 pitch."""
+    if track_hz.size < 3:
+        return 0.0, float(np.median(track_hz))
+    log_f = np.log2(np.maximum(track_hz, 1e-6))
+    slope, intercept, *_ = stats.theilslopes(log_f, times)
+    return float(slope * duration), float(2 ** (intercept + slope * duration / 2))
+
+
+def _smoothed_power_db(x: np.ndarray, sample_rate: int, f0: float, s: AnalysisSettings) -> np.ndarray:
+    """Loudness envelope: x^2 smoothed by a Hann spanning two periods of f0 (cancels waveform ripple)."""
+    length = max(s.envelope_smooth_periods / max(f0, 1.0), s.envelope_min_smooth_s)
+    window = np.hanning(max(int(round(length * sample_rate)), 3))
+    power = signal.fftconvolve(x**2, window / window.sum(), mode="same")
+    return _to_db(power[:: max(int(round(s.envelope_hop_s * sample_rate)), 1)], s.envelope_floor_db)
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise sources
+# ---------------------------------------------------------------------------------------------
+
+
+def _band_powers_db(spectrum: np.ndarray, freqs: np.ndarray, s: AnalysisSettings, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean power density in fractional-octave bands: (log2 centre frequencies, dB)."""
+    lo, hi = s.min_freq_hz, s.max_freq_fraction * sample_rate / 2
+    edges = lo * 2.0 ** (np.arange(int(np.log2(hi / lo) * s.noise_bands_per_octave) + 1) / s.noise_bands_per_octave)
+    centres, levels = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        inside = (freqs >= a) & (freqs < b)
+        if np.any(inside):
+            centres.append(np.log2(np.sqrt(a * b)))
+            levels.append(np.mean(spectrum[inside]))
+    return np.array(centres), 10 * np.log10(np.maximum(np.array(levels), 1e-30))
+
+
+def _noise_colour_and_band(spectrum: np.ndarray, freqs: np.ndarray, sample_rate: int, s: AnalysisSettings) -> tuple[str, str]:
+    """Fit slope + each band's emphasis; the best-fitting band and the slope's colour."""
+    log_f, level_db = _band_powers_db(spectrum, freqs, s, sample_rate)
+    best = None
+    for band in PITCH_BANDS:
+        emphasis = synthetic.noise_emphasis_db(2.0**log_f, band, sample_rate, s.synth) / s.synth.noise_emphasis_db
+        design = np.stack([np.ones_like(log_f), log_f, emphasis], axis=1)
+        coef, *_ = np.linalg.lstsq(design, level_db, rcond=None)
+        error = float(np.sum((design @ coef - level_db) ** 2)) + (0.0 if coef[2] > 0 else s.negative_emphasis_penalty)
+        if best is None or error < best[0]:
+            best = (error, band, float(coef[1]))
+    _, band, slope = best
+    colour = "white_noise" if slope > s.white_pink_slope_db else ("pink_noise" if slope > s.pink_brown_slope_db else "brown_noise")
+    return colour, band
+
+
+def _normalized_bin_envelope_db(x: np.ndarray, sample_rate: int, s: AnalysisSettings) -> np.ndarray:
+    """Loudness envelope of noise: mean over bins of the dB STFT power relative to each bin's time average.
+
+    Averaging in dB keeps brown noise (power piled into a few low bins) smooth, and lets bins far above
+    a background floor carry the gating even where the floor fills the other bins.
+    """
+    n_fft = _pow2_at_least(s.noise_envelope_frame_s * sample_rate)
+    hop = max(int(round(s.envelope_hop_s * sample_rate)), 1)
+    pad = n_fft // 2
+    power = _frame_power(np.pad(x, (pad, pad)), n_fft, hop)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    keep = (freqs >= s.min_freq_hz) & (freqs <= s.max_freq_fraction * sample_rate / 2)
+    power = power[:, keep]
+    relative = power / np.maximum(power.mean(axis=0, keepdims=True), 1e-30)
+    return np.mean(10 * np.log10(np.maximum(relative, 10 ** (-s.envelope_floor_db / 10))), axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Envelope: fade, steadiness, onsets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvelopeShape:
+    fade_db: float  # change of the upper envelope over the clip
+    spread_db: float  # 5-95 percentile spread around the upper line
+    duty: float  # share of time within `near_upper_db` of the upper line
+    onset_rate_hz: float
+
+
+def _upper_class(values: np.ndarray) -> np.ndarray:
+    """Mask of the upper group of a two-group (Otsu) split of `values`; all True when they barely differ."""
+    order = np.sort(values)
+    if order.size < 2 or order[-1] - order[0] < 1e-6:
+        return np.ones(values.shape, bool)
+    splits = np.arange(1, order.size)
+    low_mean = np.cumsum(order)[:-1] / splits
+    high_mean = (order.sum() - np.cumsum(order)[:-1]) / (order.size - splits)
+    between = splits * (order.size - splits) * (high_mean - low_mean) ** 2
+    return values >= order[int(np.argmax(between)) + 1]
+
+
+def _upper_line(env_db: np.ndarray, hop_s: float, s: AnalysisSettings) -> np.ndarray:
+    """Line through the loud parts of a dB envelope.
+
+    Candidates are points within `plateau_tolerance_db` of the maximum around them (plateaus, peaks
+    and slow fades, not attack or decay flanks); the line is fit through the upper (Otsu) group of
+    them, so the background between pulses or hits is left out. For a steady sound the upper group is
+    the louder half, which has the same slope.
+    """
+    radius = max(int(round(s.plateau_radius_s / hop_s)), 1)
+    local_max = ndimage.maximum_filter1d(env_db, 2 * radius + 1, mode="nearest")
+    candidate = np.flatnonzero(env_db >= local_max - s.plateau_tolerance_db)
+    keep = candidate[_upper_class(env_db[candidate])]
+    if keep.size < 2 or np.ptp(keep) == 0:
+        return np.full(env_db.shape, float(np.max(env_db)))
+    slope, intercept = np.polyfit(keep * hop_s, env_db[keep], 1)
+    return slope * np.arange(env_db.size) * hop_s + intercept
+
+
+def _onset_rate_hz(residual_db: np.ndarray, spread_db: float, hop_s: float, duration: float, s: AnalysisSettings) -> float:
+    """Rate of rising crossings (with hysteresis) of the residual envelope."""
+    high = -min(s.onset_high_fraction * spread_db, s.onset_max_high_db)
+    low = -min(s.onset_low_fraction * spread_db, s.onset_max_low_db)
+    onsets, armed = [], residual_db[0] < low
+    for i, value in enumerate(residual_db):
+        if armed and value > high:
+            onsets.append(i * hop_s)
+            armed = False
+        elif value < low:
+            armed = True
+    if len(onsets) >= 2:
+        return float(1.0 / np.median(np.diff(onsets)))
+    return len(onsets) / duration
+
+
+def envelope_shape(env_db: np.ndarray, hop_s: float, s: AnalysisSettings = DEFAULT_ANALYSIS) -> EnvelopeShape:
+    """Fade, spread, duty and onset rate of a dB loudness envelope sampled every `hop_s`."""
+    duration = max(env_db.size * hop_s, hop_s)
+    line = _upper_line(env_db, hop_s, s)
+    residual = env_db - line
+    spread = float(np.percentile(residual, 95) - np.percentile(residual, 5))
+    duty = float(np.mean(residual > -s.near_upper_db))
+    return EnvelopeShape(float(line[-1] - line[0]), spread, duty, _onset_rate_hz(residual, spread, hop_s, duration, s))
+
+
+def _rate_class(rate_hz: float, rates: tuple[float, ...], classes: tuple[str, ...]) -> str:
+    """Nearest class in log-rate (boundaries at geometric midpoints)."""
+    return classes[int(np.argmin(np.abs(np.log(max(rate_hz, 1e-3)) - np.log(rates))))]
+
+
+def _rhythm(shape: EnvelopeShape, is_hits: bool, s: AnalysisSettings) -> str:
+    if is_hits:
+        syn = s.synth
+        return _rate_class(shape.onset_rate_hz, (syn.slow_hit_hz, syn.steady_hit_hz, syn.fast_hit_hz), ("slow_pulses", "steady", "fast_pulses"))
+    if shape.spread_db < s.steady_spread_db or shape.onset_rate_hz == 0.0:
+        return "steady"
+    return _rate_class(shape.onset_rate_hz, (s.synth.slow_pulse_hz, s.synth.fast_pulse_hz), ("slow_pulses", "fast_pulses"))
+
+
+def _fade(shape: EnvelopeShape, s: AnalysisSettings) -> str:
+    if shape.fade_db > s.fade_db:
+        return "fade_in"
+    if shape.fade_db < -s.fade_db:
+        return "fade_out"
+    return "constant"
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SpectralView:
+    power: np.ndarray  # [active frames, bins in range]
+    freqs: np.ndarray
+    times: np.ndarray  # centres of the active frames
+    tonality: float
+
+
+def _spectral_view(x: np.ndarray, sample_rate: int, frame_s: float, hop_s: float, s: AnalysisSettings) -> _SpectralView:
+    """Power spectra of the loud frames in the analysis range, and their power-weighted tonality."""
+    n_fft = _pow2_at_least(frame_s * sample_rate)
+    hop = max(int(round(hop_s * sample_rate)), 1)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    in_range = (freqs >= s.min_freq_hz) & (freqs <= s.max_freq_fraction * sample_rate / 2)
+    power = _frame_power(x, n_fft, hop)[:, in_range]
+    frame_power = power.sum(axis=1)
+    frame_db = _to_db(frame_power)
+    active = frame_db >= frame_db.max() - s.active_frame_db
+    times = (np.arange(frame_db.size) * hop + n_fft / 2) / sample_rate
+    weights = frame_power[active] / max(float(frame_power[active].sum()), 1e-30)
+    tonality = float(np.sum(_tonality_per_frame(power[active], freqs[in_range], s) * weights))
+    return _SpectralView(power[active], freqs[in_range], times[active], tonality)
+
+
+def analyze(audio: np.ndarray, sample_rate: int, settings: AnalysisSettings = DEFAULT_ANALYSIS) -> dict[str, str]:
+    """Attributes {source, pitch_band, rhythm, envelope} recovered from mono audio."""
+    s = settings
+    x = np.nan_to_num(np.asarray(audio, dtype=np.float64).reshape(-1))
+    x = x - x.mean()
+    duration = x.size / sample_rate
+    long = _spectral_view(x, sample_rate, s.spectrum_frame_s, s.spectrum_hop_s, s)
+    short = _spectral_view(x, sample_rate, s.short_frame_s, s.short_hop_s, s)
+    spectrum = long.power.mean(axis=0)
+
+    if max(long.tonality, short.tonality) < s.tonal_threshold:
+        source, band = _noise_colour_and_band(spectrum, long.freqs, sample_rate, s)
+        shape = envelope_shape(_normalized_bin_envelope_db(x, sample_rate, s), s.envelope_hop_s, s)
+        return {"source": source, "pitch_band": band, "rhythm": _rhythm(shape, False, s), "envelope": _fade(shape, s)}
+
+    track = _peak_track_hz(long.power, long.freqs)
+    f0 = float(np.median(track))
+    shape = envelope_shape(_smoothed_power_db(x, sample_rate, f0, s), s.envelope_hop_s, s)
+    if shape.duty < s.hits_max_duty:
+        source = "hits"
+    else:
+        sweep, centre = _sweep_octaves(track, long.times, duration)
+        if abs(sweep) >= s.chirp_octaves:
+            source, f0 = ("chirp_up" if sweep > 0 else "chirp_down"), centre
+        else:
+            source = _tonal_kind(spectrum, long.freqs, f0, s.max_freq_fraction * sample_rate / 2, s)
+    return {"source": source, "pitch_band": _band_of(f0, sample_rate, s), "rhythm": _rhythm(shape, source == "hits", s), "envelope": _fade(shape, s)}
+
+
+def attribute_accuracy(predicted: list[dict], truth: list[dict], keys: tuple[str, ...] = ATTRIBUTE_KEYS) -> dict[str, float]:
+    """Per-key share of predictions equal to the truth."""
+    if len(predicted) != len(truth):
+        raise ValueError(f"{len(predicted)} predictions for {len(truth)} references")
+    if not truth:
+        return {key: float("nan") for key in keys}
+    return {key: float(np.mean([p[key] == t[key] for p, t in zip(predicted, truth)])) for key in keys}
+
+
+def chance_levels() -> dict[str, float]:
+    """Accuracy of uniform guessing per attribute (attributes are drawn uniformly)."""
+    return {"source": 1 / len(SOURCES), "pitch_band": 1 / len(PITCH_BANDS), "rhythm": 1 / len(RHYTHMS), "envelope": 1 / len(ENVELOPES)}

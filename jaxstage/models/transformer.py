@@ -1,0 +1,388 @@
+"""Transformer pieces of the Stable Audio DiT, mirroring stable-audio-tools 0.0.19 `transformer.py`.
+
+Channels-last (`[B, T, D]`). Attribute names follow the PyTorch modules so that a flattened NNX state
+path maps to a PyTorch state-dict key mechanically: join the path with "." and rename `kernel` to
+`weight`, transposing by reversing its axes (`nnx.Linear` [in, out] -> torch [out, in]; 1x1 conv
+[1, in, out] -> torch [out, in, 1]). Every other leaf (`gamma`, `beta`, `weight`, `bias`, `inv_freq`,
+`to_scale_shift_gate`) keeps its name and layout. Non-trainable torch buffers are `Buffer`
+variables (not `nnx.Param`), so `nnx.Param` filters (optimizer, `count_params`) skip them.
+
+Sharding: kernels carry logical axis names in the variable metadata key `out_sharding` (flax 0.12;
+`sharding`/`sharding_names` are deprecated aliases), set with `nnx.with_partitioning(...,
+eager_sharding=False)` so building a model needs no mesh. Names: `"embed"` (model width),
+`"heads"` (attention q/k/v width, num_heads x dim_heads), `"mlp"` (feed-forward and conditioning-MLP
+hidden width) and `None` (small io/conditioning dims, replicated). 1-D parameters are unannotated
+(replicated). Map names to mesh axes with `nnx.logical_axis_rules(rules)` + `nnx.get_partition_spec`
+/ `nnx.get_named_sharding`, e.g. rules `(("embed", "fsdp"), ("heads", "tensor"), ("mlp", "tensor"))`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LAYER_NORM_EPS = 1e-5  # stable-audio-tools LayerNorm default
+QK_NORM_EPS = 1e-6  # nn.LayerNorm(dim_heads, eps=1e-6) used for qk_norm="ln"
+L2_NORM_EPS = 1e-12  # torch F.normalize default
+ROTARY_BASE = 10000.0
+ROTARY_MIN_DIM = 32  # ContinuousTransformer: RotaryEmbedding(max(dim_heads // 2, 32))
+ADALN_CHUNKS = 6  # scale/shift/gate for self-attention and feed-forward
+
+QKNorm = Literal["none", "ln", "l2"]
+Axes = tuple[str | None, ...]
+
+
+class Buffer(nnx.Variable):
+    """A non-trainable torch buffer kept in the state for a one-to-one state-dict mapping."""
+
+
+# ----------------------------------------------------------------------------- init helpers
+
+
+def _torch_uniform(fan_in: int):
+    """torch nn.Linear/Conv default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = fan_in**-0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def linear(
+    d_in: int,
+    d_out: int,
+    *,
+    axes: Axes,
+    rngs: nnx.Rngs,
+    bias: bool = False,
+    zero_init: bool = False,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+) -> nnx.Linear:
+    """An `nnx.Linear` with torch's default (or zero) init and logical axis names on the kernel."""
+    w_init = nnx.initializers.zeros_init() if zero_init else _torch_uniform(d_in)
+    b_init = nnx.initializers.zeros_init() if zero_init else _torch_uniform(d_in)
+    return nnx.Linear(
+        d_in,
+        d_out,
+        use_bias=bias,
+        kernel_init=nnx.with_partitioning(w_init, axes, eager_sharding=False),
+        bias_init=b_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+class SiLU(nnx.Module):
+    """Parameter-free SiLU, a placeholder keeping torch `nn.Sequential` indices."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.silu(x)
+
+
+class Identity(nnx.Module):
+    """Parameter-free identity, a placeholder keeping torch `nn.Sequential` indices."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x
+
+
+def sequential(layers: nnx.List, x: jax.Array) -> jax.Array:
+    """Apply an `nnx.List` of modules in order, like torch `nn.Sequential`."""
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, *, bias: bool, in_axes: Axes, rngs: nnx.Rngs,
+        dtype=jnp.float32, param_dtype=jnp.float32) -> nnx.List:
+    """torch `Sequential(Linear, SiLU, Linear)`: keys `.0.weight`, `.2.weight` (+ biases)."""
+    kw = dict(bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    return nnx.List([
+        linear(d_in, d_hidden, axes=(in_axes[0], "mlp"), **kw),
+        SiLU(),
+        linear(d_hidden, d_out, axes=("mlp", in_axes[1]), **kw),
+    ])
+
+
+# ----------------------------------------------------------------------------- norms
+
+
+def _layer_norm(x: jax.Array, eps: float) -> jax.Array:
+    """Affine-free layer norm over the last axis, computed in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    return (x32 - mean) * jax.lax.rsqrt(var + eps)
+
+
+class LayerNorm(nnx.Module):
+    """stable-audio-tools LayerNorm: learnable `gamma`, zero `beta` buffer, eps 1e-5."""
+
+    def __init__(self, dim: int, *, dtype=jnp.float32, param_dtype=jnp.float32):
+        self.gamma = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.beta = Buffer(jnp.zeros((dim,), param_dtype))
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = _layer_norm(x, LAYER_NORM_EPS) * self.gamma[...].astype(jnp.float32) + self.beta[...]
+        return y.astype(self.dtype)
+
+
+class TorchLayerNorm(nnx.Module):
+    """torch `nn.LayerNorm(dim, eps)` with `weight` and `bias` (used for qk_norm="ln")."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype=jnp.float32):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = _layer_norm(x, self.eps) * self.weight[...].astype(jnp.float32) + self.bias[...]
+        return y.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- rotary
+
+
+class RotaryEmbedding(nnx.Module):
+    """Rotary frequencies over the first `dim` channels of each head (GPT-J partial rotary)."""
+
+    def __init__(self, dim: int):
+        self.inv_freq = Buffer(1.0 / ROTARY_BASE ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+
+    def __call__(self, seq_len: int) -> jax.Array:
+        """[seq_len, dim] angles, `cat(freqs, freqs)` as in the reference."""
+        t = jnp.arange(seq_len, dtype=jnp.float32)
+        freqs = t[:, None] * self.inv_freq[...].astype(jnp.float32)[None, :]
+        return jnp.concatenate([freqs, freqs], axis=-1)
+
+
+def _rotate_half(x: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rotary(x: jax.Array, freqs: jax.Array) -> jax.Array:
+    """Rotate the first `freqs.shape[-1]` channels of `x` [B, T, H, Dh] in float32."""
+    rot_dim = freqs.shape[-1]
+    x32 = x.astype(jnp.float32)
+    xr, xp = x32[..., :rot_dim], x32[..., rot_dim:]
+    f = freqs[-x.shape[1]:][None, :, None, :]
+    xr = xr * jnp.cos(f) + _rotate_half(xr) * jnp.sin(f)
+    return jnp.concatenate([xr, xp], axis=-1).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class Attention(nnx.Module):
+    """Multi-head attention: fused `to_qkv` (self) or `to_q` + `to_kv` (cross), `to_out`."""
+
+    def __init__(self, dim: int, dim_heads: int, *, dim_context: int | None = None,
+                 qk_norm: QKNorm = "none", zero_init_output: bool = True, rngs: nnx.Rngs,
+                 dtype=jnp.float32, param_dtype=jnp.float32):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.dim_heads = dim_heads
+        self.num_heads = dim // dim_heads
+        self.qk_norm = qk_norm
+        if dim_context is not None:
+            self.kv_heads = dim_context // dim_heads
+            if self.kv_heads * dim_heads != dim_context or self.num_heads % self.kv_heads:
+                raise ValueError(f"context dim {dim_context} incompatible with {self.num_heads} heads "
+                                 f"of {dim_heads}")
+            ctx_axis = "embed" if dim_context == dim else None
+            self.to_q = linear(dim, dim, axes=("embed", "heads"), **kw)
+            self.to_kv = linear(dim_context, 2 * dim_context, axes=(ctx_axis, "heads"), **kw)
+        else:
+            self.kv_heads = self.num_heads
+            self.to_qkv = linear(dim, 3 * dim, axes=("embed", "heads"), **kw)
+        self.to_out = linear(dim, dim, axes=("heads", "embed"), zero_init=zero_init_output, **kw)
+        if qk_norm == "ln":
+            self.q_norm = TorchLayerNorm(dim_heads, QK_NORM_EPS, param_dtype=param_dtype)
+            self.k_norm = TorchLayerNorm(dim_heads, QK_NORM_EPS, param_dtype=param_dtype)
+        elif qk_norm not in ("none", "l2"):
+            raise ValueError(f"qk_norm must be 'none', 'ln' or 'l2', got {qk_norm!r}")
+
+    def _heads(self, x: jax.Array, heads: int) -> jax.Array:
+        return x.reshape(*x.shape[:-1], heads, self.dim_heads)
+
+    def __call__(self, x: jax.Array, *, context: jax.Array | None = None,
+                 context_mask: jax.Array | None = None,
+                 rotary: jax.Array | None = None) -> jax.Array:
+        """x [B, T, D]; context [B, L, Dc]; context_mask [B, L] bool; rotary [T, rot_dim]."""
+        if context is not None:
+            q = self._heads(self.to_q(x), self.num_heads)
+            k, v = jnp.split(self.to_kv(context), 2, axis=-1)
+        else:
+            q, k, v = jnp.split(self.to_qkv(x), 3, axis=-1)
+            q = self._heads(q, self.num_heads)
+        k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
+        if self.qk_norm == "ln":
+            q, k = self.q_norm(q), self.k_norm(k)
+        elif self.qk_norm == "l2":
+            q, k = (t / jnp.maximum(jnp.linalg.norm(t, axis=-1, keepdims=True), L2_NORM_EPS)
+                    for t in (q, k))
+        if rotary is not None:  # self-attention only: q and k have the same length
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        mask = None
+        if context_mask is not None:
+            mask = context_mask[:, None, None, :]  # [B, 1(heads), 1(T), L]
+        # Grouped heads follow torch repeat_interleave: q head n reads kv head n // (H / H_kv).
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        if context_mask is not None:  # a row with no valid key attends to nothing (no NaN)
+            out = out * jnp.any(context_mask, axis=-1)[:, None, None, None].astype(out.dtype)
+        return self.to_out(out.reshape(*out.shape[:-2], -1))
+
+
+# ----------------------------------------------------------------------------- feed-forward
+
+
+class GLU(nnx.Module):
+    """`proj` to 2x width, split into (x, gate), return x * SiLU(gate)."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+                 param_dtype=jnp.float32):
+        self.proj = linear(dim_in, 2 * dim_out, axes=("embed", "mlp"), bias=True, rngs=rngs,
+                           dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x, gate = jnp.split(self.proj(x), 2, axis=-1)
+        return x * jax.nn.silu(gate)
+
+
+class FeedForward(nnx.Module):
+    """SwiGLU feed-forward: torch keys `ff.0.proj` (GLU) and `ff.2` (output, zero-init)."""
+
+    def __init__(self, dim: int, *, mult: float, zero_init_output: bool, rngs: nnx.Rngs,
+                 dtype=jnp.float32, param_dtype=jnp.float32):
+        inner = int(dim * mult)
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.ff = nnx.List([
+            GLU(dim, inner, **kw),
+            Identity(),
+            linear(inner, dim, axes=("mlp", "embed"), bias=True, zero_init=zero_init_output, **kw),
+            Identity(),
+        ])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return sequential(self.ff, x)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+class TransformerBlock(nnx.Module):
+    """Pre-norm block: self-attention, optional cross-attention, GLU feed-forward, optional adaLN."""
+
+    def __init__(self, dim: int, dim_heads: int, *, cross_attend: bool, dim_context: int | None,
+                 adaln: bool, qk_norm: QKNorm, ff_mult: float, zero_init_output: bool,
+                 rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        norm_kw = dict(dtype=dtype, param_dtype=param_dtype)
+        dim_heads = min(dim_heads, dim)
+        self.pre_norm = LayerNorm(dim, **norm_kw)
+        self.self_attn = Attention(dim, dim_heads, qk_norm=qk_norm,
+                                   zero_init_output=zero_init_output, **kw)
+        self.cross_attend = cross_attend
+        if cross_attend:
+            self.cross_attend_norm = LayerNorm(dim, **norm_kw)
+            self.cross_attn = Attention(dim, dim_heads, dim_context=dim_context, qk_norm=qk_norm,
+                                        zero_init_output=zero_init_output, **kw)
+        self.ff_norm = LayerNorm(dim, **norm_kw)
+        self.ff = FeedForward(dim, mult=ff_mult, zero_init_output=zero_init_output, **kw)
+        self.adaln = adaln
+        if adaln:  # reference init: randn(6 * dim) / sqrt(dim), not zero
+            init = jax.random.normal(rngs.params(), (ADALN_CHUNKS * dim,), param_dtype) * dim**-0.5
+            self.to_scale_shift_gate = nnx.Param(init)
+
+    def __call__(self, x: jax.Array, *, rotary: jax.Array | None, context: jax.Array | None = None,
+                 context_mask: jax.Array | None = None,
+                 global_cond: jax.Array | None = None) -> jax.Array:
+        """x [B, T, D]; global_cond [B, 6D] (adaLN, already through `global_cond_embedder`)."""
+        cross = context is not None and self.cross_attend
+        if self.adaln and global_cond is not None:
+            mod = (self.to_scale_shift_gate[...] + global_cond)[:, None, :].astype(x.dtype)
+            scale_sa, shift_sa, gate_sa, scale_ff, shift_ff, gate_ff = jnp.split(mod, ADALN_CHUNKS, -1)
+            h = self.pre_norm(x) * (1 + scale_sa) + shift_sa
+            x = x + self.self_attn(h, rotary=rotary) * jax.nn.sigmoid(1 - gate_sa)
+            if cross:
+                x = x + self.cross_attn(self.cross_attend_norm(x), context=context,
+                                        context_mask=context_mask)
+            h = self.ff_norm(x) * (1 + scale_ff) + shift_ff
+            return x + self.ff(h) * jax.nn.sigmoid(1 - gate_ff)
+        x = x + self.self_attn(self.pre_norm(x), rotary=rotary)
+        if cross:
+            x = x + self.cross_attn(self.cross_attend_norm(x), context=context,
+                                    context_mask=context_mask)
+        return x + self.ff(self.ff_norm(x))
+
+
+def _call_block(block: TransformerBlock, x: jax.Array, rotary, context, context_mask, global_cond):
+    return block(x, rotary=rotary, context=context, context_mask=context_mask,
+                 global_cond=global_cond)
+
+
+def _call_block_remat(block: TransformerBlock, *args):
+    """`_call_block` under `jax.checkpoint` (activations recomputed in the backward pass).
+
+    Pure split/merge: `nnx.remat`'s graph mode raises TraceContextError when the model was
+    merged inside `jax.grad` (flax 0.12.8); blocks mutate no state, so nothing is lost."""
+    graphdef, state = nnx.split(block)
+    return jax.checkpoint(lambda s, *a: _call_block(nnx.merge(graphdef, s), *a))(state, *args)
+
+
+class ContinuousTransformer(nnx.Module):
+    """`project_in` -> prepend tokens -> blocks (shared rotary) -> `project_out`."""
+
+    def __init__(self, dim: int, depth: int, *, dim_in: int, dim_out: int, dim_heads: int,
+                 cross_attend: bool, cond_token_dim: int | None, adaln: bool, qk_norm: QKNorm,
+                 ff_mult: float, zero_init_output: bool, remat: bool, rngs: nnx.Rngs,
+                 dtype=jnp.float32, param_dtype=jnp.float32):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        rot_dim = max(dim_heads // 2, ROTARY_MIN_DIM)
+        if rot_dim > dim_heads:
+            raise ValueError(f"dim_heads={dim_heads} < rotary dim {rot_dim}: stable-audio-tools "
+                             f"rotates max(dim_heads // 2, {ROTARY_MIN_DIM}) channels per head")
+        self.project_in = linear(dim_in, dim, axes=(None, "embed"), **kw)
+        self.project_out = linear(dim, dim_out, axes=("embed", None), **kw)
+        self.rotary_pos_emb = RotaryEmbedding(rot_dim)
+        if adaln:  # global cond [B, dim] -> [B, 6 dim], biased, torch default init
+            self.global_cond_embedder = nnx.List([
+                linear(dim, dim, axes=("embed", "mlp"), bias=True, **kw),
+                SiLU(),
+                linear(dim, ADALN_CHUNKS * dim, axes=("mlp", "embed"), bias=True, **kw),
+            ])
+        self.adaln = adaln
+        self.layers = nnx.List([
+            TransformerBlock(dim, dim_heads, cross_attend=cross_attend, dim_context=cond_token_dim,
+                             adaln=adaln, qk_norm=qk_norm, ff_mult=ff_mult,
+                             zero_init_output=zero_init_output, **kw)
+            for _ in range(depth)
+        ])
+        self.remat = remat
+
+    def __call__(self, x: jax.Array, *, prepend: jax.Array | None = None,
+                 context: jax.Array | None = None, context_mask: jax.Array | None = None,
+                 global_cond: jax.Array | None = None) -> tuple[jax.Array, list[jax.Array]]:
+        """x [B, T, dim_in] -> (project_out(h) [B, P+T, dim_out], block outputs [B, P+T, D]).
+
+        Prepended tokens (P of them) stay in both outputs.
+        """
+        x = self.project_in(x)
+        if prepend is not None:
+            x = jnp.concatenate([prepend.astype(x.dtype), x], axis=1)
+        rotary = self.rotary_pos_emb(x.shape[1])
+        if self.adaln and global_cond is not None:
+            global_cond = sequential(self.global_cond_embedder, global_cond)
+        call = _call_block_remat if self.remat else _call_block
+        hidden = []
+        for block in self.layers:
+            x = call(block, x, rotary, context, context_mask, global_cond)
+            hidden.append(x)
+        return self.project_out(x), hidden

@@ -1,0 +1,97 @@
+"""Run outputs on the host: metrics.jsonl, TensorBoard scalars and audio, sample WAVs, progress bar.
+
+Only process 0 writes (``enabled``); other processes get a logger that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class RunLogger:
+    """Writes one JSON object per log step, TensorBoard events, WAV samples and a tqdm bar."""
+
+    def __init__(self, workdir: Path, *, enabled: bool = True, progress_bar: bool = True):
+        self.workdir = Path(workdir)
+        self.enabled = enabled
+        self._bar = None
+        self._show_bar = progress_bar and enabled
+        self._jsonl = open(self.workdir / "metrics.jsonl", "a") if enabled else None
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.workdir / "tb"))
+
+    # ---- progress
+    def start_progress(self, start: int, total: int) -> None:
+        if self._show_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr,
+                             mininterval=1.0)
+
+    def advance(self, step: int) -> None:
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # ---- text
+    def info(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    # ---- metrics
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        """Append one log step to metrics.jsonl and TensorBoard; update the bar's postfix."""
+        if not self.enabled:
+            return
+        record = {"step": step, **values}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        for key, value in values.items():
+            self._tb.add_scalar(f"train/{key}", value, step)
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{values.get('steps_per_s', 0):.1f}",
+                                  refresh=False)
+
+    # ---- audio
+    def audio(self, step: int, prompts: list[str], audio: np.ndarray, sample_rate: int) -> list[Path]:
+        """Write WAVs to samples/ (``step{N}_{i}_{prompt}.wav``) and TensorBoard."""
+        if not self.enabled:
+            return []
+        import soundfile as sf
+
+        paths = []
+        for i, (prompt, clip) in enumerate(zip(prompts, audio)):
+            path = self.workdir / "samples" / f"step{step:07d}_{i}_{slug(prompt)}.wav"
+            sf.write(str(path), clip, sample_rate, subtype="PCM_16")
+            self._tb.add_audio(f"samples/{i}", clip[None, :], step, sample_rate=sample_rate)
+            self._tb.add_text(f"samples/{i}/prompt", prompt, step)
+            paths.append(path)
+        return paths
+
+    def close(self) -> None:
+        self.close_progress()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def slug(text: str, max_length: int = 40) -> str:
+    """A file-name-safe short form of a prompt."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_length] or "prompt"

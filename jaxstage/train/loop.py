@@ -1,0 +1,248 @@
+"""The host training loop: it feeds batches, fetches metrics one log step late, saves checkpoints,
+writes samples and logs. It never computes training math (that is all in the compiled step).
+
+Sections: run directory → mesh and experiment → input → state (restore or init) → compile →
+loop → final checkpoint, samples and attribute check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxstage import config as config_lib
+from jaxstage import parallel
+from jaxstage.config import Config, ConfigError
+from jaxstage.data.pipeline import BatchStream, make_source
+from jaxstage.train import checkpoint as ckpt_lib
+from jaxstage.train.logging import RunLogger
+from jaxstage.train.sampling import Generator
+from jaxstage.train.state import (
+    Experiment, TrainState, abstract_state, build_experiment, fit_codec_stats, init_state, state_shardings,
+)
+from jaxstage.train.step import CompiledStep, compile_train_step
+
+# Keys that may differ when an existing run directory is resumed (cadence and length only).
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
+    "train.compilation_cache", "sample.every", "sample.num", "sample.final_eval_prompts",
+}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (non-finite loss, inconsistent resume, ...)."""
+
+
+def enable_compilation_cache(path: str) -> None:
+    """Persistent XLA compilation cache (a repeat compile is ~5× faster)."""
+    if path:
+        jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def prepare_workdir(cfg: Config, workdir: Path) -> None:
+    """Create the run directory; on resume, refuse a config that changes more than cadence/length."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "samples").mkdir(exist_ok=True)
+    saved = workdir / "config.json"
+    if saved.exists():
+        old = _flatten(config_lib.to_dict(config_lib.load_json(saved)))
+        new = _flatten(config_lib.to_dict(cfg))
+        changed = sorted(k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES)
+        if changed:
+            key = changed[0]
+            raise ConfigError(f"{saved}: run directory was made with {key}={old.get(key)!r}, now {new[key]!r} "
+                              f"({len(changed)} key(s) differ); use a new --workdir")
+    if jax.process_index() == 0:
+        config_lib.save_json(cfg, saved)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = json.dumps(v)
+    return out
+
+
+class StopFlag:
+    """Turns SIGTERM/SIGINT into a request to checkpoint and exit at the next step boundary."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts immediately
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run reports back."""
+
+    workdir: Path
+    final_step: int
+    stopped_by: str | None
+    compile_count: int
+    attribute_accuracy: dict[str, float] | None = None
+
+
+def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, stream: BatchStream) -> tuple[TrainState, int]:
+    """Restore the newest checkpoint (state + data position), or initialize a fresh state."""
+    step = ckpt.latest_step()
+    if step is None:
+        stats = fit_codec_stats(exp, _stats_audio(exp.cfg))
+        return init_state(exp, stats), 0
+    stats_shape = fit_codec_stats(exp, _stats_audio(exp.cfg, count=1))  # shapes only
+    target = ckpt_lib.abstract_target(abstract_state(exp, stats_shape), state_shardings(exp, stats_shape))
+    state, data_position = ckpt.restore(step, target)
+    stream.set_state(data_position)
+    if int(state.step) != step:
+        raise TrainingError(f"checkpoint {ckpt.directory / str(step)} holds step {int(state.step)}, expected {step}")
+    return state, step
+
+
+def _stats_audio(cfg: Config, count: int | None = None) -> np.ndarray:
+    """The first ``codec.stats_examples`` clips of the data source (fixed, order-independent)."""
+    source = make_source(cfg)
+    n = min(count or cfg.codec.stats_examples, len(source))
+    return np.stack([source[i]["audio"] for i in range(n)])
+
+
+def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
+    """Train ``cfg`` into ``workdir`` (default ``cfg.train.workdir``), resuming if it has checkpoints."""
+    enable_compilation_cache(cfg.train.compilation_cache)
+    workdir = Path(workdir or cfg.train.workdir)
+    prepare_workdir(cfg, workdir)
+    is_main = jax.process_index() == 0
+
+    # ---- mesh, experiment, input
+    exp = build_experiment(cfg)
+    stream = BatchStream(cfg, jax.process_index(), jax.process_count())
+    ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=cfg.train.ckpt_keep,
+                                 async_save=cfg.train.async_checkpoint)
+    logger = RunLogger(workdir, enabled=is_main, progress_bar=cfg.train.progress_bar)
+
+    # ---- state: restore or init, then compile the step once
+    state, start_step = restore_or_init(exp, ckpt, stream)
+    logger.info(f"mesh {dict(exp.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
+                f"{'resuming at step ' + str(start_step) if start_step else 'starting fresh'}")
+    step_fn = compile_train_step(exp, state)
+    logger.info(f"train step compiled in {step_fn.compile_seconds:.1f}s; {step_fn.memory_analysis()}")
+    generator = Generator(exp)
+    config_dict = config_lib.to_dict(cfg)
+
+    def save(step: int, force: bool = False) -> None:
+        ckpt.save(step, state, stream.get_state(), config_dict, force=force)
+
+    # ---- loop
+    total = cfg.train.steps
+    pending: tuple[int, dict[str, jax.Array]] | None = None
+    last_fetch = (start_step, time.perf_counter())
+    stopped_by = None
+    step = start_step
+    logger.start_progress(start_step, total)
+    with StopFlag() as stop:
+        while step < total:
+            # Between log fetches nothing moves between host and device implicitly: the batch is an
+            # explicit transfer and metrics stay on device until the next log step.
+            with jax.transfer_guard("disallow"):
+                batch = parallel.global_batch(next(stream), exp.batch_sharding)
+                state, metrics = step_fn(state, batch)
+            step += 1
+            if step % cfg.train.log_every == 0 or step == total:
+                if pending is not None:
+                    last_fetch = _write_metrics(logger, pending, last_fetch)
+                pending = (step, metrics)
+            logger.advance(step)
+            if cfg.sample.every and step % cfg.sample.every == 0 and step < total:
+                write_samples(logger, generator, state, cfg, step)
+            if stop.signal_name is not None:
+                stopped_by = stop.signal_name
+                break
+            if step % cfg.train.ckpt_every == 0:
+                save(step)
+        if pending is not None:
+            _write_metrics(logger, pending, last_fetch)
+        save(step, force=True)
+        ckpt.wait()
+    logger.close_progress()
+
+    result = RunResult(workdir=workdir, final_step=step, stopped_by=stopped_by, compile_count=step_fn.trace_count)
+    if stopped_by:
+        logger.info(f"stopped by {stopped_by} at step {step}; checkpoint saved in {ckpt.directory}")
+    elif start_step < total:
+        write_samples(logger, generator, state, cfg, step)
+        if cfg.sample.final_eval_prompts and cfg.data.source == "synthetic":
+            result.attribute_accuracy = attribute_check(logger, generator, state, cfg, workdir)
+    ckpt.close()
+    logger.close()
+    return result
+
+
+def _write_metrics(logger: RunLogger, pending: tuple[int, dict[str, jax.Array]], last_fetch: tuple[int, float]):
+    """Fetch one log step's metrics (explicit device_get), add throughput, log them."""
+    step, device_metrics = pending
+    values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    now = time.perf_counter()
+    prev_step, prev_time = last_fetch
+    values["steps_per_s"] = (step - prev_step) / max(now - prev_time, 1e-9)
+    if not math.isfinite(values["loss"]):
+        raise TrainingError(f"loss is {values['loss']} at step {step}; stopping (last checkpoint kept)")
+    logger.metrics(step, values)
+    return step, now
+
+
+def write_samples(logger: RunLogger, generator: Generator, state: TrainState, cfg: Config, step: int) -> None:
+    """Generate ``sample.num`` clips from held-out prompts with the EMA weights; WAV + TensorBoard."""
+    from jaxstage.data.synthetic import prompt_set
+
+    prompts = [p for p, _ in prompt_set(cfg.sample.seed, cfg.sample.num)]
+    audio = generator(state.ema_params, state.codec_stats, prompts, seed=cfg.sample.seed + step)
+    logger.audio(step, prompts, audio, cfg.data.sample_rate)
+
+
+def attribute_check(logger: RunLogger, generator: Generator, state: TrainState, cfg: Config, workdir: Path
+                    ) -> dict[str, float]:
+    """Judge generated audio against held-out prompts by signal analysis; write attributes.json."""
+    from jaxstage.data.synthetic import prompt_set
+    from jaxstage.eval.attributes import analyze, attribute_accuracy, chance_levels
+
+    prompts = prompt_set(cfg.sample.seed + 1, cfg.sample.final_eval_prompts)
+    predicted, truth = [], []
+    chunk = max(1, cfg.sample.num * 8)
+    for i in range(0, len(prompts), chunk):
+        part = prompts[i:i + chunk]
+        audio = generator(state.ema_params, state.codec_stats, [p for p, _ in part], seed=cfg.sample.seed + i)
+        predicted += [analyze(a, cfg.data.sample_rate) for a in audio]
+        truth += [attrs for _, attrs in part]
+    accuracy = attribute_accuracy(predicted, truth)
+    report = {"step": int(state.step), "num_prompts": len(prompts), "sampler": cfg.sample.sampler,
+              "steps": cfg.sample.steps, "cfg_scale": cfg.sample.cfg_scale,
+              "accuracy": accuracy, "chance": chance_levels()}
+    if jax.process_index() == 0:
+        (workdir / "attributes.json").write_text(json.dumps(report, indent=2))
+    logger.info("attribute accuracy of generated audio: " + ", ".join(
+        f"{k} {v:.2f} (chance {report['chance'][k]:.2f})" for k, v in accuracy.items()))
+    return accuracy
