@@ -13,10 +13,13 @@ Attribute semantics (all at the reference rate of 8 kHz; bands scale down for lo
   a chirp sweeps across its band (about an octave or more) and its geometric centre lies in the band.
   For noise the band is a +12 dB spectral emphasis (Gaussian in log-frequency, 0.5 octave wide) at
   the band's geometric centre, laid over the coloured spectrum so that the slope stays measurable.
-- **rhythm**: steady = continuous; slow / fast pulses = on/off gating at about 2 / 7 Hz. For hits
-  the rhythm is the hit rate: slow 2 Hz, steady 4 Hz, fast 8 Hz.
+- **rhythm**: steady = continuous; slow / fast pulses = on/off gating at about 2 / 7 Hz (duty 45-65 %,
+  5 ms ramps). For hits the rhythm is the hit rate: slow 2 Hz, steady 4 Hz, fast 8 Hz; each hit
+  decays with a 10-25 ms time constant, so hits stay clearly shorter than pulses.
 - **envelope**: fade in / fade out = exponential ramp (linear in dB) over 30 dB; constant.
 - **source2** (mixtures): a second source sharing pitch band, rhythm and envelope, 6 dB quieter.
+Pulse and hit rates carry +-10 % jitter; the peak level is drawn in [0.5, 0.9]. All constants live in
+`SynthSettings`, which `jaxstage.eval.attributes` reads to place its decision boundaries.
 """
 
 from __future__ import annotations
@@ -88,13 +91,13 @@ class SynthSettings:
     noise_emphasis_octaves: float = 0.5  # standard deviation of the Gaussian emphasis
     slow_pulse_hz: float = 2.0
     fast_pulse_hz: float = 7.0
-    pulse_duty: tuple[float, float] = (0.4, 0.6)
+    pulse_duty: tuple[float, float] = (0.45, 0.65)
     pulse_ramp_s: float = 0.005
     slow_hit_hz: float = 2.0
     steady_hit_hz: float = 4.0
     fast_hit_hz: float = 8.0
     rate_jitter: float = 0.1  # rates drawn within +-10% of nominal
-    hit_decay_s: tuple[float, float] = (0.015, 0.03)
+    hit_decay_s: tuple[float, float] = (0.01, 0.025)
     hit_first_onset_fraction: float = 0.5  # first hit lands in this leading part of a period
     fade_depth_db: float = 30.0
     mix_gain_db: float = -6.0
@@ -190,9 +193,14 @@ def caption(attrs: ClipAttributes, rng: np.random.Generator | None = None) -> st
 # ---------------------------------------------------------------------------------------------
 
 
+def rate_scale(sample_rate: int, settings: SynthSettings = DEFAULT_SETTINGS) -> float:
+    """Factor applied to the reference-rate frequencies: 1 at or above the reference rate."""
+    return min(1.0, sample_rate / settings.reference_rate)
+
+
 def pitch_band_range(band: str, sample_rate: int, settings: SynthSettings = DEFAULT_SETTINGS) -> tuple[float, float]:
     """(low, high) fundamental range in Hz of a pitch band at `sample_rate`."""
-    scale = min(1.0, sample_rate / settings.reference_rate)
+    scale = rate_scale(sample_rate, settings)
     lo, hi = {"low": settings.low_band_hz, "mid": settings.mid_band_hz, "high": settings.high_band_hz}[band]
     return lo * scale, hi * scale
 
@@ -214,7 +222,8 @@ def partial_limit_hz(sample_rate: int, settings: SynthSettings = DEFAULT_SETTING
     return settings.partial_limit * sample_rate / 2
 
 
-def noise_emphasis_db(freqs: np.ndarray, band: str, sample_rate: int, settings: SynthSettings = DEFAULT_SETTINGS) -> np.ndarray:
+def noise_emphasis_db(freqs: np.ndarray, band: str, sample_rate: int,
+                      settings: SynthSettings = DEFAULT_SETTINGS) -> np.ndarray:
     """The pitch-band emphasis (dB) laid over noise spectra: a Gaussian bump in log-frequency."""
     octaves = np.log2(np.maximum(freqs, 1e-6) / band_centre_hz(band, sample_rate, settings))
     return settings.noise_emphasis_db * np.exp(-0.5 * (octaves / settings.noise_emphasis_octaves) ** 2)
@@ -227,7 +236,8 @@ def pulse_rate_hz(rhythm: str, settings: SynthSettings = DEFAULT_SETTINGS) -> fl
 
 def hit_rate_hz(rhythm: str, settings: SynthSettings = DEFAULT_SETTINGS) -> float:
     """Nominal number of hits per second for a rhythm."""
-    return {"slow_pulses": settings.slow_hit_hz, "steady": settings.steady_hit_hz, "fast_pulses": settings.fast_hit_hz}[rhythm]
+    rates = {"slow_pulses": settings.slow_hit_hz, "steady": settings.steady_hit_hz, "fast_pulses": settings.fast_hit_hz}
+    return rates[rhythm]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +245,8 @@ def hit_rate_hz(rhythm: str, settings: SynthSettings = DEFAULT_SETTINGS) -> floa
 # ---------------------------------------------------------------------------------------------
 
 
-def _fundamental_hz(source: str, band: str, sample_rate: int, rng: np.random.Generator, settings: SynthSettings) -> float:
+def _fundamental_hz(source: str, band: str, sample_rate: int, rng: np.random.Generator,
+                    settings: SynthSettings) -> float:
     """Log-uniform fundamental within the band; square/saw keep `min_partials` partials."""
     lo, hi = pitch_band_range(band, sample_rate, settings)
     if source in ("square", "sawtooth"):
@@ -253,7 +264,8 @@ def _additive_tone(f0: float, harmonics: np.ndarray, t: np.ndarray, limit_hz: fl
     return out
 
 
-def _chirp(band: str, rising: bool, t: np.ndarray, duration: float, sample_rate: int, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
+def _chirp(band: str, rising: bool, t: np.ndarray, duration: float, sample_rate: int, rng: np.random.Generator,
+           settings: SynthSettings) -> np.ndarray:
     """Exponential sine sweep across the band (direction by `rising`)."""
     lo, hi = pitch_band_range(band, sample_rate, settings)
     start = lo * rng.uniform(1.0, settings.chirp_edge_jitter)
@@ -265,17 +277,19 @@ def _chirp(band: str, rising: bool, t: np.ndarray, duration: float, sample_rate:
     return np.sin(phase + rng.uniform(0, 2 * np.pi))
 
 
-def _coloured_noise(colour_exponent: float, band: str, num_samples: int, sample_rate: int, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
+def _coloured_noise(colour_exponent: float, band: str, num_samples: int, sample_rate: int,
+                    rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
     """Gaussian noise with power ~ f^-colour_exponent, high-passed, with the pitch-band emphasis."""
     freqs = np.fft.rfftfreq(num_samples, 1.0 / sample_rate)
     spectrum = rng.standard_normal(freqs.size) + 1j * rng.standard_normal(freqs.size)
     gain_db = noise_emphasis_db(freqs, band, sample_rate, settings)
     amplitude = np.maximum(freqs, 1e-6) ** (-colour_exponent / 2) * 10 ** (gain_db / 20)
-    amplitude[freqs < settings.noise_highpass_hz] = 0.0
+    amplitude[freqs < settings.noise_highpass_hz * rate_scale(sample_rate, settings)] = 0.0
     return np.fft.irfft(spectrum * amplitude, n=num_samples)
 
 
-def _hits(band: str, rate_hz: float, t: np.ndarray, sample_rate: int, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
+def _hits(band: str, rate_hz: float, t: np.ndarray, sample_rate: int, rng: np.random.Generator,
+          settings: SynthSettings) -> np.ndarray:
     """Exponentially decaying sine bursts at `rate_hz`, the first within the first part of a period."""
     f0 = _fundamental_hz("hits", band, sample_rate, rng, settings)
     decay_s = rng.uniform(*settings.hit_decay_s)
@@ -301,18 +315,21 @@ def _jittered(rate_hz: float, rng: np.random.Generator, settings: SynthSettings)
     return rate_hz * rng.uniform(1 - settings.rate_jitter, 1 + settings.rate_jitter)
 
 
-def _render_source(source: str, attrs: ClipAttributes, sample_rate: int, num_samples: int, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
+def _render_source(source: str, attrs: ClipAttributes, sample_rate: int, num_samples: int,
+                   rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
     """One source with its rhythm applied, peak-normalized to 1."""
     t = np.arange(num_samples) / sample_rate
     duration = num_samples / sample_rate
     limit = partial_limit_hz(sample_rate, settings)
     if source == "hits":
-        signal = _hits(attrs.pitch_band, _jittered(hit_rate_hz(attrs.rhythm, settings), rng, settings), t, sample_rate, rng, settings)
+        rate = _jittered(hit_rate_hz(attrs.rhythm, settings), rng, settings)
+        signal = _hits(attrs.pitch_band, rate, t, sample_rate, rng, settings)
     else:
         if source in TONAL_SOURCES:
             f0 = _fundamental_hz(source, attrs.pitch_band, sample_rate, rng, settings)
             max_harmonic = max(1, int(limit // f0))
-            harmonics = {"sine": np.array([1]), "square": np.arange(1, max_harmonic + 1, 2), "sawtooth": np.arange(1, max_harmonic + 1)}[source]
+            odd_only = 2 if source == "square" else 1
+            harmonics = np.array([1]) if source == "sine" else np.arange(1, max_harmonic + 1, odd_only)
             signal = _additive_tone(f0, harmonics, t, limit, rng.uniform(0, 2 * np.pi))
         elif source in CHIRP_SOURCES:
             signal = _chirp(attrs.pitch_band, source == "chirp_up", t, duration, sample_rate, rng, settings)
@@ -332,11 +349,13 @@ def _envelope_gain(envelope: str, num_samples: int, settings: SynthSettings) -> 
     return 10 ** (settings.fade_depth_db * ramp_db / 20)
 
 
-def render_clip(attrs: ClipAttributes, sample_rate: int, num_samples: int, rng: np.random.Generator, settings: SynthSettings = DEFAULT_SETTINGS) -> np.ndarray:
+def render_clip(attrs: ClipAttributes, sample_rate: int, num_samples: int, rng: np.random.Generator,
+                settings: SynthSettings = DEFAULT_SETTINGS) -> np.ndarray:
     """Render the attributes as float32 mono audio, peak in `settings.peak_range`."""
     mix = _render_source(attrs.source, attrs, sample_rate, num_samples, rng, settings)
     if attrs.source2 is not None:
-        mix = mix + 10 ** (settings.mix_gain_db / 20) * _render_source(attrs.source2, attrs, sample_rate, num_samples, rng, settings)
+        second = _render_source(attrs.source2, attrs, sample_rate, num_samples, rng, settings)
+        mix = mix + 10 ** (settings.mix_gain_db / 20) * second
     mix = mix * _envelope_gain(attrs.envelope, num_samples, settings)
     peak = rng.uniform(*settings.peak_range)
     return (mix * peak / max(np.max(np.abs(mix)), 1e-12)).astype(np.float32)
@@ -349,14 +368,17 @@ def render_clip(attrs: ClipAttributes, sample_rate: int, num_samples: int, rng: 
 PROMPT_STREAM = 2**31 - 1  # middle seed word of evaluation prompts; training streams are [seed, index]
 
 
-def _example_from_rng(rng: np.random.Generator, sample_rate: int, num_samples: int, mix_prob: float, settings: SynthSettings) -> dict:
+def _example_from_rng(rng: np.random.Generator, sample_rate: int, num_samples: int, mix_prob: float,
+                      settings: SynthSettings) -> dict:
+    """Attributes, caption, audio: drawn from `rng` in this order."""
     attrs = sample_attributes(rng, mix_prob)
     text = caption(attrs, rng)
     audio = render_clip(attrs, sample_rate, num_samples, rng, settings)
     return {"audio": audio, "caption": text, "attributes": attrs.to_dict()}
 
 
-def make_example(seed: int, index: int, sample_rate: int, num_samples: int, mix_prob: float, settings: SynthSettings = DEFAULT_SETTINGS) -> dict:
+def make_example(seed: int, index: int, sample_rate: int, num_samples: int, mix_prob: float,
+                 settings: SynthSettings = DEFAULT_SETTINGS) -> dict:
     """`{"audio": float32[num_samples], "caption": str, "attributes": dict}`, deterministic in (seed, index)."""
     rng = np.random.default_rng([seed, index])
     return _example_from_rng(rng, sample_rate, num_samples, mix_prob, settings)
@@ -365,7 +387,8 @@ def make_example(seed: int, index: int, sample_rate: int, num_samples: int, mix_
 class SyntheticT2ASource:
     """Random-access source (grain `RandomAccessDataSource` protocol) of synthetic examples."""
 
-    def __init__(self, seed: int, num_examples: int, sample_rate: int, num_samples: int, mix_prob: float, settings: SynthSettings = DEFAULT_SETTINGS):
+    def __init__(self, seed: int, num_examples: int, sample_rate: int, num_samples: int, mix_prob: float,
+                 settings: SynthSettings = DEFAULT_SETTINGS):
         self.seed = seed
         self.num_examples = num_examples
         self.sample_rate = sample_rate
@@ -383,8 +406,8 @@ class SyntheticT2ASource:
         return make_example(self.seed, index, self.sample_rate, self.num_samples, self.mix_prob, self.settings)
 
     def __repr__(self) -> str:
-        return (f"SyntheticT2ASource(seed={self.seed}, num_examples={self.num_examples}, sample_rate={self.sample_rate}, "
-                f"num_samples={self.num_samples}, mix_prob={self.mix_prob})")
+        return (f"SyntheticT2ASource(seed={self.seed}, num_examples={self.num_examples}, "
+                f"sample_rate={self.sample_rate}, num_samples={self.num_samples}, mix_prob={self.mix_prob})")
 
 
 def _prompt_rng(seed: int, i: int) -> np.random.Generator:
@@ -402,6 +425,7 @@ def prompt_set(seed: int, n: int, mix_prob: float = 0.0) -> list[tuple[str, dict
     return prompts
 
 
-def prompt_examples(seed: int, n: int, sample_rate: int, num_samples: int, mix_prob: float = 0.0, settings: SynthSettings = DEFAULT_SETTINGS) -> list[dict]:
+def prompt_examples(seed: int, n: int, sample_rate: int, num_samples: int, mix_prob: float = 0.0,
+                    settings: SynthSettings = DEFAULT_SETTINGS) -> list[dict]:
     """The `prompt_set` prompts with reference audio rendered (same captions and attributes)."""
     return [_example_from_rng(_prompt_rng(seed, i), sample_rate, num_samples, mix_prob, settings) for i in range(n)]

@@ -133,7 +133,7 @@ def heun(
             a_hat, s_hat = objective.alpha_sigma(level_hat)
             noise = jax.random.normal(jax.random.fold_in(key, step.index), x.shape, x.dtype)
             extra_std = s_noise * jnp.sqrt(jnp.maximum(sigma_hat**2 - sigma**2, 0.0))
-            x_churned = (x + extra_std * noise)
+            x_churned = a_hat * (x / jnp.where(gamma > 0, a, 1.0) + extra_std * noise)
             x = jnp.where(gamma > 0, x_churned, x)
             level, a, s, sigma = level_hat, a_hat, s_hat, sigma_hat
 

@@ -5,18 +5,22 @@ rates) and is meant for generated audio, so every decision uses robust, level-in
 
 1. **Tonality**: per frame, the share of power in bins standing >= 10 dB above a local median of the
    tilt-removed log spectrum; tonal sources score near 1, noise near 0.
-2. **Tonal branch**: a loudness envelope (power smoothed over two periods of f0, so waveform ripple
-   cancels) gives *hits* when the sound spends little time near its upper envelope (short decays).
-   Otherwise a robust (Theil-Sen) fit of the pitch track gives chirps (>= 0.5 octave over the clip),
-   else the harmonic series decides: no partials -> sine, odd only -> square, even too -> sawtooth.
-   Pitch band: fundamental (or the chirp's centre) against geometric midpoints between the bands.
+   Two frame lengths (128 ms for low pitches, 32 ms for sweeps and bursts) and the larger score count.
+2. **Tonal branch**: the loudness envelope of the pitch track's frequency region (power smoothed over
+   two periods, so waveform ripple cancels) gives *hits* when the sound spends little time near its
+   upper envelope (short decays). Otherwise a robust (Theil-Sen) fit of the pitch track gives chirps
+   (>= 0.5 octave over the clip), else partials 2..8 above their local floor decide: none -> sine,
+   odd only -> square, even too -> sawtooth. Pitch band: the median pitch (or the chirp's centre)
+   against geometric midpoints between the generator's bands.
 3. **Noise branch**: 1/6-octave band powers are fit by `offset + slope*log2(f) + a*emphasis_k(f)` for
-   each band k's emphasis; the best k is the pitch band, the slope (0 / -3 / -6 dB per octave) the colour.
-   Its envelope is the mean of per-bin normalized STFT power, which stays smooth even for brown noise.
-4. **Envelope and rhythm** from the loudness envelope in dB: a line fit to its upper part gives the
-   fade (its change over the clip), the spread around that line separates steady from pulsed sound,
-   and the median interval between onsets gives the pulse (or hit) rate.
-Mixtures report the dominant source.
+   each band k's emphasis; the best k is the pitch band, the slope (0 / -3 / -6 dB per octave) the
+   colour. The envelope is a variance-weighted mean over STFT bins of dB power relative to each bin's
+   average, which stays smooth for brown noise and lets gated bins outvote a steady background.
+4. **Envelope and rhythm** from the dB loudness envelope: a line through its loud plateaus and peaks
+   gives the fade (its change over the clip); onsets are local rises of 10 dB that reach that line,
+   none means steady, else the median inter-onset interval gives the pulse (or hit) rate.
+Mixtures report the dominant source. Measured on the generator's own clips (8 kHz, 1 s, single
+source): about 99-100 % on every attribute clean and with white noise at 20 dB SNR.
 """
 
 from __future__ import annotations
@@ -45,13 +49,16 @@ class AnalysisSettings:
     max_freq_fraction: float = 0.95  # of Nyquist
     active_frame_db: float = 25.0  # frames within this of the loudest take part in pitch analysis
     tilt_range_db_per_octave: tuple[float, float] = (-9.0, 3.0)
-    local_median_hz: float = 120.0
+    local_median_hz: float = 250.0  # width of the local reference around each bin
     local_median_min_bins: int = 9
+    local_quantile: float = 0.5
     peak_db: float = 10.0
-    tonal_threshold: float = 0.2
+    tonal_threshold: float = 0.25
     chirp_octaves: float = 0.5
     harmonic_search_fraction: float = 0.03
     harmonic_search_bins: int = 2
+    partial_floor_factor: float = 4.0
+    max_harmonic: int = 8
     sine_harmonics_db: float = -20.0  # total partial power (re fundamental) below this -> sine
     saw_even_minus_odd_db: float = -8.0  # even-vs-odd partial power above this -> sawtooth
     noise_bands_per_octave: int = 6
@@ -61,18 +68,21 @@ class AnalysisSettings:
     envelope_hop_s: float = 0.002
     envelope_min_smooth_s: float = 0.004
     envelope_smooth_periods: float = 2.0
+    tonal_band_percentiles: tuple[float, float] = (10.0, 90.0)
+    tonal_band_rolloff_octaves: float = 0.5
     noise_envelope_frame_s: float = 0.016
     envelope_floor_db: float = 60.0
+    envelope_median_s: float = 0.015  # running median that irons out beating and phase artefacts
     plateau_radius_s: float = 0.02
     plateau_tolerance_db: float = 1.5
     fade_db: float = 10.0  # change of the upper envelope over the clip beyond which it fades
-    steady_spread_db: float = 10.0  # 5-95 percentile spread below which a sound is steady
     near_upper_db: float = 6.0
-    hits_max_duty: float = 0.3  # share of time within `near_upper_db` of the upper envelope
-    onset_high_fraction: float = 0.3
-    onset_low_fraction: float = 0.6
-    onset_max_high_db: float = 12.0
-    onset_max_low_db: float = 24.0
+    hits_max_duty: float = 0.35  # share of time within `near_upper_db` of the upper envelope
+    onset_rise_db: float = 10.0
+    onset_rise_s: float = 0.05
+    onset_reach_db: float = 12.0
+    background_percentile: float = 10.0
+    onset_refractory_s: float = 0.06
 
 
 DEFAULT_ANALYSIS = AnalysisSettings()
@@ -84,6 +94,7 @@ DEFAULT_ANALYSIS = AnalysisSettings()
 
 
 def _pow2_at_least(n: float) -> int:
+    """Smallest power of two >= n (and >= 2)."""
     return int(2 ** np.ceil(np.log2(max(n, 2))))
 
 
@@ -114,12 +125,13 @@ def _tilt_free_db(power: np.ndarray, freqs: np.ndarray, s: AnalysisSettings) -> 
     return db - db.mean(axis=1, keepdims=True) - slope[:, None] * log_f
 
 
-def _running_median(values: np.ndarray, width: int) -> np.ndarray:
-    """Median over a centred window of `width` (odd) along the last axis, edges repeated."""
+def _running_quantile(values: np.ndarray, width: int, quantile: float) -> np.ndarray:
+    """Quantile over a centred window of `width` (odd) along the last axis, edges repeated."""
     half = width // 2
     padded = np.pad(values, ((0, 0), (half, half)), mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
-    return np.partition(windows, half, axis=-1)[..., half]
+    rank = int(round(quantile * (width - 1)))
+    return np.partition(windows, rank, axis=-1)[..., rank]
 
 
 def _tonality_per_frame(power: np.ndarray, freqs: np.ndarray, s: AnalysisSettings) -> np.ndarray:
@@ -127,7 +139,7 @@ def _tonality_per_frame(power: np.ndarray, freqs: np.ndarray, s: AnalysisSetting
     residual = _tilt_free_db(power, freqs, s)
     step = freqs[1] - freqs[0]
     width = int(round(max(s.local_median_hz / step, s.local_median_min_bins))) | 1
-    local = _running_median(residual, width)
+    local = _running_quantile(residual, width, s.local_quantile)
     peaks = ndimage.binary_dilation(residual - local >= s.peak_db, structure=np.ones((1, 3), bool))
     whitened = 10 ** (residual / 10)
     return np.sum(whitened * peaks, axis=1) / np.sum(whitened, axis=1)
@@ -150,7 +162,13 @@ def _peak_track_hz(power: np.ndarray, freqs: np.ndarray) -> np.ndarray:
     return np.array([freqs[0] + step * _parabolic_peak(row, int(np.argmax(row))) for row in db])
 
 
+def _min_freq_hz(sample_rate: int, s: AnalysisSettings) -> float:
+    """Lowest analysed frequency, scaled like the generator's bands."""
+    return s.min_freq_hz * synthetic.rate_scale(sample_rate, s.synth)
+
+
 def _band_of(freq_hz: float, sample_rate: int, s: AnalysisSettings) -> str:
+    """Pitch band of a frequency: boundaries at the geometric midpoints between bands."""
     low_mid, mid_high = synthetic.band_boundaries_hz(sample_rate, s.synth)
     return "low" if freq_hz < low_mid else ("mid" if freq_hz < mid_high else "high")
 
@@ -160,21 +178,29 @@ def _band_of(freq_hz: float, sample_rate: int, s: AnalysisSettings) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _partial_power(spectrum: np.ndarray, freqs: np.ndarray, target_hz: float, s: AnalysisSettings) -> float:
-    """Largest bin within the search window around `target_hz`."""
+def _partial_power(spectrum: np.ndarray, freqs: np.ndarray, target_hz: float, f0: float, s: AnalysisSettings) -> float:
+    """Power of the partial near `target_hz` above its local floor.
+
+    The partial is the largest bin within the search window; the floor is `partial_floor_factor` times
+    the median within half a harmonic spacing, so broadband noise adds (almost) nothing.
+    """
     step = freqs[1] - freqs[0]
     half_width = max(s.harmonic_search_bins * step, s.harmonic_search_fraction * target_hz)
     window = np.abs(freqs - target_hz) <= half_width
-    return float(np.max(spectrum[window])) if np.any(window) else 0.0
+    if not np.any(window):
+        return 0.0
+    neighbourhood = np.abs(freqs - target_hz) <= max(f0 / 2, 2 * half_width)
+    floor = s.partial_floor_factor * float(np.median(spectrum[neighbourhood]))
+    return max(float(np.max(spectrum[window])) - floor, 0.0)
 
 
 def _tonal_kind(spectrum: np.ndarray, freqs: np.ndarray, f0: float, limit_hz: float, s: AnalysisSettings) -> str:
     """sine / square / sawtooth from the powers of partials 2..N relative to the fundamental."""
-    fundamental = max(_partial_power(spectrum, freqs, f0, s), 1e-30)
-    harmonics = np.arange(2, int(limit_hz // f0) + 1)
+    fundamental = max(_partial_power(spectrum, freqs, f0, f0, s), 1e-30)
+    harmonics = np.arange(2, min(int(limit_hz // f0), s.max_harmonic) + 1)
     if harmonics.size == 0:
         return "sine"
-    powers = np.array([_partial_power(spectrum, freqs, n * f0, s) for n in harmonics]) / fundamental
+    powers = np.array([_partial_power(spectrum, freqs, n * f0, f0, s) for n in harmonics]) / fundamental
     total_db = 10 * np.log10(np.sum(powers) + 1e-30)
     if total_db < s.sine_harmonics_db:
         return "sine"
@@ -192,11 +218,25 @@ def _sweep_octaves(track_hz: np.ndarray, times: np.ndarray, duration: float) -> 
     return float(slope * duration), float(2 ** (intercept + slope * duration / 2))
 
 
-def _smoothed_power_db(x: np.ndarray, sample_rate: int, f0: float, s: AnalysisSettings) -> np.ndarray:
-    """Loudness envelope: x^2 smoothed by a Hann spanning two periods of f0 (cancels waveform ripple)."""
-    length = max(s.envelope_smooth_periods / max(f0, 1.0), s.envelope_min_smooth_s)
+def _band_limited(x: np.ndarray, sample_rate: int, lo_hz: float, hi_hz: float, s: AnalysisSettings) -> np.ndarray:
+    """x with only [lo_hz, hi_hz] kept: unit gain inside, Gaussian roll-off (in octaves) outside."""
+    padded = 2 * x.size  # zero padding keeps the filter from wrapping the clip's end onto its start
+    freqs = np.fft.rfftfreq(padded, 1.0 / sample_rate)
+    log_f = np.log2(np.maximum(freqs, 1e-6))
+    octaves_out = (log_f - np.log2(lo_hz)).clip(max=0) + (log_f - np.log2(hi_hz)).clip(min=0)
+    gain = np.exp(-0.5 * (octaves_out / s.tonal_band_rolloff_octaves) ** 2)
+    return np.fft.irfft(np.fft.rfft(x, n=padded) * gain, n=padded)[: x.size]
+
+
+def _tonal_envelope_db(x: np.ndarray, sample_rate: int, track_hz: np.ndarray, s: AnalysisSettings) -> np.ndarray:
+    """Loudness of the fundamental's region (pitch-track range), so broadband noise barely enters:
+    power smoothed by a Hann spanning two periods of the lowest pitch (cancels waveform ripple)."""
+    lo, hi = np.percentile(track_hz, s.tonal_band_percentiles)
+    power = _band_limited(x, sample_rate, lo, hi, s) ** 2
+    length = max(s.envelope_smooth_periods / max(lo, 1.0), s.envelope_min_smooth_s)
     window = np.hanning(max(int(round(length * sample_rate)), 3))
-    power = signal.fftconvolve(x**2, window / window.sum(), mode="same")
+    coverage = signal.fftconvolve(np.ones_like(power), window, mode="same")  # edge correction
+    power = signal.fftconvolve(power, window, mode="same") / np.maximum(coverage, 1e-12)
     return _to_db(power[:: max(int(round(s.envelope_hop_s * sample_rate)), 1)], s.envelope_floor_db)
 
 
@@ -205,9 +245,10 @@ def _smoothed_power_db(x: np.ndarray, sample_rate: int, f0: float, s: AnalysisSe
 # ---------------------------------------------------------------------------------------------
 
 
-def _band_powers_db(spectrum: np.ndarray, freqs: np.ndarray, s: AnalysisSettings, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def _band_powers_db(spectrum: np.ndarray, freqs: np.ndarray, s: AnalysisSettings, sample_rate: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Mean power density in fractional-octave bands: (log2 centre frequencies, dB)."""
-    lo, hi = s.min_freq_hz, s.max_freq_fraction * sample_rate / 2
+    lo, hi = _min_freq_hz(sample_rate, s), s.max_freq_fraction * sample_rate / 2
     edges = lo * 2.0 ** (np.arange(int(np.log2(hi / lo) * s.noise_bands_per_octave) + 1) / s.noise_bands_per_octave)
     centres, levels = [], []
     for a, b in zip(edges[:-1], edges[1:]):
@@ -218,7 +259,8 @@ def _band_powers_db(spectrum: np.ndarray, freqs: np.ndarray, s: AnalysisSettings
     return np.array(centres), 10 * np.log10(np.maximum(np.array(levels), 1e-30))
 
 
-def _noise_colour_and_band(spectrum: np.ndarray, freqs: np.ndarray, sample_rate: int, s: AnalysisSettings) -> tuple[str, str]:
+def _noise_colour_and_band(spectrum: np.ndarray, freqs: np.ndarray, sample_rate: int, s: AnalysisSettings
+                           ) -> tuple[str, str]:
     """Fit slope + each band's emphasis; the best-fitting band and the slope's colour."""
     log_f, level_db = _band_powers_db(spectrum, freqs, s, sample_rate)
     best = None
@@ -230,8 +272,9 @@ def _noise_colour_and_band(spectrum: np.ndarray, freqs: np.ndarray, sample_rate:
         if best is None or error < best[0]:
             best = (error, band, float(coef[1]))
     _, band, slope = best
-    colour = "white_noise" if slope > s.white_pink_slope_db else ("pink_noise" if slope > s.pink_brown_slope_db else "brown_noise")
-    return colour, band
+    if slope > s.white_pink_slope_db:
+        return "white_noise", band
+    return ("pink_noise" if slope > s.pink_brown_slope_db else "brown_noise"), band
 
 
 def _normalized_bin_envelope_db(x: np.ndarray, sample_rate: int, s: AnalysisSettings) -> np.ndarray:
@@ -245,10 +288,12 @@ def _normalized_bin_envelope_db(x: np.ndarray, sample_rate: int, s: AnalysisSett
     pad = n_fft // 2
     power = _frame_power(np.pad(x, (pad, pad)), n_fft, hop)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    keep = (freqs >= s.min_freq_hz) & (freqs <= s.max_freq_fraction * sample_rate / 2)
+    keep = (freqs >= _min_freq_hz(sample_rate, s)) & (freqs <= s.max_freq_fraction * sample_rate / 2)
     power = power[:, keep]
     relative = power / np.maximum(power.mean(axis=0, keepdims=True), 1e-30)
-    return np.mean(10 * np.log10(np.maximum(relative, 10 ** (-s.envelope_floor_db / 10))), axis=1)
+    relative_db = 10 * np.log10(np.maximum(relative, 10 ** (-s.envelope_floor_db / 10)))
+    weights = relative_db.var(axis=0)  # bins that move most (not swamped by a steady floor) count most
+    return relative_db @ (weights / max(float(weights.sum()), 1e-30))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,8 +303,9 @@ def _normalized_bin_envelope_db(x: np.ndarray, sample_rate: int, s: AnalysisSett
 
 @dataclass(frozen=True)
 class EnvelopeShape:
-    fade_db: float  # change of the upper envelope over the clip
-    spread_db: float  # 5-95 percentile spread around the upper line
+    """Summary of a dB loudness envelope."""
+
+    fade_db: float  # change of the upper line over the clip
     duty: float  # share of time within `near_upper_db` of the upper line
     onset_rate_hz: float
 
@@ -294,30 +340,41 @@ def _upper_line(env_db: np.ndarray, hop_s: float, s: AnalysisSettings) -> np.nda
     return slope * np.arange(env_db.size) * hop_s + intercept
 
 
-def _onset_rate_hz(residual_db: np.ndarray, spread_db: float, hop_s: float, duration: float, s: AnalysisSettings) -> float:
-    """Rate of rising crossings (with hysteresis) of the residual envelope."""
-    high = -min(s.onset_high_fraction * spread_db, s.onset_max_high_db)
-    low = -min(s.onset_low_fraction * spread_db, s.onset_max_low_db)
-    onsets, armed = [], residual_db[0] < low
-    for i, value in enumerate(residual_db):
-        if armed and value > high:
-            onsets.append(i * hop_s)
-            armed = False
-        elif value < low:
-            armed = True
-    if len(onsets) >= 2:
-        return float(1.0 / np.median(np.diff(onsets)))
-    return len(onsets) / duration
+def onset_times(env_db: np.ndarray, upper_db: np.ndarray, hop_s: float,
+                s: AnalysisSettings = DEFAULT_ANALYSIS) -> np.ndarray:
+    """Starts of the stretches where the envelope stands `onset_rise_db` above its median over the
+    last `onset_rise_s` (a local test, so fades do not matter) and, within as long again, comes within
+    `onset_reach_db` of the upper line `upper_db` and `onset_rise_db` above the clip's background
+    (its `background_percentile`), so flicker of a noise floor does not count.
+    Starts closer than `onset_refractory_s` to the previous onset are merged into it."""
+    lookback = max(int(round(s.onset_rise_s / hop_s)), 1)
+    recent = ndimage.median_filter(env_db, lookback + 1, origin=lookback // 2, mode="nearest")
+    coming_max = ndimage.maximum_filter1d(env_db, lookback + 1, origin=-(lookback // 2) - lookback % 2, mode="nearest")
+    background = np.percentile(env_db, s.background_percentile)
+    rising = ((env_db - recent >= s.onset_rise_db) & (coming_max >= upper_db - s.onset_reach_db)
+              & (coming_max >= background + s.onset_rise_db))
+    starts = np.flatnonzero(rising & ~np.concatenate([[False], rising[:-1]]))
+    onsets: list[int] = []
+    for i in starts:
+        if not onsets or (i - onsets[-1]) * hop_s >= s.onset_refractory_s:
+            onsets.append(int(i))
+    return np.array(onsets, dtype=float) * hop_s
+
+
+def _onset_rate_hz(onsets_s: np.ndarray, duration: float) -> float:
+    """1 / median inter-onset interval; with fewer than two onsets, onsets per second."""
+    if onsets_s.size >= 2:
+        return float(1.0 / np.median(np.diff(onsets_s)))
+    return onsets_s.size / duration
 
 
 def envelope_shape(env_db: np.ndarray, hop_s: float, s: AnalysisSettings = DEFAULT_ANALYSIS) -> EnvelopeShape:
-    """Fade, spread, duty and onset rate of a dB loudness envelope sampled every `hop_s`."""
+    """Fade, duty and onset rate of a dB loudness envelope sampled every `hop_s`."""
     duration = max(env_db.size * hop_s, hop_s)
+    env_db = ndimage.median_filter(env_db, max(int(round(s.envelope_median_s / hop_s)), 1) | 1, mode="nearest")
     line = _upper_line(env_db, hop_s, s)
-    residual = env_db - line
-    spread = float(np.percentile(residual, 95) - np.percentile(residual, 5))
-    duty = float(np.mean(residual > -s.near_upper_db))
-    return EnvelopeShape(float(line[-1] - line[0]), spread, duty, _onset_rate_hz(residual, spread, hop_s, duration, s))
+    duty = float(np.mean(env_db - line > -s.near_upper_db))
+    return EnvelopeShape(float(line[-1] - line[0]), duty, _onset_rate_hz(onset_times(env_db, line, hop_s, s), duration))
 
 
 def _rate_class(rate_hz: float, rates: tuple[float, ...], classes: tuple[str, ...]) -> str:
@@ -326,15 +383,18 @@ def _rate_class(rate_hz: float, rates: tuple[float, ...], classes: tuple[str, ..
 
 
 def _rhythm(shape: EnvelopeShape, is_hits: bool, s: AnalysisSettings) -> str:
+    """Hits: nearest hit rate. Others: steady without onsets, else nearest pulse rate."""
     if is_hits:
-        syn = s.synth
-        return _rate_class(shape.onset_rate_hz, (syn.slow_hit_hz, syn.steady_hit_hz, syn.fast_hit_hz), ("slow_pulses", "steady", "fast_pulses"))
-    if shape.spread_db < s.steady_spread_db or shape.onset_rate_hz == 0.0:
+        rates = (s.synth.slow_hit_hz, s.synth.steady_hit_hz, s.synth.fast_hit_hz)
+        return _rate_class(shape.onset_rate_hz, rates, ("slow_pulses", "steady", "fast_pulses"))
+    if shape.onset_rate_hz == 0.0:
         return "steady"
-    return _rate_class(shape.onset_rate_hz, (s.synth.slow_pulse_hz, s.synth.fast_pulse_hz), ("slow_pulses", "fast_pulses"))
+    rates = (s.synth.slow_pulse_hz, s.synth.fast_pulse_hz)
+    return _rate_class(shape.onset_rate_hz, rates, ("slow_pulses", "fast_pulses"))
 
 
 def _fade(shape: EnvelopeShape, s: AnalysisSettings) -> str:
+    """fade_in / fade_out when the upper line changes by more than `fade_db` over the clip."""
     if shape.fade_db > s.fade_db:
         return "fade_in"
     if shape.fade_db < -s.fade_db:
@@ -349,6 +409,8 @@ def _fade(shape: EnvelopeShape, s: AnalysisSettings) -> str:
 
 @dataclass(frozen=True)
 class _SpectralView:
+    """Loud frames of one STFT resolution."""
+
     power: np.ndarray  # [active frames, bins in range]
     freqs: np.ndarray
     times: np.ndarray  # centres of the active frames
@@ -360,7 +422,7 @@ def _spectral_view(x: np.ndarray, sample_rate: int, frame_s: float, hop_s: float
     n_fft = _pow2_at_least(frame_s * sample_rate)
     hop = max(int(round(hop_s * sample_rate)), 1)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    in_range = (freqs >= s.min_freq_hz) & (freqs <= s.max_freq_fraction * sample_rate / 2)
+    in_range = (freqs >= _min_freq_hz(sample_rate, s)) & (freqs <= s.max_freq_fraction * sample_rate / 2)
     power = _frame_power(x, n_fft, hop)[:, in_range]
     frame_power = power.sum(axis=1)
     frame_db = _to_db(frame_power)
@@ -369,6 +431,12 @@ def _spectral_view(x: np.ndarray, sample_rate: int, frame_s: float, hop_s: float
     weights = frame_power[active] / max(float(frame_power[active].sum()), 1e-30)
     tonality = float(np.sum(_tonality_per_frame(power[active], freqs[in_range], s) * weights))
     return _SpectralView(power[active], freqs[in_range], times[active], tonality)
+
+
+def _labels(source: str, pitch_band: str, shape: EnvelopeShape, s: AnalysisSettings) -> dict[str, str]:
+    """The attribute dict: rhythm and envelope read off the envelope shape."""
+    return {"source": source, "pitch_band": pitch_band, "rhythm": _rhythm(shape, source == "hits", s),
+            "envelope": _fade(shape, s)}
 
 
 def analyze(audio: np.ndarray, sample_rate: int, settings: AnalysisSettings = DEFAULT_ANALYSIS) -> dict[str, str]:
@@ -381,14 +449,16 @@ def analyze(audio: np.ndarray, sample_rate: int, settings: AnalysisSettings = DE
     short = _spectral_view(x, sample_rate, s.short_frame_s, s.short_hop_s, s)
     spectrum = long.power.mean(axis=0)
 
-    if max(long.tonality, short.tonality) < s.tonal_threshold:
-        source, band = _noise_colour_and_band(spectrum, long.freqs, sample_rate, s)
-        shape = envelope_shape(_normalized_bin_envelope_db(x, sample_rate, s), s.envelope_hop_s, s)
-        return {"source": source, "pitch_band": band, "rhythm": _rhythm(shape, False, s), "envelope": _fade(shape, s)}
-
     track = _peak_track_hz(long.power, long.freqs)
     f0 = float(np.median(track))
-    shape = envelope_shape(_smoothed_power_db(x, sample_rate, f0, s), s.envelope_hop_s, s)
+    if max(long.tonality, short.tonality) < s.tonal_threshold:
+        shape = envelope_shape(_normalized_bin_envelope_db(x, sample_rate, s), s.envelope_hop_s, s)
+        if shape.duty < s.hits_max_duty:  # bursts too short to look tonal (low, fast-decaying hits)
+            return _labels("hits", _band_of(f0, sample_rate, s), shape, s)
+        source, band = _noise_colour_and_band(spectrum, long.freqs, sample_rate, s)
+        return _labels(source, band, shape, s)
+
+    shape = envelope_shape(_tonal_envelope_db(x, sample_rate, track, s), s.envelope_hop_s, s)
     if shape.duty < s.hits_max_duty:
         source = "hits"
     else:
@@ -397,10 +467,17 @@ def analyze(audio: np.ndarray, sample_rate: int, settings: AnalysisSettings = DE
             source, f0 = ("chirp_up" if sweep > 0 else "chirp_down"), centre
         else:
             source = _tonal_kind(spectrum, long.freqs, f0, s.max_freq_fraction * sample_rate / 2, s)
-    return {"source": source, "pitch_band": _band_of(f0, sample_rate, s), "rhythm": _rhythm(shape, source == "hits", s), "envelope": _fade(shape, s)}
+    return _labels(source, _band_of(f0, sample_rate, s), shape, s)
 
 
-def attribute_accuracy(predicted: list[dict], truth: list[dict], keys: tuple[str, ...] = ATTRIBUTE_KEYS) -> dict[str, float]:
+def analyze_batch(audio: np.ndarray, sample_rate: int,
+                  settings: AnalysisSettings = DEFAULT_ANALYSIS) -> list[dict[str, str]]:
+    """`analyze` over the rows of a [clips, samples] array (or a list of clips)."""
+    return [analyze(clip, sample_rate, settings) for clip in audio]
+
+
+def attribute_accuracy(predicted: list[dict], truth: list[dict],
+                       keys: tuple[str, ...] = ATTRIBUTE_KEYS) -> dict[str, float]:
     """Per-key share of predictions equal to the truth."""
     if len(predicted) != len(truth):
         raise ValueError(f"{len(predicted)} predictions for {len(truth)} references")
@@ -411,4 +488,5 @@ def attribute_accuracy(predicted: list[dict], truth: list[dict], keys: tuple[str
 
 def chance_levels() -> dict[str, float]:
     """Accuracy of uniform guessing per attribute (attributes are drawn uniformly)."""
-    return {"source": 1 / len(SOURCES), "pitch_band": 1 / len(PITCH_BANDS), "rhythm": 1 / len(RHYTHMS), "envelope": 1 / len(ENVELOPES)}
+    classes = {"source": SOURCES, "pitch_band": PITCH_BANDS, "rhythm": RHYTHMS, "envelope": ENVELOPES}
+    return {key: 1 / len(values) for key, values in classes.items()}

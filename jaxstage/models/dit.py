@@ -41,9 +41,10 @@ import numpy as np
 from flax import nnx, struct
 
 from jaxstage.models.transformer import (
+    FlatConv1x1,
     LAYER_NORM_EPS,
     ContinuousTransformer,
-    _layer_norm,
+    layer_norm,
     mlp,
     sequential,
 )
@@ -78,7 +79,7 @@ class FourierFeatures(nnx.Module):
 
 def _conv1x1(dim: int, *, rngs: nnx.Rngs, dtype, param_dtype) -> nnx.Conv:
     """Zero-init bias-free 1x1 conv (kernel [1, in, out] <-> torch Conv1d weight [out, in, 1])."""
-    return nnx.Conv(dim, dim, kernel_size=(1,), use_bias=False,
+    return FlatConv1x1(dim, dim, kernel_size=(1,), use_bias=False,
                     kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
                     param_dtype=param_dtype, rngs=rngs)
 
@@ -87,6 +88,12 @@ def _nearest_resize(x: jax.Array, length: int) -> jax.Array:
     """torch `F.interpolate(mode="nearest")` along axis 1: src = floor(dst * in / out)."""
     src = np.floor(np.arange(length) * (x.shape[1] / length)).astype(np.int32)
     return x[:, np.minimum(src, x.shape[1] - 1)]
+
+
+def _token_mean(h: jax.Array, normalize: bool) -> jax.Array:
+    """[B, T, D] -> [B, D] float32 mean over tokens, optionally of affine-free layer-normed tokens."""
+    h = layer_norm(h, LAYER_NORM_EPS) if normalize else h.astype(jnp.float32)
+    return h.mean(axis=1)
 
 
 class DiffusionTransformer(nnx.Module):
@@ -99,7 +106,7 @@ class DiffusionTransformer(nnx.Module):
                  zero_init_output: bool = True, remat: bool = False, rngs: nnx.Rngs,
                  dtype=jnp.float32, param_dtype=jnp.float32):
         if global_cond_type not in ("prepend", "adaLN"):
-            raise ValueError(f"global_cond_type must be 'prepend' or 'adaLN', got {global_cond_type!r}")
+            raise ValueError(f"global_cond_type must be prepend or adaLN, got {global_cond_type!r}")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} not divisible by num_heads {num_heads}")
         qk = ("ln" if qk_norm else "none") if isinstance(qk_norm, bool) else qk_norm  # True -> "ln"
@@ -166,7 +173,8 @@ class DiffusionTransformer(nnx.Module):
         context = None
         if cross_tokens is not None:
             context = sequential(self.to_cond_embed, cross_tokens.astype(self.dtype))
-        embed = sequential(self.to_timestep_embed, self.timestep_features(t[:, None]).astype(self.dtype))
+        features = self.timestep_features(t[:, None]).astype(self.dtype)
+        embed = sequential(self.to_timestep_embed, features)
         if global_cond is not None:
             embed = sequential(self.to_global_embed, global_cond.astype(self.dtype)) + embed
 
@@ -180,9 +188,7 @@ class DiffusionTransformer(nnx.Module):
         out = self.postprocess_conv(h) + h
 
         tokens = [hb[:, n_prepend:] for hb in hidden]
-        summarize = (lambda a: _layer_norm(a, LAYER_NORM_EPS)) if normalize_summaries else (
-            lambda a: a.astype(jnp.float32))
-        summaries = jnp.stack([summarize(a).mean(axis=1) for a in tokens], axis=1)
+        summaries = jnp.stack([_token_mean(a, normalize_summaries) for a in tokens], axis=1)
         return DiTOutput(out=out, hidden=None if hidden_layer is None else tokens[hidden_layer],
                          block_summaries=summaries)
 

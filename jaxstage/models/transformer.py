@@ -52,6 +52,29 @@ def _torch_uniform(fan_in: int):
     return init
 
 
+class FlatLinear(nnx.Linear):
+    """`nnx.Linear` applied to a 2-D view of its input (same parameters and result).
+
+    XLA:CPU computes the weight gradient of a [B, T, D] x [D, F] dot_general about 2x slower than
+    that of the equivalent [B·T, D] x [D, F] matmul; flattening costs nothing on accelerators.
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        lead = x.shape[:-1]
+        y = super().__call__(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*lead, y.shape[-1])
+
+
+class FlatConv1x1(nnx.Conv):
+    """A 1x1 `nnx.Conv` (kernel [1, in, out], torch Conv1d layout) computed as a flat matmul."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...][0].astype(self.dtype or x.dtype)
+        lead = x.shape[:-1]
+        y = x.reshape(-1, x.shape[-1]).astype(kernel.dtype) @ kernel
+        return y.reshape(*lead, y.shape[-1])
+
+
 def linear(
     d_in: int,
     d_out: int,
@@ -62,11 +85,11 @@ def linear(
     zero_init: bool = False,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
-) -> nnx.Linear:
+) -> FlatLinear:
     """An `nnx.Linear` with torch's default (or zero) init and logical axis names on the kernel."""
     w_init = nnx.initializers.zeros_init() if zero_init else _torch_uniform(d_in)
     b_init = nnx.initializers.zeros_init() if zero_init else _torch_uniform(d_in)
-    return nnx.Linear(
+    return FlatLinear(
         d_in,
         d_out,
         use_bias=bias,
@@ -113,7 +136,7 @@ def mlp(d_in: int, d_hidden: int, d_out: int, *, bias: bool, in_axes: Axes, rngs
 # ----------------------------------------------------------------------------- norms
 
 
-def _layer_norm(x: jax.Array, eps: float) -> jax.Array:
+def layer_norm(x: jax.Array, eps: float) -> jax.Array:
     """Affine-free layer norm over the last axis, computed in float32."""
     x32 = x.astype(jnp.float32)
     mean = x32.mean(-1, keepdims=True)
@@ -130,7 +153,7 @@ class LayerNorm(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = _layer_norm(x, LAYER_NORM_EPS) * self.gamma[...].astype(jnp.float32) + self.beta[...]
+        y = layer_norm(x, LAYER_NORM_EPS) * self.gamma[...].astype(jnp.float32) + self.beta[...]
         return y.astype(self.dtype)
 
 
@@ -143,7 +166,7 @@ class TorchLayerNorm(nnx.Module):
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = _layer_norm(x, self.eps) * self.weight[...].astype(jnp.float32) + self.bias[...]
+        y = layer_norm(x, self.eps) * self.weight[...].astype(jnp.float32) + self.bias[...]
         return y.astype(x.dtype)
 
 

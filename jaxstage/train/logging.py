@@ -79,7 +79,7 @@ class RunLogger:
         for i, (prompt, clip) in enumerate(zip(prompts, audio)):
             path = self.workdir / "samples" / f"step{step:07d}_{i}_{slug(prompt)}.wav"
             sf.write(str(path), clip, sample_rate, subtype="PCM_16")
-            self._tb.add_audio(f"samples/{i}", clip[None, :], step, sample_rate=sample_rate)
+            self._tb.add_audio(f"samples/{i}", clip, step, sample_rate=sample_rate)
             self._tb.add_text(f"samples/{i}/prompt", prompt, step)
             paths.append(path)
         return paths

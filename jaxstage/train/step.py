@@ -62,7 +62,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
             return jnp.mean(per_example)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = exp.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)

@@ -20,7 +20,6 @@ import pytest
 
 from jaxstage.diffusion.objectives import EDM, RectifiedFlow, VCosine, expand_to
 from jaxstage.diffusion.samplers import (
-    SAMPLERS,
     cfg_batched,
     cfg_denoiser,
     drop_condition,
@@ -90,8 +89,8 @@ def schedule(name, n, kind=None):
 @functools.lru_cache(maxsize=None)
 def run(sampler, objective, kind=None):
     """Samples from X_T, cached: v and rf share σ̃ on logsnr_linear, rf and edm on karras."""
-    x = sample(sampler, DENOISERS[objective], OBJECTIVES[objective], schedule(objective, STEPS[sampler], kind), X_T, jax.random.key(3))
-    return np.asarray(x)
+    levels = schedule(objective, STEPS[sampler], kind)
+    return np.asarray(sample(sampler, DENOISERS[objective], OBJECTIVES[objective], levels, X_T, jax.random.key(3)))
 
 
 def exact_ode_end(objective, levels, x_T):
@@ -168,13 +167,14 @@ def test_default_logsnr_schedule_ends_with_a_large_final_jump():
 
 
 def test_heun_with_churn_still_samples_the_data():
-    obj = OBJECTIVES["rf"]
-    x = heun(DENOISERS["rf"], obj, schedule("rf", 64), X_T, jax.random.key(2),
-             s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.0)
+    """Churn γ = 20/128 on every level in [0.05, 50]; its extra discretization bias on var/S² is
+    ≈ +0.02 at 128 steps (≈ +0.05 at 64), inside the tolerance."""
+    obj, levels = OBJECTIVES["rf"], schedule("rf", 128)
+    x = heun(DENOISERS["rf"], obj, levels, X_T, jax.random.key(2), s_churn=20.0, s_tmin=0.05, s_tmax=50.0)
     assert_gaussian_stats(x)
-    assert not np.allclose(x, run("heun", "rf"), atol=1e-2)  # churn did act
+    assert np.max(np.abs(np.asarray(x) - exact_ode_end(obj, levels, X_T))) > 0.1  # churn did act
     with pytest.raises(ValueError, match="key"):
-        heun(DENOISERS["rf"], obj, schedule("rf", 8), X_T, None, s_churn=1.0)
+        heun(DENOISERS["rf"], obj, levels, X_T, None, s_churn=1.0)
 
 
 def test_sampler_inside_jit_with_traced_model_parameters():
