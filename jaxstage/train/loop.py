@@ -33,7 +33,8 @@ from jaxstage.train.step import CompiledStep, compile_train_step
 # Keys that may differ when an existing run directory is resumed (cadence and length only).
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
-    "train.compilation_cache", "sample.every", "sample.num", "sample.final_eval_prompts",
+    "train.compilation_cache", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
+    "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed",
 }
 
 
