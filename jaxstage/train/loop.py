@@ -30,8 +30,10 @@ from jaxstage.train.state import (
 )
 from jaxstage.train.step import CompiledStep, compile_train_step
 
-# Keys that may differ when an existing run directory is resumed (cadence and length only).
+# Keys that may differ when an existing run directory is resumed: cadence, length, sampling, and
+# the mesh (checkpoints restore onto any mesh).
 RESUMABLE_CHANGES = {
+    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
     "train.compilation_cache", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
     "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed",
