@@ -1,0 +1,116 @@
+"""Decayed SSL guidance: λ_ssl(p), the cosine loss, and gradient routing (projector at λ₀, backbone at λ_ssl)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxstage.stage.guidance import (
+    GuidanceConfig,
+    Projector,
+    alignment_loss,
+    guided_alignment,
+    route_gradient,
+    ssl_weight,
+)
+
+CFG = GuidanceConfig(hidden=32)
+B, T, D_IN, D_MODEL, D_SSL = 2, 6, 5, 8, 7
+P_VALUES = (0.0, 0.3, 0.7, 0.95)
+
+
+def test_ssl_weight_values():
+    p = jnp.array([0.0, 0.25, 0.5, 0.8999, 0.9, 0.95, 1.0])
+    got = np.asarray(ssl_weight(p, lambda0=0.5, gamma=1.0, p_off=0.9))
+    want = np.array([0.5, 0.375, 0.25, 0.5 * 0.1001, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert got[4] == 0.0  # exactly zero at the p_off boundary
+    np.testing.assert_allclose(ssl_weight(0.5, lambda0=1.0, gamma=2.0, p_off=1.0), 0.25, rtol=1e-6)
+
+
+def test_alignment_loss_reference_values():
+    a = jnp.array([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
+    orth = jnp.array([[[0.0, 3.0, 0.0], [0.0, 0.0, 1.0]]])
+    assert abs(float(alignment_loss(a, a))) < 1e-6
+    assert abs(float(alignment_loss(a, 5.0 * a))) < 1e-6  # scale-invariant
+    np.testing.assert_allclose(alignment_loss(a, orth), 1.0, atol=1e-6)
+    np.testing.assert_allclose(alignment_loss(a, -a), 2.0, atol=1e-6)
+
+
+def test_alignment_loss_finite_gradient_at_zero():
+    zeros = jnp.zeros((1, 3, 4))
+    grad = jax.grad(alignment_loss)(zeros, jnp.ones((1, 3, 4)))
+    assert np.isfinite(np.asarray(grad)).all() and np.isfinite(float(alignment_loss(zeros, zeros)))
+
+
+def test_route_gradient_keeps_value_scales_gradient():
+    h = jnp.arange(6.0).reshape(2, 3) - 2.5
+    np.testing.assert_array_equal(route_gradient(h, 0.0), h)
+    grad = jax.grad(lambda x, g: jnp.sum(route_gradient(x, g) ** 2))(h, 0.25)
+    np.testing.assert_allclose(grad, 0.25 * 2 * h, rtol=1e-6)
+
+
+def _setup():
+    rngs = nnx.Rngs(0)
+    projector = Projector(D_MODEL, D_SSL, hidden=CFG.hidden, rngs=rngs)
+    graphdef, proj_params = nnx.split(projector)
+    keys = jax.random.split(jax.random.key(1), 3)
+    w_backbone = jax.random.normal(keys[0], (D_IN, D_MODEL)) / np.sqrt(D_IN)
+    x = jax.random.normal(keys[1], (B, T, D_IN))
+    targets = jax.random.normal(keys[2], (B, T, D_SSL))
+
+    @jax.jit
+    def grads(w, proj, p):
+        def loss(w, proj):
+            hidden = x @ w  # the backbone stand-in
+            total, metrics = guided_alignment(hidden, nnx.merge(graphdef, proj), targets, p, CFG)
+            return total, metrics
+
+        return jax.grad(loss, argnums=(0, 1), has_aux=True)(w, proj)
+
+    return grads, w_backbone, proj_params
+
+
+def test_gradient_routing():
+    """Acceptance 3: projector gradient independent of p; backbone gradient = (λ_ssl(p)/λ₀)·(p=0 gradient)."""
+    grads, w, proj = _setup()
+    (gw0, gp0), m0 = grads(w, proj, jnp.float32(0.0))
+    assert float(jnp.abs(gw0).max()) > 0
+    np.testing.assert_allclose(m0["ssl_weight"], CFG.lambda0)
+    for p in P_VALUES[1:]:
+        (gw, gp), metrics = grads(w, proj, jnp.float32(p))
+        jax.tree.map(np.testing.assert_array_equal, gp, gp0)  # projector: full λ₀ at every p
+        np.testing.assert_array_equal(metrics["loss_align"], m0["loss_align"])  # forward unchanged
+        ratio = float(ssl_weight(p, CFG.lambda0, CFG.gamma, CFG.p_off)) / CFG.lambda0
+        if p >= CFG.p_off:
+            assert ratio == 0.0 and not np.any(np.asarray(gw))  # exactly zero
+        else:
+            np.testing.assert_allclose(gw, ratio * gw0, rtol=1e-5, atol=1e-8)
+            np.testing.assert_allclose(metrics["ssl_backbone_scale"], ratio, rtol=1e-6)
+
+
+def test_projector_shapes_and_tokenwise():
+    projector = Projector(D_MODEL, D_SSL, hidden=16, rngs=nnx.Rngs(0))
+    h = jax.random.normal(jax.random.key(0), (B, T, D_MODEL))
+    out = projector(h)
+    assert out.shape == (B, T, D_SSL)
+    np.testing.assert_allclose(out[1, 2], projector(h[1, 2][None])[0], rtol=1e-5, atol=1e-6)
+    assert projector.layers[1].kernel.shape == (16, 16)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("lambda0", 0.0), ("gamma", -1.0), ("p_off", 0.0), ("p_off", 1.5), ("layer", 0), ("hidden", 0), ("eps", 0.0)],
+)
+def test_config_validation_names_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        GuidanceConfig(**{field: value})
+
+
+def test_hidden_layer_default_depth_third():
+    assert GuidanceConfig().hidden_layer(12) == 3  # output of block 4 (REPA's encoder_depth for 12 blocks)
+    assert GuidanceConfig().hidden_layer(2) == 0
+    assert GuidanceConfig(layer=5).hidden_layer(8) == 4
+    with pytest.raises(ValueError, match="layer"):
+        GuidanceConfig(layer=9).hidden_layer(8)
