@@ -183,7 +183,7 @@ def update_progress(
     slope = ring_slope(buffer, count)
     rate = -slope / jnp.maximum(smoothed, cfg.eps)
     full = count >= cfg.window
-    ref_rate = jnp.where(full, jnp.maximum(jnp.maximum(state.ref_rate, rate), 0.0), state.ref_rate)
+    ref_rate = jnp.where(full, jnp.maximum(jnp.maximum(state.ref_rate, rate), cfg.rho_min), state.ref_rate)
     if cfg.mode == "adaptive":
         active = full & (jnp.asarray(step) >= cfg.warmup_steps)
         progress = _adaptive_progress(state, rate, ref_rate, active, cfg)

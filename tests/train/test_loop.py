@@ -70,7 +70,7 @@ def _env() -> dict:
 
 @pytest.mark.slow
 def test_sigterm_then_resume_is_bitwise_identical(tmp_path):
-    steps = 30
+    steps = 300  # long enough that SIGTERM lands mid-run even on a fast machine
     reference = tmp_path / "reference"
     subprocess.run(_train_cmd(reference, steps), check=True, env=_env(), cwd=ROOT, timeout=600)
 
