@@ -25,13 +25,13 @@ def bench_config(name: str, path: Path, overrides: list[str], steps: int, with_d
     from jaxstage import parallel
     from jaxstage.config import load_config
     from jaxstage.data.pipeline import BatchStream
-    from jaxstage.train.loop import _stats_audio
-    from jaxstage.train.state import build_experiment, fit_codec_stats, init_state
+    from jaxstage.train.loop import fresh_state
+    from jaxstage.train.state import build_experiment
     from jaxstage.train.step import compile_train_step
 
     cfg = load_config(path, overrides)
     exp = build_experiment(cfg)
-    state = init_state(exp, fit_codec_stats(exp, _stats_audio(cfg)))
+    state = fresh_state(exp)
     step = compile_train_step(exp, state)
     stream = BatchStream(cfg, jax.process_index(), jax.process_count())
     batch = parallel.global_batch(next(stream), exp.batch_sharding)

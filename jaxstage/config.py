@@ -150,9 +150,66 @@ class MeshConfig:
 
 @dataclass
 class RegimeConfig:
-    """The stage-adaptive regime. Only 'off' (static recipe) until the method issue lands."""
+    """The progress variable p (SPEC §3.1-3.2): monitor, estimator and ablation modes."""
 
-    mode: str = "off"
+    mode: str = "off"  # adaptive | linear | switch_at | random | off
+    every: int = 50  # monitor cadence in steps (one no-grad forward on the monitor batch)
+    discrepancy: str = "alignment"  # alignment | output
+    monitor_size: int = 64  # clips in the fixed monitor batch
+    monitor_levels: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)  # RF-time levels (EDM: their sigma equivalents)
+    monitor_seed: int = 7
+    beta: float = 0.8  # smoothing per event
+    window: int = 8  # ring buffer length W
+    eps: float = 1e-6
+    rho_min: float = 1e-3  # floor of the reference rate
+    max_delta: float = 0.05  # largest rise of p per event
+    warmup_steps: int = 0
+    linear_start: int = 0  # mode=linear
+    linear_end: int = 10_000
+    switch_step: int = 5_000  # mode=switch_at
+    random_low: int = 1_000  # mode=random: switch step drawn in [low, high] from seed
+    random_high: int = 9_000
+    seed: int = 0
+
+
+@dataclass
+class GuidanceConfig:
+    """Mechanism 1 (SPEC §3.3): REPA alignment to SSL targets with weight λ0(1-p)^γ."""
+
+    lambda0: float = 0.0  # 0 disables alignment (and the projector)
+    gamma: float = 1.0
+    p_off: float = 0.9
+    layer: int = -1  # 1-based block whose output is aligned (as REPA's encoder_depth); -1 means depth // 3
+    hidden: int = 2048  # projector MLP width
+    ssl: str = "spectral"  # SSL target source (spectral stand-in; precomputed arrives with real data)
+    ssl_n_mels: int = 40
+    ssl_n_mfcc: int = 20
+
+
+@dataclass
+class TimestepConfig:
+    """Mechanism 2 (SPEC §3.4): the level distribution's location moves with p."""
+
+    adaptive: bool = False
+    rf_early: float = 0.8  # logit-normal location at p = 0 (v and rf)
+    rf_late: float = -0.4
+    edm_early: float = -0.4  # lognormal P_mean at p = 0 (edm)
+    edm_late: float = -1.2
+
+
+@dataclass
+class StructConfig:
+    """Mechanism 3 (SPEC §3.5): structure-aware regularization over transformer blocks."""
+
+    enabled: bool = False
+    every: int = 100  # structure check cadence in steps
+    num_groups: int = 3
+    delta: float = 0.02
+    patience: int = 3  # P_stable
+    p_struct: float = 0.3
+    weight: float = 0.1  # λ_s
+    ramp_steps: int = 5000
+    kind: str = "decorrelation"  # decorrelation | anchoring
 
 
 @dataclass
@@ -185,6 +242,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     regime: RegimeConfig = field(default_factory=RegimeConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
+    struct: StructConfig = field(default_factory=StructConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -203,7 +263,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.objective": ("edm", "v", "rf"),
     "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
     "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
-    "regime.mode": ("off",),
+    "regime.mode": ("adaptive", "linear", "switch_at", "random", "off"),
+    "regime.discrepancy": ("alignment",),
+    "guidance.ssl": ("spectral",),
+    "struct.kind": ("decorrelation", "anchoring"),
 }
 
 POSITIVE = (
@@ -212,11 +275,14 @@ POSITIVE = (
     "codec.stats_examples", "text.vocab_size", "text.width", "text.depth", "text.num_heads",
     "model.embed_dim", "model.depth", "model.num_heads", "model.ff_mult",
     "model.timestep_features_dim", "diffusion.sigma_data", "diffusion.scale", "sample.steps",
-    "sample.num", "optim.lr", "train.steps", "train.batch_size", "train.log_every",
+    "sample.num", "optim.lr", "regime.every", "regime.monitor_size", "regime.window", "regime.eps",
+    "regime.rho_min", "guidance.hidden", "guidance.ssl_n_mels", "guidance.ssl_n_mfcc", "struct.every",
+    "struct.num_groups", "struct.patience", "struct.ramp_steps", "train.steps", "train.batch_size", "train.log_every",
     "train.ckpt_every", "train.ckpt_keep",
 )
 
-PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_dropout", "optim.ema_decay")
+PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_dropout", "optim.ema_decay",
+                 "regime.beta", "regime.max_delta", "guidance.p_off", "struct.p_struct")
 
 
 def validate(cfg: Config) -> Config:
@@ -254,6 +320,29 @@ def validate(cfg: Config) -> Config:
         for axis in axes.split(","):
             if axis not in mesh_axes:
                 raise ConfigError(f"mesh.rules: {logical!r} maps to unknown mesh axis {axis!r}")
+    for key in ("guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps"):
+        if get_value(cfg, key) < 0:
+            raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
+    if cfg.regime.window < 2:
+        raise ConfigError(f"regime.window={cfg.regime.window} must be >= 2 (a slope needs two points)")
+    if cfg.regime.mode == "adaptive" and cfg.regime.discrepancy == "alignment" and cfg.guidance.lambda0 == 0:
+        raise ConfigError("regime.mode=adaptive measures the alignment discrepancy: set guidance.lambda0 > 0")
+    if cfg.regime.linear_end <= cfg.regime.linear_start:
+        raise ConfigError(f"regime.linear_end={cfg.regime.linear_end} must be > regime.linear_start={cfg.regime.linear_start}")
+    if not 0 <= cfg.regime.random_low <= cfg.regime.random_high:
+        raise ConfigError(f"regime.random_low={cfg.regime.random_low} must be in [0, regime.random_high={cfg.regime.random_high}]")
+    if not all(0.0 < t < 1.0 for t in cfg.regime.monitor_levels) or not cfg.regime.monitor_levels:
+        raise ConfigError(f"regime.monitor_levels={cfg.regime.monitor_levels!r} must be RF times in (0, 1)")
+    if cfg.regime.monitor_size % len(cfg.regime.monitor_levels):
+        raise ConfigError(f"regime.monitor_size={cfg.regime.monitor_size} must be a multiple of the "
+                          f"{len(cfg.regime.monitor_levels)} monitor levels")
+    if cfg.struct.enabled and cfg.struct.num_groups > cfg.model.depth:
+        raise ConfigError(f"struct.num_groups={cfg.struct.num_groups} exceeds model.depth={cfg.model.depth}")
+    if not (cfg.guidance.layer == -1 or 1 <= cfg.guidance.layer <= cfg.model.depth):
+        raise ConfigError(f"guidance.layer={cfg.guidance.layer} must be -1 (depth // 3) or a block in 1..{cfg.model.depth}")
+    if cfg.timesteps.adaptive and cfg.diffusion.level_dist not in ("logit_normal", "lognormal"):
+        raise ConfigError(f"timesteps.adaptive needs diffusion.level_dist logit_normal or lognormal, "
+                          f"not {cfg.diffusion.level_dist!r}")
     lo, hi = cfg.sample.cfg_interval
     if not 0 <= lo <= hi:
         raise ConfigError(f"sample.cfg_interval={cfg.sample.cfg_interval!r} must satisfy 0 <= lo <= hi")
@@ -444,7 +533,8 @@ def replace(cfg: Config, **sections: Any) -> Config:
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "CodecConfig", "TextConfig", "ModelConfig",
-    "DiffusionConfig", "SampleConfig", "OptimConfig", "MeshConfig", "RegimeConfig", "TrainConfig",
+    "DiffusionConfig", "SampleConfig", "OptimConfig", "MeshConfig", "RegimeConfig", "GuidanceConfig",
+    "TimestepConfig", "StructConfig", "TrainConfig",
     "load_config", "apply_overrides", "validate", "save_json", "load_json", "to_dict", "from_dict",
     "all_keys", "get_value", "set_value",
 ]

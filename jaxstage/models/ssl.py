@@ -90,8 +90,9 @@ class SpectralSSL:
                 raise ValueError(f"resolutions: need n_fft >= 2 and 0 < hop <= n_fft, got ({n_fft}, {hop})")
         if not 1 <= self.n_mfcc < self.n_mels:
             raise ValueError(f"n_mfcc must be in [1, n_mels), got {self.n_mfcc} with n_mels={self.n_mels}")
-        if self.log_floor <= 0 or self.power <= 0 or self.norm_eps <= 0:
-            raise ValueError(f"log_floor, power and norm_eps must be > 0, got {self.log_floor}, {self.power}, {self.norm_eps}")
+        for name in ("log_floor", "power", "norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.f_min < self._f_max <= self.sample_rate / 2.0:
             raise ValueError(f"need 0 <= f_min < f_max <= {self.sample_rate / 2.0}, got {self.f_min}, {self._f_max}")
 

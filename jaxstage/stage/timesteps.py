@@ -51,7 +51,8 @@ class AdaptiveTimestepConfig:
         """(early, late) for "rf" or "edm"."""
         table = {"rf": (self.rf_early, self.rf_late), "edm": (self.edm_early, self.edm_late)}
         if objective_name not in table:
-            raise ValueError(f"adaptive timesteps have endpoints for {sorted(table)} only, got objective {objective_name!r}")
+            raise ValueError(f"adaptive timesteps have endpoints for {sorted(table)} only, "
+                             f"got objective {objective_name!r}")
         return table[objective_name]
 
 

@@ -63,9 +63,14 @@ class RunLogger:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
         for key, value in values.items():
-            self._tb.add_scalar(f"train/{key}", value, step)
+            if isinstance(value, (int, float)):
+                self._tb.add_scalar(f"train/{key}", value, step)
+            elif isinstance(value, list) and key == "loss_buckets":
+                for i, v in enumerate(value):
+                    if v is not None:
+                        self._tb.add_scalar(f"loss_bucket/{i}", v, step)
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{values.get('steps_per_s', 0):.1f}",
+            self._bar.set_postfix(loss=f"{values['loss']:.4f}", p=f"{values.get('progress') or 0:.2f}", sps=f"{values.get('steps_per_s', 0):.1f}",
                                   refresh=False)
 
     # ---- audio

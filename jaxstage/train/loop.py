@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxstage import config as config_lib
@@ -24,6 +25,7 @@ from jaxstage.config import Config, ConfigError
 from jaxstage.data.pipeline import BatchStream, make_source
 from jaxstage.train import checkpoint as ckpt_lib
 from jaxstage.train.logging import RunLogger
+from jaxstage.train.recipe import MonitorBatch, build_monitor
 from jaxstage.train.sampling import Generator
 from jaxstage.train.state import (
     Experiment, TrainState, abstract_state, build_experiment, fit_codec_stats, init_state, state_shardings,
@@ -115,15 +117,46 @@ def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, stream: BatchS
     """Restore the newest checkpoint (state + data position), or initialize a fresh state."""
     step = ckpt.latest_step()
     if step is None:
-        stats = fit_codec_stats(exp, _stats_audio(exp.cfg))
-        return init_state(exp, stats), 0
-    stats_shape = fit_codec_stats(exp, _stats_audio(exp.cfg, count=1))  # shapes only
-    target = ckpt_lib.abstract_target(abstract_state(exp, stats_shape), state_shardings(exp, stats_shape))
-    state, data_position = ckpt.restore(step, target)
+        return fresh_state(exp), 0
+    state, data_position = ckpt.restore(step, restore_target(exp))
     stream.set_state(data_position)
     if int(state.step) != step:
         raise TrainingError(f"checkpoint {ckpt.directory / str(step)} holds step {int(state.step)}, expected {step}")
     return state, step
+
+
+def fresh_state(exp: Experiment) -> TrainState:
+    """A newly initialized train state: codec normalization fitted, monitor batch built."""
+    stats = fit_codec_stats(exp, _stats_audio(exp.cfg))
+    return init_state(exp, stats, make_monitor(exp, stats))
+
+
+def restore_target(exp: Experiment):
+    """Sharded abstract train state for restoring onto ``exp``'s mesh (no data rendered)."""
+    stats, monitor = jax.eval_shape(lambda: _abstract_stats_and_monitor(exp))
+    return ckpt_lib.abstract_target(abstract_state(exp, stats, monitor), state_shardings(exp, stats, monitor))
+
+
+def _abstract_stats_and_monitor(exp: Experiment):
+    cfg = exp.cfg
+    m = cfg.regime.monitor_size
+    audio = jnp.zeros((m, cfg.num_samples), jnp.float32)
+    stats = fit_codec_stats(exp, audio[:1])
+    ids = jnp.zeros((m, cfg.data.text_max_length), jnp.int32)
+    return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, ids.astype(bool))
+
+
+def make_monitor(exp: Experiment, stats) -> MonitorBatch:
+    """The fixed monitor batch from held-out clips (a seed disjoint from training's)."""
+    from jaxstage.data.synthetic import prompt_examples
+    from jaxstage.models.text import HashTokenizer
+
+    cfg = exp.cfg
+    examples = prompt_examples(cfg.regime.monitor_seed, cfg.regime.monitor_size, cfg.data.sample_rate,
+                               cfg.num_samples, mix_prob=cfg.data.mix_prob)
+    audio = np.stack([e["audio"] for e in examples]).astype(np.float32)
+    ids, mask = HashTokenizer(cfg.text.vocab_size)([e["caption"] for e in examples], cfg.data.text_max_length)
+    return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, mask)
 
 
 def _stats_audio(cfg: Config, count: int | None = None) -> np.ndarray:
@@ -207,14 +240,25 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
 def _write_metrics(logger: RunLogger, pending: tuple[int, dict[str, jax.Array]], last_fetch: tuple[int, float]):
     """Fetch one log step's metrics (explicit device_get), add throughput, log them."""
     step, device_metrics = pending
-    values = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    values = {k: _json_value(v) for k, v in jax.device_get(device_metrics).items()}
     now = time.perf_counter()
     prev_step, prev_time = last_fetch
     values["steps_per_s"] = (step - prev_step) / max(now - prev_time, 1e-9)
-    if not math.isfinite(values["loss"]):
-        raise TrainingError(f"loss is {values['loss']} at step {step}; stopping (last checkpoint kept)")
+    if values["loss"] is None:
+        raise TrainingError(f"loss is not finite at step {step}; stopping (last checkpoint kept)")
     logger.metrics(step, values)
     return step, now
+
+
+def _json_value(value):
+    """A fetched metric as JSON: scalars as float (NaN as None), arrays as lists."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        number = float(array)
+        return number if math.isfinite(number) else None
+    if array.dtype.kind in "iu":
+        return array.tolist()
+    return [float(x) if math.isfinite(float(x)) else None for x in array.ravel()]
 
 
 def write_samples(logger: RunLogger, generator: Generator, state: TrainState, cfg: Config, step: int) -> None:

@@ -24,22 +24,9 @@ from jaxstage.config import Config
 from jaxstage.diffusion.objectives import make_objective
 from jaxstage.models.codecs import CodecStats, make_codec
 from jaxstage.models.denoiser import Denoiser
+from jaxstage.train.recipe import MonitorBatch, Recipe, RegimeState, init_regime, make_recipe
 
 Params = dict[str, Any]
-
-
-@flax.struct.dataclass
-class RegimeState:
-    """The stage-adaptive regime, as device arrays read inside the compiled step.
-
-    ``progress`` is p ∈ [0, 1] (SPEC §3.2); ``level_loc`` is the location of the training
-    noise-level distribution (μ for logit-normal, P_mean for log-normal). With ``regime.mode=off``
-    both stay at their initial values; they are still traced arrays, so moving them never
-    recompiles the step.
-    """
-
-    progress: jax.Array
-    level_loc: jax.Array
 
 
 @flax.struct.dataclass
@@ -53,6 +40,7 @@ class TrainState:
     rng: jax.Array
     regime: RegimeState
     codec_stats: CodecStats
+    monitor: MonitorBatch  # fixed held-out batch for the discrepancy D (empty arrays when unused)
 
 
 def make_optimizer(cfg: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -83,6 +71,7 @@ class Experiment:
     batch_sharding: NamedSharding
     tx: optax.GradientTransformation
     lr_schedule: optax.Schedule
+    recipe: Recipe
 
     @property
     def io_channels(self) -> int:
@@ -116,12 +105,14 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
     mesh = parallel.make_mesh(cfg.mesh) if mesh is None else mesh
     rules = parallel.rules_dict(cfg.mesh.rules)
     codec = codec_from_config(cfg)
-    abstract_model = nnx.eval_shape(lambda: Denoiser(cfg, codec.channels, rngs=nnx.Rngs(0)))
+    recipe = make_recipe(cfg)
+    ssl_dim = recipe.ssl.dim if recipe.ssl is not None else 0
+    abstract_model = nnx.eval_shape(lambda: Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(0)))
     graphdef, abstract_param_state, _ = nnx.split(abstract_model, nnx.Param, ...)
     # Buffers (non-Param variables, e.g. fixed frequencies) are deterministic constants; under jit
     # XLA computes only them (the parameter initializers are dead code).
     buffers = jax.jit(lambda: nnx.to_pure_dict(
-        nnx.split(Denoiser(cfg, codec.channels, rngs=nnx.Rngs(0)), nnx.Param, ...)[2]))()
+        nnx.split(Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(0)), nnx.Param, ...)[2]))()
     tx, schedule = make_optimizer(cfg)
     divisor = parallel.batch_divisor(mesh, rules)
     if cfg.train.batch_size % divisor:
@@ -131,11 +122,11 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
         graphdef=graphdef, buffers=buffers,
         abstract_params=nnx.to_pure_dict(abstract_param_state),
         param_shardings=parallel.state_shardings(mesh, abstract_param_state, rules),
-        batch_sharding=parallel.batch_sharding(mesh, rules), tx=tx, lr_schedule=schedule,
+        batch_sharding=parallel.batch_sharding(mesh, rules), tx=tx, lr_schedule=schedule, recipe=recipe,
     )
 
 
-def init_state(exp: Experiment, codec_stats: CodecStats) -> TrainState:
+def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch) -> TrainState:
     """Initialize parameters, optimizer and regime directly with their target shardings.
 
     jit boundary: parameters are created already sharded by ``param_shardings`` (no host copy);
@@ -145,43 +136,42 @@ def init_state(exp: Experiment, codec_stats: CodecStats) -> TrainState:
     key = jax.random.PRNGKey(cfg.train.seed)
     init_key, state_key = jax.random.split(key)
 
-    def init_fn(init_key, stats):
-        params = nnx.to_pure_dict(nnx.split(Denoiser(cfg, exp.io_channels, rngs=nnx.Rngs(init_key)), nnx.Param, ...)[1])
+    ssl_dim = exp.recipe.ssl.dim if exp.recipe.ssl is not None else 0
+
+    def init_fn(init_key, stats, monitor):
+        model = Denoiser(cfg, exp.io_channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(init_key))
+        params = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[1])
         params = jax.lax.with_sharding_constraint(params, exp.param_shardings)
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=exp.tx.init(params),
             ema_params=jax.tree.map(jnp.copy, params), rng=state_key,
-            regime=initial_regime(cfg), codec_stats=stats,
+            regime=init_regime(exp.recipe), codec_stats=stats, monitor=monitor,
         )
 
     with jax.set_mesh(exp.mesh):
-        shardings = state_shardings(exp, codec_stats)
-        return jax.jit(init_fn, out_shardings=shardings)(init_key, codec_stats)
+        shardings = state_shardings(exp, codec_stats, monitor)
+        return jax.jit(init_fn, out_shardings=shardings)(init_key, codec_stats, monitor)
 
 
-def initial_regime(cfg: Config) -> RegimeState:
-    """Regime sub-state at step 0."""
-    return RegimeState(progress=jnp.zeros((), jnp.float32), level_loc=jnp.asarray(cfg.diffusion.loc, jnp.float32))
-
-
-def abstract_state(exp: Experiment, codec_stats: CodecStats) -> TrainState:
+def abstract_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch) -> TrainState:
     """Shape/dtype tree of the train state (no allocation)."""
-    def build(stats):
+    def build(stats, monitor):
         params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), exp.abstract_params)
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=exp.tx.init(params),
-            ema_params=params, rng=jax.random.PRNGKey(0), regime=initial_regime(exp.cfg), codec_stats=stats,
+            ema_params=params, rng=jax.random.PRNGKey(0), regime=init_regime(exp.recipe), codec_stats=stats,
+            monitor=monitor,
         )
-    return jax.eval_shape(build, codec_stats)
+    return jax.eval_shape(build, codec_stats, monitor)
 
 
-def state_shardings(exp: Experiment, codec_stats: CodecStats) -> TrainState:
+def state_shardings(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch) -> TrainState:
     """NamedShardings for every leaf of the train state.
 
     Parameters and EMA follow the logical rules; optimizer moments mirror the parameter they
     belong to (matched by shape within optax's state tree); everything else is replicated.
     """
-    abstract = abstract_state(exp, codec_stats)
+    abstract = abstract_state(exp, codec_stats, monitor)
     rep = parallel.replicated(exp.mesh)
     param_sh = jax.tree.leaves(exp.param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
     param_treedef = jax.tree.structure(exp.abstract_params)
@@ -211,6 +201,7 @@ def state_shardings(exp: Experiment, codec_stats: CodecStats) -> TrainState:
         ema_params=exp.param_shardings, rng=rep,
         regime=jax.tree.map(lambda _: rep, abstract.regime),
         codec_stats=jax.tree.map(lambda _: rep, abstract.codec_stats),
+        monitor=jax.tree.map(lambda _: rep, abstract.monitor),
     )
 
 

@@ -18,62 +18,140 @@ import optax
 from jaxstage import parallel
 from jaxstage.diffusion.noise import sample_levels
 from jaxstage.models.codecs import normalize
+from jaxstage.models.dit import block_weight_matrices
+from jaxstage.stage import guidance as guidance_lib
+from jaxstage.stage import regime as regime_lib
+from jaxstage.stage import structure as structure_lib
+from jaxstage.train.recipe import (
+    MonitorBatch, bucketed_loss, level_buckets, level_dist_params, level_location_now, ssl_targets,
+)
 from jaxstage.train.state import Experiment, TrainState, state_shardings
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
-def level_params(exp: Experiment, state: TrainState) -> dict[str, jax.Array]:
-    """Parameters of the training noise-level distribution, as arrays (location from the regime)."""
-    d = exp.cfg.diffusion
-    loc, scale = state.regime.level_loc, jnp.asarray(d.scale, jnp.float32)
-    if d.level_dist == "lognormal":
-        return {"p_mean": loc, "p_std": scale}
-    if d.level_dist == "logit_normal":
-        return {"loc": loc, "scale": scale}
-    if d.level_dist == "logsnr_uniform":
-        return {"logsnr_min": jnp.asarray(d.logsnr_min, jnp.float32), "logsnr_max": jnp.asarray(d.logsnr_max, jnp.float32)}
-    return {}
-
-
 def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """Build the pure (uncompiled) step function for ``exp``."""
+    """Build the pure (uncompiled) step function for ``exp``.
+
+    Per step: p = progress(state.regime) (a traced scalar) sets the level-distribution location
+    (mechanism 2), λ_ssl(p) (mechanism 1) and, with the structure gate, λ_struct (mechanism 3).
+    Periodic work runs under ``lax.cond`` on the step count, never as a host branch: the monitor
+    forward that measures D and updates p every ``regime.every`` steps, and the structure check
+    every ``struct.every`` steps.
+    """
     cfg = exp.cfg
     objective = exp.objective
+    recipe = exp.recipe
     ema_decay = cfg.optim.ema_decay
+    d = cfg.diffusion
+    num_groups = recipe.structure.num_groups
+
+    def forward(model, x_in, c_noise, ids, mask, keep=None):
+        return model(x_in, c_noise, ids, mask, keep, hidden_layer=recipe.hidden_layer,
+                     normalize_summaries=recipe.struct_enabled)
+
+    def block_similarity(params):
+        model = exp.model(params)
+        return structure_lib.similarity(structure_lib.block_signatures(block_weight_matrices(model.dit)))
+
+    def measure_discrepancy(params, monitor: MonitorBatch) -> jax.Array:
+        """D = 1 − mean cos(h_ψ(H_ℓ), y) on the fixed monitor batch (no gradient)."""
+        params = jax.lax.stop_gradient(params)
+        model = exp.model(params)
+        x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
+        x_in, c_noise = objective.model_input(x_t, monitor.levels)
+        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, hidden_layer=recipe.hidden_layer)
+        return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         key = jax.random.fold_in(state.rng, state.step)
         level_key, noise_key, drop_key = jax.random.split(key, 3)
+        step = state.step
+        p = regime_lib.progress_at_step(state.regime.progress, step, recipe.progress)
         x0 = normalize(exp.codec.encode(batch["audio"]), state.codec_stats)
         batch_size = x0.shape[0]
-        d = cfg.diffusion
-        levels = sample_levels(level_key, batch_size, objective, d.level_dist, level_params(exp, state),
+        levels = sample_levels(level_key, batch_size, objective, d.level_dist, level_dist_params(cfg, recipe, p),
                                d.uniform_prob, t_eps=d.t_eps, sigma_min=d.sigma_min, sigma_max=d.sigma_max)
         eps = jax.random.normal(noise_key, x0.shape, x0.dtype)
         x_t = objective.add_noise(x0, eps, levels)
-        keep_cond = jax.random.bernoulli(drop_key, 1.0 - cfg.diffusion.cond_dropout, (batch_size,))
+        keep_cond = jax.random.bernoulli(drop_key, 1.0 - d.cond_dropout, (batch_size,))
         x_in, c_noise = objective.model_input(x_t, levels)
+        targets = ssl_targets(recipe, batch, x0.shape[1]) if recipe.guidance is not None else None
+        struct_weight = structure_lib.structure_weight(state.regime.structure, p, step, recipe.structure)
 
         def loss_fn(params):
-            out = exp.model(params)(x_in, c_noise, batch["text_ids"], batch["text_mask"], keep_cond)
+            model = exp.model(params)
+            out = forward(model, x_in, c_noise, batch["text_ids"], batch["text_mask"], keep_cond)
             per_example = objective.loss(out.out, x_t, x0, eps, levels)
-            return jnp.mean(per_example)
+            loss_diff = jnp.mean(per_example)
+            aux = {"loss_diff": loss_diff, "per_example": per_example}
+            total = loss_diff
+            if recipe.guidance is not None:  # static: alignment on or off for the whole run
+                align_total, align = guidance_lib.guided_alignment(out.hidden, model.projector, targets, p,
+                                                                   recipe.guidance)
+                total = total + align_total
+                aux.update(loss_align=align["loss_align"], ssl_weight=align["ssl_weight"])
+            if recipe.struct_enabled:
+                group_ids = state.regime.structure.group_ids
+                if recipe.structure.kind == "decorrelation":
+                    loss_struct = structure_lib.decorrelation_loss(out.block_summaries, group_ids, num_groups)
+                else:
+                    signatures = structure_lib.block_signatures(block_weight_matrices(model.dit))
+                    loss_struct = structure_lib.anchoring_loss(signatures, group_ids, num_groups)
+                total = total + struct_weight * loss_struct
+                aux["loss_struct"] = loss_struct
+            return total, aux
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = exp.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+        ema_params = jax.tree.map(lambda e, q: ema_decay * e + (1.0 - ema_decay) * q, state.ema_params, params)
+
+        # ---- regime events, inside the compiled step (lax.cond on the step count)
+        new_step = step + 1
+        regime = state.regime
+        if recipe.guidance is not None:
+            progress = jax.lax.cond(
+                new_step % recipe.monitor_every == 0,
+                lambda: regime_lib.update_progress(regime.progress, measure_discrepancy(params, state.monitor),
+                                                   new_step, recipe.progress),
+                lambda: regime.progress,
+            )
+        else:  # nothing to measure: p follows its schedule (or stays 0)
+            progress = regime.progress
+        p_next = regime_lib.progress_at_step(progress, new_step, recipe.progress)
+        structure = regime.structure
+        if recipe.struct_enabled:
+            structure = jax.lax.cond(
+                new_step % recipe.struct_every == 0,
+                lambda: structure_lib.update_structure(regime.structure, block_similarity(params), p_next,
+                                                       new_step, recipe.structure),
+                lambda: regime.structure,
+            )
+        regime = regime.replace(progress=progress, structure=structure)
+
+        nan = jnp.asarray(jnp.nan, jnp.float32)
         metrics = {
             "loss": loss,
+            "loss_diff": aux["loss_diff"],
+            "loss_align": aux.get("loss_align", nan),
+            "loss_struct": aux.get("loss_struct", nan),
             "grad_norm": grad_norm,
-            "lr": exp.lr_schedule(state.step),
-            "progress": state.regime.progress,
-            "t_loc": state.regime.level_loc,
+            "lr": exp.lr_schedule(step),
+            "progress": p,
+            "ssl_weight": aux.get("ssl_weight", jnp.zeros((), jnp.float32)),
+            "t_loc": level_location_now(cfg, recipe, p),
+            "discrepancy": progress.smoothed,
+            "rate": progress.rate,
+            "struct_on": structure.on.astype(jnp.float32),
+            "struct_weight": struct_weight,
+            "groups": structure.group_ids,
+            "loss_buckets": bucketed_loss(aux["per_example"], level_buckets(cfg, objective, levels)),
         }
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
+        new_state = state.replace(step=new_step, params=params, opt_state=opt_state, ema_params=ema_params,
+                                  regime=regime)
         return new_state, metrics
 
     return train_step
@@ -133,7 +211,7 @@ def compile_train_step(exp: Experiment, state: TrainState) -> CompiledStep:
         traces["n"] += 1  # runs once per trace, never per step
         return step_fn(state, batch)
 
-    shardings = state_shardings(exp, state.codec_stats)
+    shardings = state_shardings(exp, state.codec_stats, state.monitor)
     rep = parallel.replicated(exp.mesh)
     jitted = jax.jit(counted, in_shardings=(shardings, exp.batch_sharding), out_shardings=(shardings, rep),
                      donate_argnums=0)

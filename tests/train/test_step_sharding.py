@@ -7,8 +7,8 @@ import pytest
 from jaxstage import parallel
 from jaxstage.config import MeshConfig, load_config
 from jaxstage.data.pipeline import BatchStream
-from jaxstage.train.loop import _stats_audio
-from jaxstage.train.state import build_experiment, fit_codec_stats, init_state
+from jaxstage.train.loop import fresh_state
+from jaxstage.train.state import build_experiment
 from jaxstage.train.step import compile_train_step
 
 STEPS = 4
@@ -19,7 +19,7 @@ def run_steps(mesh_cfg: MeshConfig, devices):
     cfg.mesh = mesh_cfg
     mesh = parallel.make_mesh(cfg.mesh, devices)
     exp = build_experiment(cfg, mesh)
-    state = init_state(exp, fit_codec_stats(exp, _stats_audio(cfg)))
+    state = fresh_state(exp)
     step = compile_train_step(exp, state)
     stream = BatchStream(cfg, 0, 1)
     losses = []

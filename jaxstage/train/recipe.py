@@ -1,0 +1,189 @@
+"""The stage-adaptive recipe as used by the train step: config → static stage configs, the regime
+sub-state, the fixed monitor batch, and the periodic events run inside the compiled step.
+
+Everything here is either static (built once from the config) or a pure function of arrays, so
+the step stays one compiled program: p, λ_ssl(p), the level-distribution location and the
+structure gate are all traced values read from ``TrainState.regime``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstage.config import Config
+from jaxstage.models import ssl as models_ssl
+from jaxstage.models.ssl import SpectralSSL
+from jaxstage.stage import guidance as guidance_lib
+from jaxstage.stage import regime as regime_lib
+from jaxstage.stage import structure as structure_lib
+from jaxstage.stage.timesteps import AdaptiveTimestepConfig, adaptive_level_params, level_location
+
+NUM_LOSS_BUCKETS = 10
+
+
+@flax.struct.dataclass
+class RegimeState:
+    """The regime, as device arrays: the progress estimator and the structure gate."""
+
+    progress: regime_lib.ProgressState
+    structure: structure_lib.StructureState
+
+
+@flax.struct.dataclass
+class MonitorBatch:
+    """A fixed held-out batch with fixed noise and levels, device-resident for the whole run."""
+
+    x0: jax.Array  # [M, T, C] normalized codec features
+    noise: jax.Array  # [M, T, C]
+    levels: jax.Array  # [M] in the objective's units
+    targets: jax.Array  # [M, T, d_ssl] SSL targets at the token rate
+    text_ids: jax.Array
+    text_mask: jax.Array
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Static pieces of the stage-adaptive recipe derived from the config."""
+
+    progress: regime_lib.ProgressConfig
+    structure: structure_lib.StructureConfig
+    guidance: guidance_lib.GuidanceConfig | None  # None: no alignment, no projector
+    timesteps: AdaptiveTimestepConfig | None  # None: static level distribution
+    ssl: SpectralSSL | None
+    hidden_layer: int | None  # 0-based block whose output is aligned
+    monitor_every: int
+    struct_enabled: bool
+    struct_every: int
+    depth: int
+
+
+def make_recipe(cfg: Config) -> Recipe:
+    """Translate the config sections regime/guidance/timesteps/struct into stage configs."""
+    r = cfg.regime
+    progress = regime_lib.ProgressConfig(
+        beta=r.beta, window=r.window, eps=r.eps, rho_min=r.rho_min, max_delta=r.max_delta,
+        warmup_steps=r.warmup_steps, mode=r.mode, linear_start=r.linear_start, linear_end=r.linear_end,
+        switch_step=r.switch_step, random_low=r.random_low, random_high=r.random_high, seed=r.seed,
+    )
+    s = cfg.struct
+    structure = structure_lib.StructureConfig(
+        num_groups=min(s.num_groups, cfg.model.depth), delta=s.delta, patience=s.patience,
+        p_struct=s.p_struct, weight=s.weight, ramp_steps=s.ramp_steps, kind=s.kind,
+    )
+    g = cfg.guidance
+    guidance = None
+    ssl = None
+    hidden_layer = None
+    if g.lambda0 > 0:
+        guidance = guidance_lib.GuidanceConfig(lambda0=g.lambda0, gamma=g.gamma, p_off=g.p_off,
+                                               layer=g.layer, hidden=g.hidden)
+        hidden_layer = guidance.hidden_layer(cfg.model.depth)
+        hop = cfg.codec.hop_length
+        ssl = SpectralSSL(sample_rate=cfg.data.sample_rate, resolutions=((2 * hop, hop), (4 * hop, 2 * hop)),
+                          n_mels=g.ssl_n_mels, n_mfcc=g.ssl_n_mfcc)
+    t = cfg.timesteps
+    timesteps = None
+    if t.adaptive:
+        timesteps = AdaptiveTimestepConfig(rf_early=t.rf_early, rf_late=t.rf_late, edm_early=t.edm_early,
+                                           edm_late=t.edm_late, uniform_prob=cfg.diffusion.uniform_prob)
+    return Recipe(progress=progress, structure=structure, guidance=guidance, timesteps=timesteps, ssl=ssl,
+                  hidden_layer=hidden_layer, monitor_every=r.every, struct_enabled=s.enabled,
+                  struct_every=s.every, depth=cfg.model.depth)
+
+
+def init_regime(recipe: Recipe) -> RegimeState:
+    """Regime at step 0: p = 0 (or its scheduled value), gate off."""
+    return RegimeState(progress=regime_lib.init_progress(recipe.progress),
+                       structure=structure_lib.init_structure(recipe.depth, recipe.structure))
+
+
+# ------------------------------------------------------------------------------ noise levels
+
+
+def level_dist_params(cfg: Config, recipe: Recipe, p: jax.Array) -> dict[str, jax.Array]:
+    """``sample_levels`` params: moved by p (mechanism 2) or the static config values."""
+    d = cfg.diffusion
+    scale = jnp.asarray(d.scale, jnp.float32)
+    if recipe.timesteps is not None:
+        family = "edm" if d.objective == "edm" else "rf"
+        return adaptive_level_params(p, family, d.level_dist, scale, recipe.timesteps)
+    loc = jnp.asarray(d.loc, jnp.float32)
+    if d.level_dist == "lognormal":
+        return {"p_mean": loc, "p_std": scale}
+    if d.level_dist == "logit_normal":
+        return {"loc": loc, "scale": scale}
+    if d.level_dist == "logsnr_uniform":
+        return {"logsnr_min": jnp.asarray(d.logsnr_min, jnp.float32),
+                "logsnr_max": jnp.asarray(d.logsnr_max, jnp.float32)}
+    return {}
+
+
+def level_location_now(cfg: Config, recipe: Recipe, p: jax.Array) -> jax.Array:
+    """The logged ``t_loc``: μ(p) or P(p) when adaptive, else the static location."""
+    if recipe.timesteps is None:
+        return jnp.asarray(cfg.diffusion.loc, jnp.float32)
+    family = "edm" if cfg.diffusion.objective == "edm" else "rf"
+    early, late = recipe.timesteps.endpoints(family)
+    return level_location(p, early, late)
+
+
+def level_buckets(cfg: Config, objective, levels: jax.Array) -> jax.Array:
+    """Bucket index in [0, NUM_LOSS_BUCKETS) of each level: by t, or by ln σ over [σ_min, σ_max]."""
+    d = cfg.diffusion
+    if objective.level_kind == "sigma":
+        lo, hi = np.log(d.sigma_min), np.log(d.sigma_max)
+        u = (jnp.log(levels) - lo) / (hi - lo)
+    else:
+        u = levels
+    return jnp.clip((u * NUM_LOSS_BUCKETS).astype(jnp.int32), 0, NUM_LOSS_BUCKETS - 1)
+
+
+def bucketed_loss(per_example: jax.Array, buckets: jax.Array) -> jax.Array:
+    """Mean loss per level bucket [NUM_LOSS_BUCKETS]; NaN where a bucket got no example."""
+    onehot = jax.nn.one_hot(buckets, NUM_LOSS_BUCKETS, dtype=jnp.float32)
+    total = per_example.astype(jnp.float32) @ onehot
+    count = onehot.sum(0)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+
+
+# ------------------------------------------------------------------------------ SSL targets
+
+
+def ssl_targets(recipe: Recipe, batch: dict[str, jax.Array], num_tokens: int) -> jax.Array:
+    """SSL targets at the backbone's token rate (no gradient): ``batch["ssl_targets"]`` when the
+    data carries precomputed ones, else the spectral stand-in computed from ``batch["audio"]``."""
+    return models_ssl.ssl_targets(batch, num_tokens, recipe.ssl)
+
+
+def monitor_levels(cfg: Config, objective) -> np.ndarray:
+    """The monitor's fixed levels: RF times cycled over the batch, mapped to the objective's units."""
+    times = np.resize(np.asarray(cfg.regime.monitor_levels, np.float32), cfg.regime.monitor_size)
+    if cfg.diffusion.objective == "rf":
+        return times
+    return np.asarray(objective.level_from_edm_sigma(jnp.asarray(times / (1.0 - times))), np.float32)
+
+
+def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
+                  text_ids: np.ndarray, text_mask: np.ndarray) -> MonitorBatch:
+    """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
+
+    Without alignment (``guidance.lambda0 = 0``) there is nothing to measure and the batch is empty.
+    """
+    from jaxstage.models.codecs import normalize
+
+    if recipe.guidance is None:
+        audio, text_ids, text_mask = audio[:0], text_ids[:0], text_mask[:0]
+    x0 = normalize(codec.encode(jnp.asarray(audio)), stats)
+    noise = jax.random.normal(jax.random.PRNGKey(cfg.regime.monitor_seed), x0.shape, x0.dtype)
+    levels = jnp.asarray(monitor_levels(cfg, objective)[: x0.shape[0]])
+    if recipe.ssl is not None:
+        targets = ssl_targets(recipe, {"audio": jnp.asarray(audio)}, x0.shape[1])
+    else:
+        targets = jnp.zeros(x0.shape[:2] + (0,), jnp.float32)
+    return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
+                        text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask))
