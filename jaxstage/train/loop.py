@@ -146,12 +146,14 @@ def _abstract_stats_and_monitor(exp: Experiment):
     return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, ids.astype(bool))
 
 
-def make_monitor(exp: Experiment, stats) -> MonitorBatch:
+def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
     """The fixed monitor batch from held-out clips (a seed disjoint from training's)."""
     from jaxstage.data.synthetic import prompt_examples
     from jaxstage.models.text import HashTokenizer
 
     cfg = exp.cfg
+    if exp.recipe.guidance is None:
+        return None
     examples = prompt_examples(cfg.regime.monitor_seed, cfg.regime.monitor_size, cfg.data.sample_rate,
                                cfg.num_samples, mix_prob=cfg.data.mix_prob)
     audio = np.stack([e["audio"] for e in examples]).astype(np.float32)

@@ -169,21 +169,18 @@ def monitor_levels(cfg: Config, objective) -> np.ndarray:
 
 
 def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
-                  text_ids: np.ndarray, text_mask: np.ndarray) -> MonitorBatch:
+                  text_ids: np.ndarray, text_mask: np.ndarray) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
-    Without alignment (``guidance.lambda0 = 0``) there is nothing to measure and the batch is empty.
+    Without alignment (``guidance.lambda0 = 0``) there is nothing to measure: None.
     """
     from jaxstage.models.codecs import normalize
 
     if recipe.guidance is None:
-        audio, text_ids, text_mask = audio[:0], text_ids[:0], text_mask[:0]
+        return None
     x0 = normalize(codec.encode(jnp.asarray(audio)), stats)
     noise = jax.random.normal(jax.random.PRNGKey(cfg.regime.monitor_seed), x0.shape, x0.dtype)
     levels = jnp.asarray(monitor_levels(cfg, objective)[: x0.shape[0]])
-    if recipe.ssl is not None:
-        targets = ssl_targets(recipe, {"audio": jnp.asarray(audio)}, x0.shape[1])
-    else:
-        targets = jnp.zeros(x0.shape[:2] + (0,), jnp.float32)
+    targets = ssl_targets(recipe, {"audio": jnp.asarray(audio)}, x0.shape[1])
     return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
                         text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask))

@@ -40,7 +40,7 @@ class TrainState:
     rng: jax.Array
     regime: RegimeState
     codec_stats: CodecStats
-    monitor: MonitorBatch  # fixed held-out batch for the discrepancy D (empty arrays when unused)
+    monitor: MonitorBatch | None  # fixed held-out batch for the discrepancy D (None without alignment)
 
 
 def make_optimizer(cfg: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -126,7 +126,7 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
     )
 
 
-def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch) -> TrainState:
+def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:
     """Initialize parameters, optimizer and regime directly with their target shardings.
 
     jit boundary: parameters are created already sharded by ``param_shardings`` (no host copy);
@@ -153,7 +153,7 @@ def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch) 
         return jax.jit(init_fn, out_shardings=shardings)(init_key, codec_stats, monitor)
 
 
-def abstract_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch) -> TrainState:
+def abstract_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:
     """Shape/dtype tree of the train state (no allocation)."""
     def build(stats, monitor):
         params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), exp.abstract_params)
@@ -165,7 +165,7 @@ def abstract_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBat
     return jax.eval_shape(build, codec_stats, monitor)
 
 
-def state_shardings(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch) -> TrainState:
+def state_shardings(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:
     """NamedShardings for every leaf of the train state.
 
     Parameters and EMA follow the logical rules; optimizer moments mirror the parameter they
