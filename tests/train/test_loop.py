@@ -18,6 +18,10 @@ from jaxstage.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")
+# The full stage-adaptive recipe at a cadence that moves p within a couple of hundred tiny steps.
+ADAPTIVE = ["regime.mode=adaptive", "regime.every=2", "regime.monitor_size=8", "guidance.lambda0=0.5",
+            "guidance.hidden=64", "timesteps.adaptive=true", "struct.enabled=true", "struct.every=4",
+            "struct.num_groups=2", "struct.ramp_steps=20"]
 
 
 def read_metrics(workdir: Path) -> list[dict]:
@@ -37,28 +41,38 @@ def test_transfer_guard_catches_implicit_transfers():
 
 
 def test_run_is_guarded_and_compiled_once(tmp_path):
-    cfg = load_config(TINY, ["train.steps=50", "train.log_every=25", "train.ckpt_every=1000",
-                             "train.progress_bar=false"])
+    """The adaptive regime moves p past 0.5 and switches the structure regularizer on, inside one
+    compiled step, with 25 steps between log fetches under jax.transfer_guard("disallow")."""
+    cfg = load_config(TINY, ADAPTIVE + ["train.steps=250", "train.log_every=25", "train.ckpt_every=1000",
+                                        "train.progress_bar=false"])
     result = train(cfg, tmp_path / "run")
-    # 25 steps between the two log fetches ran inside jax.transfer_guard("disallow") in the loop.
-    assert result.final_step == 50
+    assert result.final_step == 250
     assert result.compile_count == 1
     records = read_metrics(tmp_path / "run")
-    assert [r["step"] for r in records] == [25, 50]
+    assert [r["step"] for r in records] == list(range(25, 251, 25))
     for record in records:
-        assert {"step", "loss", "lr", "grad_norm", "steps_per_s"} <= set(record)
-        assert np.isfinite(record["loss"])
+        assert {"step", "loss", "lr", "grad_norm", "steps_per_s", "loss_diff", "loss_align", "loss_struct",
+                "progress", "ssl_weight", "t_loc", "discrepancy", "rate", "struct_on", "struct_weight",
+                "groups", "loss_buckets"} <= set(record)
+        assert np.isfinite(record["loss"]) and len(record["loss_buckets"]) == 10
+    progress = [r["progress"] for r in records]
+    assert progress == sorted(progress), "p decreased"
+    assert progress[-1] > 0.5, f"p only reached {progress[-1]:.2f}"
+    assert records[-1]["struct_on"] == 1.0
+    assert records[-1]["ssl_weight"] < records[0]["ssl_weight"]
+    assert records[-1]["t_loc"] < records[0]["t_loc"]  # RF location moves towards cleaner levels
     run = tmp_path / "run"
     assert (run / "config.json").is_file()
-    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["50"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["250"]
     assert list((run / "samples").glob("*.wav")), "final samples were not written"
     assert list((run / "tb").glob("events.*")), "no TensorBoard events"
 
 
 def _train_cmd(workdir: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "jaxstage.cli", "train", "--config", TINY, "--workdir", str(workdir),
-            "--set", f"train.steps={steps}", "--set", "train.log_every=1", "--set", "train.ckpt_every=1000",
-            "--set", "mesh.data=1", "--set", "train.progress_bar=false"]
+    sets = ADAPTIVE + [f"train.steps={steps}", "train.log_every=1", "train.ckpt_every=1000", "mesh.data=1",
+                       "train.progress_bar=false"]
+    return [sys.executable, "-m", "jaxstage.cli", "train", "--config", TINY, "--workdir", str(workdir)] + [
+        arg for item in sets for arg in ("--set", item)]
 
 
 def _env() -> dict:
@@ -96,8 +110,10 @@ def test_sigterm_then_resume_is_bitwise_identical(tmp_path):
     resumed = read_metrics(interrupted)
     expected = read_metrics(reference)
     assert [r["step"] for r in resumed] == list(range(1, steps + 1))
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]  # bitwise: exact float equality
-    assert [r["grad_norm"] for r in resumed] == [r["grad_norm"] for r in expected]
+    # bitwise: exact float equality of the loss and of the regime trajectory
+    for key in ("loss", "grad_norm", "progress", "discrepancy", "ssl_weight", "t_loc", "struct_weight"):
+        assert [r[key] for r in resumed] == [r[key] for r in expected], key
+    assert max(r["progress"] for r in expected) > 0.5
 
 
 def test_resume_refuses_changed_model(tmp_path):
