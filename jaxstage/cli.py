@@ -2,6 +2,7 @@
 
     jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...]
     jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
+    jaxstage report --workdir DIR [--out FILE.png]
 """
 
 from __future__ import annotations
@@ -33,7 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     sample.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
+
+    report = sub.add_parser("report", help="draw a run's regime and losses into report.png")
+    report.add_argument("--workdir", required=True)
+    report.add_argument("--out", default=None, help="output PNG (default WORKDIR/report.png)")
     return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from jaxstage.report import write_report
+
+    print(f"wrote {write_report(args.workdir, args.out)}", file=sys.stderr)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from jaxstage.config import ConfigError
 
-    handlers = {"train": cmd_train, "sample": cmd_sample}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as err:

@@ -40,8 +40,8 @@ class GuidanceConfig:
             raise ValueError(f"lambda0 must be > 0, got {self.lambda0}")
         if not self.gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
-        if not 0 < self.p_off <= 1:
-            raise ValueError(f"p_off must be in (0, 1], got {self.p_off}")
+        if not 0 <= self.p_off <= 1:
+            raise ValueError(f"p_off must be in [0, 1], got {self.p_off}")
         if not (self.layer == -1 or self.layer >= 1):
             raise ValueError(f"layer must be -1 (depth // 3) or >= 1, got {self.layer}")
         if not self.hidden >= 1:

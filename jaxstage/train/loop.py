@@ -236,6 +236,10 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
             result.attribute_accuracy = attribute_check(logger, generator, state, cfg, workdir)
     ckpt.close()
     logger.close()
+    if is_main:
+        from jaxstage.report import write_report
+
+        logger.info(f"wrote {write_report(workdir)}")
     return result
 
 

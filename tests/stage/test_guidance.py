@@ -114,7 +114,7 @@ def test_projector_shapes_and_tokenwise(projector):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("lambda0", 0.0), ("gamma", -1.0), ("p_off", 0.0), ("p_off", 1.5), ("layer", 0), ("hidden", 0), ("eps", 0.0)],
+    [("lambda0", 0.0), ("gamma", -1.0), ("p_off", 1.5), ("layer", 0), ("hidden", 0), ("eps", 0.0)],
 )
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=field):
