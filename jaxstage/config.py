@@ -526,10 +526,6 @@ def load_json(path: str | Path) -> Config:
     return from_dict(data, source=str(path))
 
 
-def replace(cfg: Config, **sections: Any) -> Config:
-    """Copy of cfg with whole sections replaced (for tests and configs)."""
-    return dataclasses.replace(cfg, **sections)
-
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "CodecConfig", "TextConfig", "ModelConfig",

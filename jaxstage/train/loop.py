@@ -161,10 +161,10 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
     return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, mask)
 
 
-def _stats_audio(cfg: Config, count: int | None = None) -> np.ndarray:
+def _stats_audio(cfg: Config) -> np.ndarray:
     """The first ``codec.stats_examples`` clips of the data source (fixed, order-independent)."""
     source = make_source(cfg)
-    n = min(count or cfg.codec.stats_examples, len(source))
+    n = min(cfg.codec.stats_examples, len(source))
     return np.stack([source[i]["audio"] for i in range(n)])
 
 

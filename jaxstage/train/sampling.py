@@ -67,8 +67,6 @@ class Generator:
         s = self.exp.cfg.sample
         sampler = sampler or s.sampler
         steps = steps or s.steps
-        if sampler not in samplers.SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}")
         fn = self._fns.get((sampler, steps))
         if fn is None:
             fn = self._fns[(sampler, steps)] = make_generate_fn(self.exp, sampler, steps)

@@ -1,9 +1,10 @@
 """The pure train step and its one-time compilation over the mesh.
 
-``train_step(state, batch) -> (state, metrics)`` encodes audio with the codec, samples noise
-levels from a distribution whose location is read from ``state.regime`` (a traced array: moving it
-never recompiles), drops the text condition with ``diffusion.cond_dropout``, takes one AdamW step
-and updates the EMA. Metrics are device scalars returned in a dict (fetched by the host loop later).
+``train_step(state, batch) -> (state, metrics)`` encodes audio with the codec, reads the progress
+p from ``state.regime`` (a traced scalar: moving it never recompiles), samples noise levels at the
+p-dependent location, drops the text condition with ``diffusion.cond_dropout``, adds the alignment
+and structure terms, takes one AdamW step, updates the EMA and runs the periodic regime events.
+Metrics are device arrays returned in a dict (fetched by the host loop one log step later).
 """
 
 from __future__ import annotations
