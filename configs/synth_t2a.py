@@ -36,7 +36,7 @@ def get_config() -> Config:
     cfg.regime.mode = "adaptive"
     cfg.regime.every = 50
     cfg.guidance.lambda0 = 0.5
-    cfg.guidance.hidden = 256  # REPA uses 2048; sized to this 96-wide DiT so a CPU step stays cheap
+    cfg.guidance.hidden = 128  # REPA uses 2048 for a 1152-wide model; sized to this 96-wide DiT (bench/regime_overhead.py)
     cfg.timesteps.adaptive = True
     cfg.struct.enabled = True
     cfg.struct.every = 50

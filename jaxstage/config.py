@@ -184,6 +184,9 @@ class GuidanceConfig:
     ssl: str = "spectral"  # SSL target source (spectral stand-in; precomputed arrives with real data)
     ssl_n_mels: int = 40
     ssl_n_mfcc: int = 20
+    # spectral stand-in resolutions (n_fft, hop); () derives ((codec.n_fft, codec.hop_length),
+    # (codec.n_fft // 2, codec.hop_length)): the first shares the codec's STFT (XLA computes it once)
+    ssl_resolutions: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -264,7 +267,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
     "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
     "regime.mode": ("adaptive", "linear", "switch_at", "random", "off"),
-    "regime.discrepancy": ("alignment",),
+    "regime.discrepancy": ("alignment", "output"),
     "guidance.ssl": ("spectral",),
     "struct.kind": ("decorrelation", "anchoring"),
 }
@@ -323,6 +326,9 @@ def validate(cfg: Config) -> Config:
     for key in ("guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps"):
         if get_value(cfg, key) < 0:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
+    for n_fft, hop in cfg.guidance.ssl_resolutions:
+        if n_fft < 2 or not 0 < hop <= n_fft:
+            raise ConfigError(f"guidance.ssl_resolutions: ({n_fft}, {hop}) needs n_fft >= 2 and 0 < hop <= n_fft")
     if cfg.regime.window < 2:
         raise ConfigError(f"regime.window={cfg.regime.window} must be >= 2 (a slope needs two points)")
     if cfg.regime.mode == "adaptive" and cfg.regime.discrepancy == "alignment" and cfg.guidance.lambda0 == 0:

@@ -152,7 +152,7 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
     from jaxstage.models.text import HashTokenizer
 
     cfg = exp.cfg
-    if exp.recipe.guidance is None:
+    if not exp.recipe.monitor_enabled:
         return None
     examples = prompt_examples(cfg.regime.monitor_seed, cfg.regime.monitor_size, cfg.data.sample_rate,
                                cfg.num_samples, mix_prob=cfg.data.mix_prob)

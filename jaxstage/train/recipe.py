@@ -54,12 +54,35 @@ class Recipe:
     structure: structure_lib.StructureConfig
     guidance: guidance_lib.GuidanceConfig | None  # None: no alignment, no projector
     timesteps: AdaptiveTimestepConfig | None  # None: static level distribution
-    ssl: SpectralSSL | None
+    ssl: SpectralSSL | None  # None: neither alignment nor the output discrepancy needs SSL features
     hidden_layer: int | None  # 0-based block whose output is aligned
+    discrepancy: str  # "alignment" | "output": what the monitor measures
     monitor_every: int
     struct_enabled: bool
     struct_every: int
     depth: int
+
+    @property
+    def monitor_enabled(self) -> bool:
+        """Whether there is a discrepancy to measure (and so a monitor batch in the state).
+
+        `alignment` needs the projector (guidance.lambda0 > 0); `output` needs only the codec and φ.
+        """
+        return self.discrepancy == "output" or self.guidance is not None
+
+    @property
+    def projector_dim(self) -> int:
+        """Output width of the REPA projector (0: no projector)."""
+        return self.ssl.dim if self.guidance is not None else 0
+
+
+def ssl_resolutions(cfg: Config) -> tuple[tuple[int, int], ...]:
+    """The spectral stand-in's (n_fft, hop) pairs: ``guidance.ssl_resolutions`` or, when empty, the
+    codec's own STFT (shared: XLA computes the identical transform once) and one at half its window."""
+    if cfg.guidance.ssl_resolutions:
+        return tuple(tuple(r) for r in cfg.guidance.ssl_resolutions)
+    n_fft, hop = cfg.codec.n_fft, cfg.codec.hop_length
+    return ((n_fft, hop), (max(n_fft // 2, hop), hop))
 
 
 def make_recipe(cfg: Config) -> Recipe:
@@ -83,8 +106,8 @@ def make_recipe(cfg: Config) -> Recipe:
         guidance = guidance_lib.GuidanceConfig(lambda0=g.lambda0, gamma=g.gamma, p_off=g.p_off,
                                                layer=g.layer, hidden=g.hidden)
         hidden_layer = guidance.hidden_layer(cfg.model.depth)
-        hop = cfg.codec.hop_length
-        ssl = SpectralSSL(sample_rate=cfg.data.sample_rate, resolutions=((2 * hop, hop), (4 * hop, 2 * hop)),
+    if g.lambda0 > 0 or r.discrepancy == "output":
+        ssl = SpectralSSL(sample_rate=cfg.data.sample_rate, resolutions=ssl_resolutions(cfg),
                           n_mels=g.ssl_n_mels, n_mfcc=g.ssl_n_mfcc)
     t = cfg.timesteps
     timesteps = None
@@ -92,7 +115,7 @@ def make_recipe(cfg: Config) -> Recipe:
         timesteps = AdaptiveTimestepConfig(rf_early=t.rf_early, rf_late=t.rf_late, edm_early=t.edm_early,
                                            edm_late=t.edm_late, uniform_prob=cfg.diffusion.uniform_prob)
     return Recipe(progress=progress, structure=structure, guidance=guidance, timesteps=timesteps, ssl=ssl,
-                  hidden_layer=hidden_layer, monitor_every=r.every, struct_enabled=s.enabled,
+                  hidden_layer=hidden_layer, discrepancy=r.discrepancy, monitor_every=r.every, struct_enabled=s.enabled,
                   struct_every=s.every, depth=cfg.model.depth)
 
 
@@ -172,11 +195,13 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
                   text_ids: np.ndarray, text_mask: np.ndarray) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
-    Without alignment (``guidance.lambda0 = 0``) there is nothing to measure: None.
+    ``targets`` are φ of the clean clips at the token rate: the alignment discrepancy compares them
+    with the projected hidden state, the output discrepancy with φ of the decoded prediction.
+    Without a discrepancy to measure (alignment kind and ``guidance.lambda0 = 0``): None.
     """
     from jaxstage.models.codecs import normalize
 
-    if recipe.guidance is None:
+    if not recipe.monitor_enabled:
         return None
     x0 = normalize(codec.encode(jnp.asarray(audio)), stats)
     noise = jax.random.normal(jax.random.PRNGKey(cfg.regime.monitor_seed), x0.shape, x0.dtype)

@@ -40,7 +40,7 @@ class TrainState:
     rng: jax.Array
     regime: RegimeState
     codec_stats: CodecStats
-    monitor: MonitorBatch | None  # fixed held-out batch for the discrepancy D (None without alignment)
+    monitor: MonitorBatch | None  # fixed held-out batch for the discrepancy D (None: nothing to measure)
 
 
 def make_optimizer(cfg: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -106,7 +106,7 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
     rules = parallel.rules_dict(cfg.mesh.rules)
     codec = codec_from_config(cfg)
     recipe = make_recipe(cfg)
-    ssl_dim = recipe.ssl.dim if recipe.ssl is not None else 0
+    ssl_dim = recipe.projector_dim
     abstract_model = nnx.eval_shape(lambda: Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(0)))
     graphdef, abstract_param_state, _ = nnx.split(abstract_model, nnx.Param, ...)
     # Buffers (non-Param variables, e.g. fixed frequencies) are deterministic constants; under jit
@@ -136,7 +136,7 @@ def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch |
     key = jax.random.PRNGKey(cfg.train.seed)
     init_key, state_key = jax.random.split(key)
 
-    ssl_dim = exp.recipe.ssl.dim if exp.recipe.ssl is not None else 0
+    ssl_dim = exp.recipe.projector_dim
 
     def init_fn(init_key, stats, monitor):
         model = Denoiser(cfg, exp.io_channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(init_key))

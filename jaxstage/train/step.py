@@ -18,8 +18,9 @@ import optax
 
 from jaxstage import parallel
 from jaxstage.diffusion.noise import sample_levels
-from jaxstage.models.codecs import normalize
+from jaxstage.models.codecs import denormalize, normalize
 from jaxstage.models.dit import block_weight_matrices
+from jaxstage.models.ssl import resample_frames
 from jaxstage.stage import guidance as guidance_lib
 from jaxstage.stage import regime as regime_lib
 from jaxstage.stage import structure as structure_lib
@@ -30,6 +31,31 @@ from jaxstage.train.state import Experiment, TrainState, state_shardings
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+
+
+def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.Array]:
+    """D(params, monitor, codec_stats) on the fixed monitor batch (no gradient), SPEC §3.1.
+
+    alignment: D = 1 − mean cos(h_ψ(H_ℓ), y), the projected block-ℓ hidden state against the targets;
+    output:    D = 1 − mean cos(φ(decode(x̂₀)), φ(x₀)), x̂₀ the model's clean prediction decoded to
+               audio by the codec (Griffin-Lim for `mel`), both at the token rate.
+    """
+    objective, recipe, cfg = exp.objective, exp.recipe, exp.cfg
+
+    def discrepancy(params, monitor: MonitorBatch, codec_stats) -> jax.Array:
+        params = jax.lax.stop_gradient(params)
+        model = exp.model(params)
+        x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
+        x_in, c_noise = objective.model_input(x_t, monitor.levels)
+        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, hidden_layer=recipe.hidden_layer)
+        if recipe.discrepancy == "alignment":
+            return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets)
+        x0_hat = objective.denoise(out.out, x_t, monitor.levels)
+        audio = exp.codec.decode(denormalize(x0_hat, codec_stats), cfg.num_samples)
+        predicted = resample_frames(recipe.ssl.features(audio), monitor.targets.shape[1])
+        return guidance_lib.alignment_loss(predicted, monitor.targets)
+
+    return discrepancy
 
 
 def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
@@ -56,14 +82,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         model = exp.model(params)
         return structure_lib.similarity(structure_lib.block_signatures(block_weight_matrices(model.dit)))
 
-    def measure_discrepancy(params, monitor: MonitorBatch) -> jax.Array:
-        """D = 1 − mean cos(h_ψ(H_ℓ), y) on the fixed monitor batch (no gradient)."""
-        params = jax.lax.stop_gradient(params)
-        model = exp.model(params)
-        x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
-        x_in, c_noise = objective.model_input(x_t, monitor.levels)
-        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, hidden_layer=recipe.hidden_layer)
-        return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets)
+    measure_discrepancy = make_discrepancy(exp)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         key = jax.random.fold_in(state.rng, state.step)
@@ -113,11 +132,12 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         # ---- regime events, inside the compiled step (lax.cond on the step count)
         new_step = step + 1
         regime = state.regime
-        if recipe.guidance is not None:
+        if recipe.monitor_enabled:
             progress = jax.lax.cond(
                 new_step % recipe.monitor_every == 0,
-                lambda: regime_lib.update_progress(regime.progress, measure_discrepancy(params, state.monitor),
-                                                   new_step, recipe.progress),
+                lambda: regime_lib.update_progress(
+                    regime.progress, measure_discrepancy(params, state.monitor, state.codec_stats),
+                    new_step, recipe.progress),
                 lambda: regime.progress,
             )
         else:  # nothing to measure: p follows its schedule (or stays 0)
