@@ -3,6 +3,8 @@
     jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...]
     jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
     jaxstage report --workdir DIR [--out FILE.png]
+    jaxstage prepare --manifest FILE --out DIR [--kind K] [--audio-dir DIR] [--sample-rate HZ]
+                     [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7]
 """
 
 from __future__ import annotations
@@ -38,6 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="draw a run's regime and losses into report.png")
     report.add_argument("--workdir", required=True)
     report.add_argument("--out", default=None, help="output PNG (default WORKDIR/report.png)")
+
+    prep = sub.add_parser("prepare", help="turn a manifest of audio + captions into a prepared dataset folder")
+    prep.add_argument("--manifest", required=True, help="AudioCaps/Clotho/generic CSV, JSONL, or a folder of audio")
+    prep.add_argument("--out", required=True, help="output folder (re-run with the same arguments to resume)")
+    prep.add_argument("--kind", choices=("auto", "audiocaps", "clotho", "csv", "jsonl", "folder"), default="auto")
+    prep.add_argument("--audio-dir", default=None, help="where the audio lives (default: the manifest's folder)")
+    prep.add_argument("--sample-rate", type=int, default=16000)
+    prep.add_argument("--clip-seconds", type=float, default=10.0, help="crop or pad every clip to this length")
+    prep.add_argument("--min-seconds", type=float, default=0.5, help="skip files shorter than this")
+    prep.add_argument("--text-encoder", default=None, metavar="MODEL_DIR", help="local HF text encoder (T5, CLAP, ...)")
+    prep.add_argument("--text-max-length", type=int, default=64)
+    prep.add_argument("--ssl-encoder", default=None, metavar="MODEL_DIR", help="local HF audio encoder (HuBERT, ...)")
+    prep.add_argument("--ssl-layers", default="6,7", help="hidden-state layers to average, e.g. 6,7")
+    prep.add_argument("--shard-size", type=int, default=256)
+    prep.add_argument("--batch-size", type=int, default=16, help="items per encoder batch")
     return parser
 
 
@@ -45,6 +62,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     from jaxstage.report import write_report
 
     print(f"wrote {write_report(args.workdir, args.out)}", file=sys.stderr)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from jaxstage.data.prepare import prepare
+
+    text = ssl = None
+    if args.text_encoder:
+        from jaxstage.data.encoders import HFTextEncoder
+
+        text = HFTextEncoder(args.text_encoder, max_length=args.text_max_length)
+    if args.ssl_encoder:
+        from jaxstage.data.encoders import HFAudioEncoder
+
+        try:
+            layers = tuple(int(k) for k in args.ssl_layers.split(",") if k.strip())
+        except ValueError:
+            raise ValueError(f"--ssl-layers={args.ssl_layers!r}: expected comma-separated integers") from None
+        ssl = HFAudioEncoder(args.ssl_encoder, layers=layers, sample_rate=args.sample_rate)
+    meta = prepare(args.manifest, args.out, sample_rate=args.sample_rate, clip_seconds=args.clip_seconds,
+                   text_encoder=text, ssl_encoder=ssl, shard_size=args.shard_size, min_seconds=args.min_seconds,
+                   kind=args.kind, audio_dir=args.audio_dir, batch_size=args.batch_size)
+    print(f"prepared {meta['count']} records in {len(meta['shards'])} shards, skipped {len(meta['skipped'])} "
+          f"(reasons in dataset.json): {args.out}", file=sys.stderr)
     return 0
 
 
@@ -89,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from jaxstage.config import ConfigError
 
-    handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare}
     try:
         return handlers[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as err:
         print(f"jaxstage {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # CheckpointError, TrainingError

@@ -1,0 +1,62 @@
+"""Tiny random-weight Hugging Face models saved to disk, for tests without network access.
+
+    t5_dir = save_tiny_t5(tmp_path / "t5")          # T5EncoderModel + word-level fast tokenizer
+    hubert_dir = save_tiny_hubert(tmp_path / "hb")  # HubertModel, 2 layers, hidden 32, no preprocessor
+
+Both need torch and transformers (callers should `pytest.importorskip("torch")`). Weights are seeded,
+so the same call gives the same model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_WORDS = ("a the and of with dog dogs bark barks barking cat meows bird birds sing chirp rain "
+              "wind water engine car siren people speak talking music piano loud quiet low high "
+              "noise sine tone hum buzz click beep pulse pulses steady slow fast fade in out").split()
+
+T5_DIM = 16
+HUBERT_DIM = 32
+HUBERT_LAYERS = 2
+
+
+def save_tiny_t5(directory: str | Path, seed: int = 0) -> Path:
+    """A 1-layer T5 encoder (d_model 16) and a whitespace word-level tokenizer in `directory`."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    directory = Path(directory)
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in TINY_WORDS:
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(vocab), d_model=T5_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    T5EncoderModel(config).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_hubert(directory: str | Path, seed: int = 0) -> Path:
+    """A 2-layer HuBERT (hidden 32; conv strides 5*2 = 10 samples per frame) in `directory`."""
+    import torch
+    from transformers import HubertConfig, HubertModel
+
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    config = HubertConfig(hidden_size=HUBERT_DIM, num_hidden_layers=HUBERT_LAYERS, num_attention_heads=2,
+                          intermediate_size=37, conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2),
+                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    HubertModel(config).save_pretrained(directory)
+    return directory
+
+
+def hubert_frames(num_samples: int) -> int:
+    """Frames the tiny HuBERT gives for `num_samples` input samples (valid convolutions)."""
+    n = (num_samples - 10) // 5 + 1
+    return (n - 3) // 2 + 1
