@@ -32,13 +32,14 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where training audio and captions come from."""
 
-    source: str = "synthetic"  # only "synthetic" until the real-data issue lands
-    sample_rate: int = 8000
-    clip_seconds: float = 1.0
-    num_examples: int = 200_000  # size of the procedural dataset (indices are seeds)
-    mix_prob: float = 0.2  # probability a synthetic clip mixes two sources
-    seed: int = 0  # data order and content seed
-    text_max_length: int = 16
+    source: str = "synthetic"  # synthetic | prepared (a `jaxstage prepare` directory at data.path)
+    path: str = ""  # prepared only: the prepared directory (dataset.json + ArrayRecord shards)
+    sample_rate: int = 8000  # prepared: must equal dataset.json's sample_rate
+    clip_seconds: float = 1.0  # prepared: sample_rate * clip_seconds must equal dataset.json's num_samples
+    num_examples: int = 200_000  # synthetic only: size of the procedural dataset (indices are seeds)
+    mix_prob: float = 0.2  # synthetic only: probability a clip mixes two sources
+    seed: int = 0  # data order (and, synthetic, content) seed
+    text_max_length: int = 16  # text.kind=learned: caption length in hash tokens
     prefetch_threads: int = 2  # grain read threads per process
     prefetch_buffer: int = 8  # grain prefetch buffer (elements)
 
@@ -62,13 +63,13 @@ class CodecConfig:
 
 @dataclass
 class TextConfig:
-    """The learned text encoder for captions (hash tokenizer + small transformer)."""
+    """Text conditioning: a learned encoder over hash tokens, or embeddings precomputed at prepare time."""
 
-    kind: str = "learned"  # learned (precomputed arrives with the real-data issue)
-    vocab_size: int = 2048
-    width: int = 128
-    depth: int = 2
-    num_heads: int = 4
+    kind: str = "learned"  # learned | precomputed (the records' text_emb/text_mask; needs data.source=prepared)
+    vocab_size: int = 2048  # learned only
+    width: int = 128  # learned only (precomputed: the width is dataset.json's text_emb dim)
+    depth: int = 2  # learned only
+    num_heads: int = 4  # learned only
 
 
 @dataclass
@@ -181,9 +182,9 @@ class GuidanceConfig:
     p_off: float = 0.9
     layer: int = -1  # 1-based block whose output is aligned (as REPA's encoder_depth); -1 means depth // 3
     hidden: int = 2048  # projector MLP width
-    ssl: str = "spectral"  # SSL target source (spectral stand-in; precomputed arrives with real data)
-    ssl_n_mels: int = 40
-    ssl_n_mfcc: int = 20
+    ssl: str = "spectral"  # spectral (stand-in computed from audio) | precomputed (the records' ssl; prepared data)
+    ssl_n_mels: int = 40  # spectral only
+    ssl_n_mfcc: int = 20  # spectral only
     # spectral stand-in resolutions (n_fft, hop); () derives ((codec.n_fft, codec.hop_length),
     # (codec.n_fft // 2, codec.hop_length)): the first shares the codec's STFT (XLA computes it once)
     ssl_resolutions: tuple[tuple[int, int], ...] = ()
@@ -259,16 +260,16 @@ class Config:
 # ------------------------------------------------------------------------------- validation
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.source": ("synthetic",),
+    "data.source": ("synthetic", "prepared"),
     "codec.kind": ("stft", "mel"),
-    "text.kind": ("learned",),
+    "text.kind": ("learned", "precomputed"),
     "model.global_cond_type": ("prepend", "adaLN"),
     "diffusion.objective": ("edm", "v", "rf"),
     "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
     "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
     "regime.mode": ("adaptive", "linear", "switch_at", "random", "off"),
     "regime.discrepancy": ("alignment", "output"),
-    "guidance.ssl": ("spectral",),
+    "guidance.ssl": ("spectral", "precomputed"),
     "struct.kind": ("decorrelation", "anchoring"),
 }
 
@@ -349,10 +350,25 @@ def validate(cfg: Config) -> Config:
     if cfg.timesteps.adaptive and cfg.diffusion.level_dist not in ("logit_normal", "lognormal"):
         raise ConfigError(f"timesteps.adaptive needs diffusion.level_dist logit_normal or lognormal, "
                           f"not {cfg.diffusion.level_dist!r}")
+    _validate_data(cfg)
     lo, hi = cfg.sample.cfg_interval
     if not 0 <= lo <= hi:
         raise ConfigError(f"sample.cfg_interval={cfg.sample.cfg_interval!r} must satisfy 0 <= lo <= hi")
     return cfg
+
+
+def _validate_data(cfg: Config) -> None:
+    """Cross-section rules of the data source, precomputed text and precomputed SSL targets."""
+    if cfg.data.source == "prepared" and not cfg.data.path:
+        raise ConfigError("data.source=prepared needs data.path (the `jaxstage prepare` output directory)")
+    if cfg.data.source != "prepared" and cfg.data.path:
+        raise ConfigError(f"data.path={cfg.data.path!r} is only read with data.source=prepared, not {cfg.data.source!r}")
+    for key in ("text.kind", "guidance.ssl"):
+        if get_value(cfg, key) == "precomputed" and cfg.data.source != "prepared":
+            raise ConfigError(f"{key}=precomputed reads prepared records: set data.source=prepared, not {cfg.data.source!r}")
+    if cfg.guidance.ssl == "precomputed" and cfg.regime.discrepancy == "output":
+        raise ConfigError("regime.discrepancy=output computes φ of decoded audio: it needs guidance.ssl=spectral, "
+                          "not precomputed")
 
 
 # ------------------------------------------------------------------------ keys and overrides

@@ -22,7 +22,7 @@ import numpy as np
 from jaxstage import config as config_lib
 from jaxstage import parallel
 from jaxstage.config import Config, ConfigError
-from jaxstage.data.pipeline import BatchStream, make_source
+from jaxstage.data.pipeline import BatchStream, held_out_batch, make_source, num_training
 from jaxstage.train import checkpoint as ckpt_lib
 from jaxstage.train.logging import RunLogger
 from jaxstage.train.recipe import MonitorBatch, build_monitor
@@ -140,20 +140,29 @@ def restore_target(exp: Experiment):
 def _abstract_stats_and_monitor(exp: Experiment):
     cfg = exp.cfg
     m = cfg.regime.monitor_size
-    audio = jnp.zeros((m, cfg.num_samples), jnp.float32)
-    stats = fit_codec_stats(exp, audio[:1])
-    ids = jnp.zeros((m, cfg.data.text_max_length), jnp.int32)
-    return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, ids.astype(bool))
+    batch = {k: jnp.zeros((m, *shape), dtype) for k, (shape, dtype) in exp.example_spec.items()}
+    stats = fit_codec_stats(exp, batch["audio"][:1])
+    return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
+                                batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"))
 
 
 def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
-    """The fixed monitor batch from held-out clips (a seed disjoint from training's)."""
-    from jaxstage.data.synthetic import prompt_examples
-    from jaxstage.models.text import HashTokenizer
+    """The fixed monitor batch from held-out clips.
 
+    Synthetic data: clips rendered from ``regime.monitor_seed`` (disjoint from training's seeds).
+    Prepared data: the last ``regime.monitor_size`` records of the directory, which training never
+    reads (see ``jaxstage.data.pipeline``), with their precomputed text and SSL targets when used.
+    """
     cfg = exp.cfg
     if not exp.recipe.monitor_enabled:
         return None
+    if cfg.data.source == "prepared":
+        batch, _ = held_out_batch(cfg, cfg.regime.monitor_size)
+        return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
+                             batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"))
+    from jaxstage.data.synthetic import prompt_examples
+    from jaxstage.models.text import HashTokenizer
+
     examples = prompt_examples(cfg.regime.monitor_seed, cfg.regime.monitor_size, cfg.data.sample_rate,
                                cfg.num_samples, mix_prob=cfg.data.mix_prob)
     audio = np.stack([e["audio"] for e in examples]).astype(np.float32)
@@ -162,9 +171,9 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
 
 
 def _stats_audio(cfg: Config) -> np.ndarray:
-    """The first ``codec.stats_examples`` clips of the data source (fixed, order-independent)."""
+    """The first ``codec.stats_examples`` training clips of the data source (fixed, order-independent)."""
     source = make_source(cfg)
-    n = min(cfg.codec.stats_examples, len(source))
+    n = min(cfg.codec.stats_examples, num_training(cfg, source))
     return np.stack([source[i]["audio"] for i in range(n)])
 
 
@@ -234,6 +243,9 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
         write_samples(logger, generator, state, cfg, step)
         if cfg.sample.final_eval_prompts and cfg.data.source == "synthetic":
             result.attribute_accuracy = attribute_check(logger, generator, state, cfg, workdir)
+        elif cfg.sample.final_eval_prompts:
+            logger.info(f"sample.final_eval_prompts={cfg.sample.final_eval_prompts}: the attribute check judges "
+                        f"synthetic prompts only; skipped for data.source={cfg.data.source}")
     ckpt.close()
     logger.close()
     if is_main:
@@ -268,7 +280,18 @@ def _json_value(value):
 
 
 def write_samples(logger: RunLogger, generator: Generator, state: TrainState, cfg: Config, step: int) -> None:
-    """Generate ``sample.num`` clips from held-out prompts with the EMA weights; WAV + TensorBoard."""
+    """Generate ``sample.num`` clips from held-out prompts with the EMA weights; WAV + TensorBoard.
+
+    Synthetic data: prompts from ``sample.seed``. Prepared data: the captions of the last
+    ``sample.num`` records (held out when ``sample.num <= regime.monitor_size``), conditioned on the
+    records' own text (precomputed embeddings, or the hash-tokenized caption).
+    """
+    if cfg.data.source == "prepared":
+        batch, prompts = held_out_batch(cfg, cfg.sample.num)
+        audio = generator.from_text(state.ema_params, state.codec_stats, batch[generator.exp.text_key], batch["text_mask"],
+                                    seed=cfg.sample.seed + step)
+        logger.audio(step, prompts, audio, cfg.data.sample_rate)
+        return
     from jaxstage.data.synthetic import prompt_set
 
     prompts = [p for p, _ in prompt_set(cfg.sample.seed, cfg.sample.num)]

@@ -42,6 +42,8 @@ class MonitorBatch:
     noise: jax.Array  # [M, T, C]
     levels: jax.Array  # [M] in the objective's units
     targets: jax.Array  # [M, T, d_ssl] SSL targets at the token rate
+    # token ids [M, L] (text.kind=learned) or precomputed embeddings [M, L, D] (text.kind=precomputed);
+    # the name is kept so that existing checkpoints restore
     text_ids: jax.Array
     text_mask: jax.Array
 
@@ -54,7 +56,8 @@ class Recipe:
     structure: structure_lib.StructureConfig
     guidance: guidance_lib.GuidanceConfig | None  # None: no alignment, no projector
     timesteps: AdaptiveTimestepConfig | None  # None: static level distribution
-    ssl: SpectralSSL | None  # None: neither alignment nor the output discrepancy needs SSL features
+    ssl: SpectralSSL | None  # None: no spectral stand-in (no SSL needed, or guidance.ssl=precomputed)
+    target_dim: int  # d_ssl of the alignment targets (spectral: ssl.dim; precomputed: the data's; 0: none)
     hidden_layer: int | None  # 0-based block whose output is aligned
     discrepancy: str  # "alignment" | "output": what the monitor measures
     monitor_every: int
@@ -73,7 +76,7 @@ class Recipe:
     @property
     def projector_dim(self) -> int:
         """Output width of the REPA projector (0: no projector)."""
-        return self.ssl.dim if self.guidance is not None else 0
+        return self.target_dim if self.guidance is not None else 0
 
 
 def ssl_resolutions(cfg: Config) -> tuple[tuple[int, int], ...]:
@@ -85,8 +88,11 @@ def ssl_resolutions(cfg: Config) -> tuple[tuple[int, int], ...]:
     return ((n_fft, hop), (max(n_fft // 2, hop), hop))
 
 
-def make_recipe(cfg: Config) -> Recipe:
-    """Translate the config sections regime/guidance/timesteps/struct into stage configs."""
+def make_recipe(cfg: Config, ssl_dim: int = 0) -> Recipe:
+    """Translate the config sections regime/guidance/timesteps/struct into stage configs.
+
+    ``ssl_dim``: width of precomputed SSL targets (read from the data; needed with guidance.ssl=precomputed).
+    """
     r = cfg.regime
     progress = regime_lib.ProgressConfig(
         beta=r.beta, window=r.window, eps=r.eps, rho_min=r.rho_min, max_delta=r.max_delta,
@@ -106,15 +112,22 @@ def make_recipe(cfg: Config) -> Recipe:
         guidance = guidance_lib.GuidanceConfig(lambda0=g.lambda0, gamma=g.gamma, p_off=g.p_off,
                                                layer=g.layer, hidden=g.hidden)
         hidden_layer = guidance.hidden_layer(cfg.model.depth)
-    if g.lambda0 > 0 or r.discrepancy == "output":
+    target_dim = 0
+    if g.ssl == "precomputed":
+        if g.lambda0 > 0 and ssl_dim <= 0:
+            raise ValueError(f"guidance.ssl=precomputed needs the targets' width from the data, got ssl_dim={ssl_dim}")
+        target_dim = ssl_dim
+    elif g.lambda0 > 0 or r.discrepancy == "output":
         ssl = SpectralSSL(sample_rate=cfg.data.sample_rate, resolutions=ssl_resolutions(cfg),
                           n_mels=g.ssl_n_mels, n_mfcc=g.ssl_n_mfcc)
+        target_dim = ssl.dim
     t = cfg.timesteps
     timesteps = None
     if t.adaptive:
         timesteps = AdaptiveTimestepConfig(rf_early=t.rf_early, rf_late=t.rf_late, edm_early=t.edm_early,
                                            edm_late=t.edm_late, uniform_prob=cfg.diffusion.uniform_prob)
     return Recipe(progress=progress, structure=structure, guidance=guidance, timesteps=timesteps, ssl=ssl,
+                  target_dim=target_dim,
                   hidden_layer=hidden_layer, discrepancy=r.discrepancy, monitor_every=r.every, struct_enabled=s.enabled,
                   struct_every=s.every, depth=cfg.model.depth)
 
@@ -192,11 +205,14 @@ def monitor_levels(cfg: Config, objective) -> np.ndarray:
 
 
 def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
-                  text_ids: np.ndarray, text_mask: np.ndarray) -> MonitorBatch | None:
+                  text_ids: np.ndarray, text_mask: np.ndarray,
+                  ssl_frames: np.ndarray | None = None) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
-    ``targets`` are φ of the clean clips at the token rate: the alignment discrepancy compares them
-    with the projected hidden state, the output discrepancy with φ of the decoded prediction.
+    ``targets`` are φ of the clean clips at the token rate (or ``ssl_frames``, the clips' precomputed
+    targets, resampled): the alignment discrepancy compares them with the projected hidden state,
+    the output discrepancy with φ of the decoded prediction. ``text_ids`` are token ids or, with
+    text.kind=precomputed, embeddings.
     Without a discrepancy to measure (alignment kind and ``guidance.lambda0 = 0``): None.
     """
     from jaxstage.models.codecs import normalize
@@ -206,6 +222,9 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
     x0 = normalize(codec.encode(jnp.asarray(audio)), stats)
     noise = jax.random.normal(jax.random.PRNGKey(cfg.regime.monitor_seed), x0.shape, x0.dtype)
     levels = jnp.asarray(monitor_levels(cfg, objective)[: x0.shape[0]])
-    targets = ssl_targets(recipe, {"audio": jnp.asarray(audio)}, x0.shape[1])
+    batch = {"audio": jnp.asarray(audio)}
+    if ssl_frames is not None:
+        batch["ssl_targets"] = jnp.asarray(ssl_frames)
+    targets = ssl_targets(recipe, batch, x0.shape[1])
     return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
                         text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask))

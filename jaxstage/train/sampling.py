@@ -1,4 +1,8 @@
-"""Generate audio from text prompts with a trained denoiser (jit-compiled sampler + codec decode)."""
+"""Generate audio from text prompts with a trained denoiser (jit-compiled sampler + codec decode).
+
+With ``text.kind=precomputed`` there is no text encoder in-process: free-text prompts are refused and
+generation takes precomputed embeddings (``Generator.from_text``, e.g. from prepared records).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from jaxstage.train.state import Experiment, Params
 
 
 def make_generate_fn(exp: Experiment, sampler: str, steps: int):
-    """A jitted ``(params, stats, text_ids, text_mask, key, cfg_scale) -> audio [B, N]``.
+    """A jitted ``(params, stats, text, text_mask, key, cfg_scale) -> audio [B, N]``; ``text`` is token
+    ids [B, L] or precomputed embeddings [B, L, D] (per ``text.kind``).
 
     jit boundary: compiled once per (sampler, steps, batch size); the guidance scale is a traced
     argument, so changing it does not recompile. CFG batches the conditional and unconditional
@@ -29,11 +34,11 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int):
     num_frames = exp.codec.num_frames(num_samples)
 
     @jax.jit
-    def generate(params: Params, stats: CodecStats, text_ids: jax.Array, text_mask: jax.Array,
+    def generate(params: Params, stats: CodecStats, text: jax.Array, text_mask: jax.Array,
                  key: jax.Array, cfg_scale: jax.Array) -> jax.Array:
         model = exp.model(params)
-        tokens, mask = model.encode_text(text_ids, text_mask)
-        batch = text_ids.shape[0]
+        tokens, mask = model.encode_text(text, text_mask)
+        batch = text.shape[0]
 
         def denoise_with(x, level, cond):
             x_in, c_noise = objective.model_input(x, level)
@@ -63,16 +68,26 @@ class Generator:
 
     def __call__(self, params: Params, stats: CodecStats, prompts: list[str], *, sampler: str | None = None,
                  steps: int | None = None, cfg_scale: float | None = None, seed: int = 0) -> np.ndarray:
-        """Waveforms [len(prompts), N] as float32 numpy, clipped to [-1, 1]."""
+        """Waveforms [len(prompts), N] as float32 numpy, clipped to [-1, 1] (learned text encoder only)."""
+        if self.exp.cfg.text.kind != "learned":
+            raise ValueError(f"text.kind={self.exp.cfg.text.kind}: free-text prompts need the prepare-time text "
+                             f"encoder; generate from precomputed embeddings (Generator.from_text)")
+        ids, mask = self.tokenizer(prompts, self.exp.cfg.data.text_max_length)
+        return self.from_text(params, stats, ids, mask, sampler=sampler, steps=steps, cfg_scale=cfg_scale,
+                              seed=seed)
+
+    def from_text(self, params: Params, stats: CodecStats, text: np.ndarray, text_mask: np.ndarray, *,
+                  sampler: str | None = None, steps: int | None = None, cfg_scale: float | None = None,
+                  seed: int = 0) -> np.ndarray:
+        """Waveforms [B, N] from an encoded condition: token ids [B, L] or embeddings [B, L, D]."""
         s = self.exp.cfg.sample
         sampler = sampler or s.sampler
         steps = steps or s.steps
         fn = self._fns.get((sampler, steps))
         if fn is None:
             fn = self._fns[(sampler, steps)] = make_generate_fn(self.exp, sampler, steps)
-        ids, mask = self.tokenizer(prompts, self.exp.cfg.data.text_max_length)
         scale = s.cfg_scale if cfg_scale is None else cfg_scale
-        audio = fn(params, stats, jnp.asarray(ids), jnp.asarray(mask), jax.random.PRNGKey(seed),
+        audio = fn(params, stats, jnp.asarray(text), jnp.asarray(text_mask), jax.random.PRNGKey(seed),
                    jnp.asarray(scale, jnp.float32))
         return np.clip(np.asarray(jax.device_get(audio), np.float32), -1.0, 1.0)
 

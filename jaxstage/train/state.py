@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxstage import parallel
 from jaxstage.config import Config
+from jaxstage.data.pipeline import ExampleSpec, example_spec
 from jaxstage.diffusion.objectives import make_objective
 from jaxstage.models.codecs import CodecStats, make_codec
 from jaxstage.models.denoiser import Denoiser
@@ -72,10 +73,21 @@ class Experiment:
     tx: optax.GradientTransformation
     lr_schedule: optax.Schedule
     recipe: Recipe
+    example_spec: ExampleSpec  # batch key -> (per-example shape, dtype); prepared data: from dataset.json
 
     @property
     def io_channels(self) -> int:
         return self.codec.channels
+
+    @property
+    def text_key(self) -> str:
+        """The batch key holding the text condition: ``text_emb`` (precomputed) or ``text_ids``."""
+        return "text_emb" if "text_emb" in self.example_spec else "text_ids"
+
+    @property
+    def text_dim(self) -> int:
+        """Width of precomputed text embeddings (0 with the learned encoder)."""
+        return self.example_spec["text_emb"][0][-1] if "text_emb" in self.example_spec else 0
 
     def model(self, params: Params) -> Denoiser:
         """A Denoiser module bound to ``params`` (use inside jit)."""
@@ -105,14 +117,18 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
     mesh = parallel.make_mesh(cfg.mesh) if mesh is None else mesh
     rules = parallel.rules_dict(cfg.mesh.rules)
     codec = codec_from_config(cfg)
-    recipe = make_recipe(cfg)
+    spec = example_spec(cfg)
+    recipe = make_recipe(cfg, ssl_dim=spec["ssl_targets"][0][-1] if "ssl_targets" in spec else 0)
     ssl_dim = recipe.projector_dim
-    abstract_model = nnx.eval_shape(lambda: Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(0)))
+    text_dim = spec["text_emb"][0][-1] if "text_emb" in spec else 0
+    abstract_model = nnx.eval_shape(
+        lambda: Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, text_dim=text_dim, rngs=nnx.Rngs(0)))
     graphdef, abstract_param_state, _ = nnx.split(abstract_model, nnx.Param, ...)
     # Buffers (non-Param variables, e.g. fixed frequencies) are deterministic constants; under jit
     # XLA computes only them (the parameter initializers are dead code).
     buffers = jax.jit(lambda: nnx.to_pure_dict(
-        nnx.split(Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(0)), nnx.Param, ...)[2]))()
+        nnx.split(Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, text_dim=text_dim, rngs=nnx.Rngs(0)),
+                  nnx.Param, ...)[2]))()
     tx, schedule = make_optimizer(cfg)
     divisor = parallel.batch_divisor(mesh, rules)
     if cfg.train.batch_size % divisor:
@@ -123,6 +139,7 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
         abstract_params=nnx.to_pure_dict(abstract_param_state),
         param_shardings=parallel.state_shardings(mesh, abstract_param_state, rules),
         batch_sharding=parallel.batch_sharding(mesh, rules), tx=tx, lr_schedule=schedule, recipe=recipe,
+        example_spec=spec,
     )
 
 
@@ -139,7 +156,7 @@ def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch |
     ssl_dim = exp.recipe.projector_dim
 
     def init_fn(init_key, stats, monitor):
-        model = Denoiser(cfg, exp.io_channels, ssl_dim=ssl_dim, rngs=nnx.Rngs(init_key))
+        model = Denoiser(cfg, exp.io_channels, ssl_dim=ssl_dim, text_dim=exp.text_dim, rngs=nnx.Rngs(init_key))
         params = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[1])
         params = jax.lax.with_sharding_constraint(params, exp.param_shardings)
         return TrainState(

@@ -73,6 +73,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
     ema_decay = cfg.optim.ema_decay
     d = cfg.diffusion
     num_groups = recipe.structure.num_groups
+    text_key = exp.text_key  # "text_ids" (learned encoder) or "text_emb" (precomputed embeddings)
 
     def forward(model, x_in, c_noise, ids, mask, keep=None):
         return model(x_in, c_noise, ids, mask, keep, hidden_layer=recipe.hidden_layer,
@@ -102,7 +103,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
 
         def loss_fn(params):
             model = exp.model(params)
-            out = forward(model, x_in, c_noise, batch["text_ids"], batch["text_mask"], keep_cond)
+            out = forward(model, x_in, c_noise, batch[text_key], batch["text_mask"], keep_cond)
             per_example = objective.loss(out.out, x_t, x0, eps, levels)
             loss_diff = jnp.mean(per_example)
             aux = {"loss_diff": loss_diff, "per_example": per_example}
@@ -205,14 +206,11 @@ class CompiledStep:
 
 
 def abstract_batch(exp: Experiment) -> Batch:
-    """Shapes of one global batch."""
-    cfg = exp.cfg
-    b = cfg.train.batch_size
-    return {
-        "audio": jax.ShapeDtypeStruct((b, cfg.num_samples), jnp.float32, sharding=exp.batch_sharding),
-        "text_ids": jax.ShapeDtypeStruct((b, cfg.data.text_max_length), jnp.int32, sharding=exp.batch_sharding),
-        "text_mask": jax.ShapeDtypeStruct((b, cfg.data.text_max_length), jnp.bool_, sharding=exp.batch_sharding),
-    }
+    """Shapes of one global batch: the data pipeline's per-example spec (``exp.example_spec``:
+    audio, text ids or precomputed embeddings, mask, precomputed SSL targets) with the batch axis."""
+    b = exp.cfg.train.batch_size
+    return {key: jax.ShapeDtypeStruct((b, *shape), dtype, sharding=exp.batch_sharding)
+            for key, (shape, dtype) in exp.example_spec.items()}
 
 
 def compile_train_step(exp: Experiment, state: TrainState) -> CompiledStep:
