@@ -183,6 +183,9 @@ class GuidanceConfig:
     layer: int = -1  # 1-based block whose output is aligned (as REPA's encoder_depth); -1 means depth // 3
     hidden: int = 2048  # projector MLP width
     ssl: str = "spectral"  # spectral (stand-in computed from audio) | precomputed (the records' ssl; prepared data)
+    #                        | encoder (a wav2vec2/HuBERT/WavLM directory run in JAX inside the step)
+    ssl_encoder_dir: str = ""  # encoder only: a saved transformers model directory (converted at start-up)
+    ssl_layers: tuple[int, ...] = (6, 7)  # encoder only: hidden_states averaged (0 = input to layer 1)
     ssl_n_mels: int = 40  # spectral only
     ssl_n_mfcc: int = 20  # spectral only
     # spectral stand-in resolutions (n_fft, hop); () derives ((codec.n_fft, codec.hop_length),
@@ -269,7 +272,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
     "regime.mode": ("adaptive", "linear", "switch_at", "random", "off"),
     "regime.discrepancy": ("alignment", "output"),
-    "guidance.ssl": ("spectral", "precomputed"),
+    "guidance.ssl": ("spectral", "precomputed", "encoder"),
     "struct.kind": ("decorrelation", "anchoring"),
 }
 
@@ -327,6 +330,10 @@ def validate(cfg: Config) -> Config:
     for key in ("guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps"):
         if get_value(cfg, key) < 0:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
+    if cfg.guidance.ssl == "encoder" and not cfg.guidance.ssl_encoder_dir:
+        raise ConfigError("guidance.ssl=encoder needs guidance.ssl_encoder_dir (a saved transformers model directory)")
+    if cfg.guidance.ssl != "encoder" and cfg.guidance.ssl_encoder_dir:
+        raise ConfigError(f"guidance.ssl_encoder_dir is set but guidance.ssl={cfg.guidance.ssl!r} does not use it")
     for n_fft, hop in cfg.guidance.ssl_resolutions:
         if n_fft < 2 or not 0 < hop <= n_fft:
             raise ConfigError(f"guidance.ssl_resolutions: ({n_fft}, {hop}) needs n_fft >= 2 and 0 < hop <= n_fft")

@@ -143,7 +143,8 @@ def _abstract_stats_and_monitor(exp: Experiment):
     batch = {k: jnp.zeros((m, *shape), dtype) for k, (shape, dtype) in exp.example_spec.items()}
     stats = fit_codec_stats(exp, batch["audio"][:1])
     return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
-                                batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"))
+                                batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
+                                ssl_params=exp.ssl_params)
 
 
 def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
@@ -159,7 +160,8 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
     if cfg.data.source == "prepared":
         batch, _ = held_out_batch(cfg, cfg.regime.monitor_size)
         return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
-                             batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"))
+                             batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
+                             ssl_params=exp.ssl_params)
     from jaxstage.data.synthetic import prompt_examples
     from jaxstage.models.text import HashTokenizer
 
@@ -167,7 +169,8 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
                                cfg.num_samples, mix_prob=cfg.data.mix_prob)
     audio = np.stack([e["audio"] for e in examples]).astype(np.float32)
     ids, mask = HashTokenizer(cfg.text.vocab_size)([e["caption"] for e in examples], cfg.data.text_max_length)
-    return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, mask)
+    return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, mask,
+                         ssl_params=exp.ssl_params)
 
 
 def _stats_audio(cfg: Config) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from jaxstage.config import Config
 from jaxstage.models import ssl as models_ssl
 from jaxstage.models.ssl import SpectralSSL
+from jaxstage.models.ssl_encoder import NeuralSSL
 from jaxstage.stage import guidance as guidance_lib
 from jaxstage.stage import regime as regime_lib
 from jaxstage.stage import structure as structure_lib
@@ -56,7 +57,7 @@ class Recipe:
     structure: structure_lib.StructureConfig
     guidance: guidance_lib.GuidanceConfig | None  # None: no alignment, no projector
     timesteps: AdaptiveTimestepConfig | None  # None: static level distribution
-    ssl: SpectralSSL | None  # None: no spectral stand-in (no SSL needed, or guidance.ssl=precomputed)
+    ssl: SpectralSSL | NeuralSSL | None  # None: no in-step features (none needed, or guidance.ssl=precomputed)
     target_dim: int  # d_ssl of the alignment targets (spectral: ssl.dim; precomputed: the data's; 0: none)
     hidden_layer: int | None  # 0-based block whose output is aligned
     discrepancy: str  # "alignment" | "output": what the monitor measures
@@ -88,10 +89,11 @@ def ssl_resolutions(cfg: Config) -> tuple[tuple[int, int], ...]:
     return ((n_fft, hop), (max(n_fft // 2, hop), hop))
 
 
-def make_recipe(cfg: Config, ssl_dim: int = 0) -> Recipe:
+def make_recipe(cfg: Config, ssl_dim: int = 0, neural_ssl: NeuralSSL | None = None) -> Recipe:
     """Translate the config sections regime/guidance/timesteps/struct into stage configs.
 
     ``ssl_dim``: width of precomputed SSL targets (read from the data; needed with guidance.ssl=precomputed).
+    ``neural_ssl``: the loaded encoder (guidance.ssl=encoder; its weights stay with the Experiment).
     """
     r = cfg.regime
     progress = regime_lib.ProgressConfig(
@@ -117,6 +119,10 @@ def make_recipe(cfg: Config, ssl_dim: int = 0) -> Recipe:
         if g.lambda0 > 0 and ssl_dim <= 0:
             raise ValueError(f"guidance.ssl=precomputed needs the targets' width from the data, got ssl_dim={ssl_dim}")
         target_dim = ssl_dim
+    elif g.ssl == "encoder" and (g.lambda0 > 0 or r.discrepancy == "output"):
+        if neural_ssl is None:
+            raise ValueError("guidance.ssl=encoder: the encoder was not loaded (build the Experiment from the config)")
+        ssl, target_dim = neural_ssl, neural_ssl.dim
     elif g.lambda0 > 0 or r.discrepancy == "output":
         ssl = SpectralSSL(sample_rate=cfg.data.sample_rate, resolutions=ssl_resolutions(cfg),
                           n_mels=g.ssl_n_mels, n_mfcc=g.ssl_n_mfcc)
@@ -190,10 +196,20 @@ def bucketed_loss(per_example: jax.Array, buckets: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------ SSL targets
 
 
-def ssl_targets(recipe: Recipe, batch: dict[str, jax.Array], num_tokens: int) -> jax.Array:
+def ssl_features(recipe: Recipe, audio: jax.Array, ssl_params=None) -> jax.Array:
+    """φ(audio) [B, frames, d] with the recipe's in-step source (the encoder reads ``ssl_params``)."""
+    if isinstance(recipe.ssl, NeuralSSL):
+        return recipe.ssl.features(ssl_params, audio)
+    return recipe.ssl.features(audio)
+
+
+def ssl_targets(recipe: Recipe, batch: dict[str, jax.Array], num_tokens: int, ssl_params=None) -> jax.Array:
     """SSL targets at the backbone's token rate (no gradient): ``batch["ssl_targets"]`` when the
-    data carries precomputed ones, else the spectral stand-in computed from ``batch["audio"]``."""
-    return models_ssl.ssl_targets(batch, num_tokens, recipe.ssl)
+    data carries precomputed ones, else φ of ``batch["audio"]`` (spectral stand-in or encoder)."""
+    if "ssl_targets" in batch or recipe.ssl is None:
+        return models_ssl.ssl_targets(batch, num_tokens, None)
+    frames = ssl_features(recipe, batch["audio"], ssl_params)
+    return jax.lax.stop_gradient(models_ssl.resample_frames(frames, num_tokens))
 
 
 def monitor_levels(cfg: Config, objective) -> np.ndarray:
@@ -206,7 +222,7 @@ def monitor_levels(cfg: Config, objective) -> np.ndarray:
 
 def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
                   text_ids: np.ndarray, text_mask: np.ndarray,
-                  ssl_frames: np.ndarray | None = None) -> MonitorBatch | None:
+                  ssl_frames: np.ndarray | None = None, ssl_params=None) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
     ``targets`` are φ of the clean clips at the token rate (or ``ssl_frames``, the clips' precomputed
@@ -225,6 +241,6 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
     batch = {"audio": jnp.asarray(audio)}
     if ssl_frames is not None:
         batch["ssl_targets"] = jnp.asarray(ssl_frames)
-    targets = ssl_targets(recipe, batch, x0.shape[1])
+    targets = ssl_targets(recipe, batch, x0.shape[1], ssl_params)
     return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
                         text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask))

@@ -74,6 +74,7 @@ class Experiment:
     lr_schedule: optax.Schedule
     recipe: Recipe
     example_spec: ExampleSpec  # batch key -> (per-example shape, dtype); prepared data: from dataset.json
+    ssl_params: Any = None  # frozen SSL encoder weights, replicated on the mesh (guidance.ssl=encoder)
 
     @property
     def io_channels(self) -> int:
@@ -118,7 +119,9 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
     rules = parallel.rules_dict(cfg.mesh.rules)
     codec = codec_from_config(cfg)
     spec = example_spec(cfg)
-    recipe = make_recipe(cfg, ssl_dim=spec["ssl_targets"][0][-1] if "ssl_targets" in spec else 0)
+    neural_ssl, ssl_params = load_ssl_encoder(cfg, mesh)
+    recipe = make_recipe(cfg, ssl_dim=spec["ssl_targets"][0][-1] if "ssl_targets" in spec else 0,
+                         neural_ssl=neural_ssl)
     ssl_dim = recipe.projector_dim
     text_dim = spec["text_emb"][0][-1] if "text_emb" in spec else 0
     abstract_model = nnx.eval_shape(
@@ -139,8 +142,20 @@ def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
         abstract_params=nnx.to_pure_dict(abstract_param_state),
         param_shardings=parallel.state_shardings(mesh, abstract_param_state, rules),
         batch_sharding=parallel.batch_sharding(mesh, rules), tx=tx, lr_schedule=schedule, recipe=recipe,
-        example_spec=spec,
+        example_spec=spec, ssl_params=ssl_params,
     )
+
+
+def load_ssl_encoder(cfg: Config, mesh: Mesh):
+    """(NeuralSSL, replicated frozen weights) for guidance.ssl=encoder when targets or D need it, else (None, None)."""
+    g = cfg.guidance
+    if g.ssl != "encoder" or not (g.lambda0 > 0 or cfg.regime.discrepancy == "output"):
+        return None, None
+    from jaxstage.models.ssl_encoder import load_neural_ssl
+
+    neural, params = load_neural_ssl(g.ssl_encoder_dir, tuple(g.ssl_layers), cfg.data.sample_rate)
+    params = jax.device_put(params, parallel.replicated(mesh))
+    return neural, params
 
 
 def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:

@@ -25,7 +25,7 @@ from jaxstage.stage import guidance as guidance_lib
 from jaxstage.stage import regime as regime_lib
 from jaxstage.stage import structure as structure_lib
 from jaxstage.train.recipe import (
-    MonitorBatch, bucketed_loss, level_buckets, level_dist_params, level_location_now, ssl_targets,
+    MonitorBatch, bucketed_loss, level_buckets, level_dist_params, level_location_now, ssl_features, ssl_targets,
 )
 from jaxstage.train.state import Experiment, TrainState, state_shardings
 
@@ -42,7 +42,7 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
     """
     objective, recipe, cfg = exp.objective, exp.recipe, exp.cfg
 
-    def discrepancy(params, monitor: MonitorBatch, codec_stats) -> jax.Array:
+    def discrepancy(params, monitor: MonitorBatch, codec_stats, ssl_params=None) -> jax.Array:
         params = jax.lax.stop_gradient(params)
         model = exp.model(params)
         x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
@@ -52,7 +52,7 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
             return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets)
         x0_hat = objective.denoise(out.out, x_t, monitor.levels)
         audio = exp.codec.decode(denormalize(x0_hat, codec_stats), cfg.num_samples)
-        predicted = resample_frames(recipe.ssl.features(audio), monitor.targets.shape[1])
+        predicted = resample_frames(ssl_features(recipe, audio, ssl_params), monitor.targets.shape[1])
         return guidance_lib.alignment_loss(predicted, monitor.targets)
 
     return discrepancy
@@ -85,7 +85,8 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
 
     measure_discrepancy = make_discrepancy(exp)
 
-    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    def train_step(state: TrainState, batch: Batch, ssl_params: Any = None) -> tuple[TrainState, Metrics]:
+        """One step; ``ssl_params``: the frozen SSL encoder's weights (guidance.ssl=encoder), else None."""
         key = jax.random.fold_in(state.rng, state.step)
         level_key, noise_key, drop_key = jax.random.split(key, 3)
         step = state.step
@@ -98,7 +99,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         x_t = objective.add_noise(x0, eps, levels)
         keep_cond = jax.random.bernoulli(drop_key, 1.0 - d.cond_dropout, (batch_size,))
         x_in, c_noise = objective.model_input(x_t, levels)
-        targets = ssl_targets(recipe, batch, x0.shape[1]) if recipe.guidance is not None else None
+        targets = ssl_targets(recipe, batch, x0.shape[1], ssl_params) if recipe.guidance is not None else None
         struct_weight = structure_lib.structure_weight(state.regime.structure, p, step, recipe.structure)
 
         def loss_fn(params):
@@ -137,7 +138,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
             progress = jax.lax.cond(
                 new_step % recipe.monitor_every == 0,
                 lambda: regime_lib.update_progress(
-                    regime.progress, measure_discrepancy(params, state.monitor, state.codec_stats),
+                    regime.progress, measure_discrepancy(params, state.monitor, state.codec_stats, ssl_params),
                     new_step, recipe.progress),
                 lambda: regime.progress,
             )
@@ -187,10 +188,13 @@ class CompiledStep:
     compile_seconds: float
     trace_count: int = 0
     calls: int = field(default=0)
+    ssl_params: Any = None  # frozen encoder weights passed on every call (guidance.ssl=encoder)
 
     def __call__(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         self.calls += 1
-        return self.compiled(state, batch)
+        if self.ssl_params is None:
+            return self.compiled(state, batch)
+        return self.compiled(state, batch, self.ssl_params)
 
     def memory_analysis(self) -> str:
         """Human-readable per-device memory figures of the compiled step."""
@@ -226,16 +230,21 @@ def compile_train_step(exp: Experiment, state: TrainState) -> CompiledStep:
     traces = {"n": 0}
     step_fn = make_train_step(exp)
 
-    def counted(state, batch):
+    def counted(state, batch, *frozen):
         traces["n"] += 1  # runs once per trace, never per step
-        return step_fn(state, batch)
+        return step_fn(state, batch, *frozen)
 
     shardings = state_shardings(exp, state.codec_stats, state.monitor)
     rep = parallel.replicated(exp.mesh)
-    jitted = jax.jit(counted, in_shardings=(shardings, exp.batch_sharding), out_shardings=(shardings, rep),
-                     donate_argnums=0)
     abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+    in_shardings, args = (shardings, exp.batch_sharding), (abstract_state, abstract_batch(exp))
+    if exp.ssl_params is not None:
+        # the frozen SSL encoder: a third, replicated, non-donated argument (never optimized or saved)
+        in_shardings += (jax.tree.map(lambda _: rep, exp.ssl_params),)
+        args += (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), exp.ssl_params),)
+    jitted = jax.jit(counted, in_shardings=in_shardings, out_shardings=(shardings, rep), donate_argnums=0)
     start = time.perf_counter()
     with jax.set_mesh(exp.mesh):
-        compiled = jitted.lower(abstract_state, abstract_batch(exp)).compile()
-    return CompiledStep(compiled=compiled, compile_seconds=time.perf_counter() - start, trace_count=traces["n"])
+        compiled = jitted.lower(*args).compile()
+    return CompiledStep(compiled=compiled, compile_seconds=time.perf_counter() - start, trace_count=traces["n"],
+                        ssl_params=exp.ssl_params)

@@ -60,3 +60,34 @@ def hubert_frames(num_samples: int) -> int:
     """Frames the tiny HuBERT gives for `num_samples` input samples (valid convolutions)."""
     n = (num_samples - 10) // 5 + 1
     return (n - 3) // 2 + 1
+
+
+def _tiny_audio_kwargs() -> dict:
+    """The conv front end shared by the tiny audio encoders (same frames as `hubert_frames`)."""
+    return dict(hidden_size=HUBERT_DIM, num_hidden_layers=HUBERT_LAYERS, num_attention_heads=2,
+                intermediate_size=37, conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2),
+                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+
+
+def save_tiny_wavlm(directory: str | Path, seed: int = 0) -> Path:
+    """A 2-layer WavLM (relative position buckets, gated bias) with the tiny HuBERT's front end."""
+    import torch
+    from transformers import WavLMConfig, WavLMModel
+
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    WavLMModel(WavLMConfig(num_buckets=16, max_bucket_distance=40, **_tiny_audio_kwargs())).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_wav2vec2(directory: str | Path, seed: int = 0) -> Path:
+    """A 2-layer wav2vec2 (layer-norm conv front end, pre-LN transformer)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                            **_tiny_audio_kwargs())
+    Wav2Vec2Model(config).save_pretrained(directory)
+    return directory
