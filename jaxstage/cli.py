@@ -5,6 +5,7 @@
     jaxstage report --workdir DIR [--out FILE.png]
     jaxstage prepare --manifest FILE --out DIR [--kind K] [--audio-dir DIR] [--sample-rate HZ]
                      [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7]
+    jaxstage eval   --task sr --ref DIR --est DIR --input-sr HZ [--out FILE.json] [--allow-missing]
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--ssl-layers", default="6,7", help="hidden-state layers to average, e.g. 6,7")
     prep.add_argument("--shard-size", type=int, default=256)
     prep.add_argument("--batch-size", type=int, default=16, help="items per encoder batch")
+
+    ev = sub.add_parser("eval", help="score generated audio files against references")
+    ev.add_argument("--task", required=True, choices=("sr",),
+                    help="sr: super-resolution (LSD, LSD-HF, LSD-LF, SI-SDR); text-to-audio evaluation is not "
+                         "implemented yet (separate issue)")
+    ev.add_argument("--ref", required=True, help="folder of reference (full-band) audio")
+    ev.add_argument("--est", required=True, help="folder of estimates, paired with --ref by relative path/stem")
+    ev.add_argument("--input-sr", type=int, default=None, metavar="HZ",
+                    help="sample rate of the band-limited model input (required for sr: sets the LSD-HF/LF split)")
+    ev.add_argument("--out", default=None, help="output JSON (default EST/sr_eval.json)")
+    ev.add_argument("--allow-missing", action="store_true",
+                    help="skip references without an estimate (listed in the JSON) instead of failing")
     return parser
 
 
@@ -86,6 +99,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                    kind=args.kind, audio_dir=args.audio_dir, batch_size=args.batch_size)
     print(f"prepared {meta['count']} records in {len(meta['shards'])} shards, skipped {len(meta['skipped'])} "
           f"(reasons in dataset.json): {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.input_sr is None:
+        raise ValueError("--input-sr is required for --task sr (the LSD-HF/LF split needs the input's sample rate)")
+    from jaxstage.eval.sr_files import default_out, evaluate_dirs
+
+    out = Path(args.out) if args.out else default_out(args.est)
+    res = evaluate_dirs(args.ref, args.est, args.input_sr, out, allow_missing=args.allow_missing)
+    mean = res["mean"]
+    skipped = f" (skipped {len(res['missing'])} without an estimate)" if res.get("missing") else ""
+    print(f"sr eval: {res['count']} files{skipped}, LSD {mean['lsd']:.4f}, LSD-HF {mean['lsd_hf']:.4f}, "
+          f"LSD-LF {mean['lsd_lf']:.4f}, SI-SDR {mean['si_sdr']:.2f} dB -> {out}")
     return 0
 
 
@@ -130,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from jaxstage.config import ConfigError
 
-    handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare,
+                "eval": cmd_eval}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as err:
