@@ -32,11 +32,11 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where training audio and captions come from."""
 
-    source: str = "synthetic"  # synthetic | prepared (a `jaxstage prepare` directory at data.path)
+    source: str = "synthetic"  # synthetic | synthetic_speech (speech-like clips, task=sr) | prepared (a `jaxstage prepare` directory at data.path)
     path: str = ""  # prepared only: the prepared directory (dataset.json + ArrayRecord shards)
     sample_rate: int = 8000  # prepared: must equal dataset.json's sample_rate
     clip_seconds: float = 1.0  # prepared: sample_rate * clip_seconds must equal dataset.json's num_samples
-    num_examples: int = 200_000  # synthetic only: size of the procedural dataset (indices are seeds)
+    num_examples: int = 200_000  # synthetic, synthetic_speech: size of the procedural dataset (indices are seeds)
     mix_prob: float = 0.2  # synthetic only: probability a clip mixes two sources
     seed: int = 0  # data order (and, synthetic, content) seed
     text_max_length: int = 16  # text.kind=learned: caption length in hash tokens
@@ -59,6 +59,22 @@ class CodecConfig:
     griffin_lim_iters: int = 32  # mel only
     stats_examples: int = 256  # clips used to fit the data-derived normalization
     per_channel_stats: bool = False
+
+
+@dataclass
+class SRConfig:
+    """Audio super-resolution (``task=sr``): the low-band condition simulated per example in the pipeline.
+
+    Each example's (cutoff, method, order) is drawn from a generator seeded by (data.seed, example
+    index) (``jaxstage.data.lowpass.draw_low_band``): the same example always gets the same low band.
+    """
+
+    cutoff_min_hz: float = 1000.0  # cutoff ~ U[cutoff_min_hz, cutoff_max_hz], below data.sample_rate / 2
+    cutoff_max_hz: float = 3000.0
+    methods: tuple[str, ...] = ("cheby1", "butter", "bessel", "ellip", "stft_cut")  # see jaxstage/data/lowpass.py
+    orders: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10)  # IIR orders, each in [2, 10]
+    cutoff_features: int = 16  # Fourier features of cutoff / (sample_rate / 2), the DiT's global condition
+    replace_low_band: bool = False  # sampling post-processing; not implemented yet (must stay false)
 
 
 @dataclass
@@ -240,6 +256,7 @@ class Config:
     """The whole experiment."""
 
     name: str = "synth_t2a"
+    task: str = "t2a"  # t2a (text-to-audio) | sr (audio super-resolution: low band + cutoff -> full band; see sr.*)
     data: DataConfig = field(default_factory=DataConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -253,6 +270,7 @@ class Config:
     timesteps: TimestepConfig = field(default_factory=TimestepConfig)
     struct: StructConfig = field(default_factory=StructConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
 
     @property
     def num_samples(self) -> int:
@@ -263,7 +281,8 @@ class Config:
 # ------------------------------------------------------------------------------- validation
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.source": ("synthetic", "prepared"),
+    "task": ("t2a", "sr"),
+    "data.source": ("synthetic", "synthetic_speech", "prepared"),
     "codec.kind": ("stft", "mel"),
     "text.kind": ("learned", "precomputed"),
     "model.global_cond_type": ("prepend", "adaLN"),
@@ -358,6 +377,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"timesteps.adaptive needs diffusion.level_dist logit_normal or lognormal, "
                           f"not {cfg.diffusion.level_dist!r}")
     _validate_data(cfg)
+    _validate_sr(cfg)
     lo, hi = cfg.sample.cfg_interval
     if not 0 <= lo <= hi:
         raise ConfigError(f"sample.cfg_interval={cfg.sample.cfg_interval!r} must satisfy 0 <= lo <= hi")
@@ -376,6 +396,40 @@ def _validate_data(cfg: Config) -> None:
     if cfg.guidance.ssl == "precomputed" and cfg.regime.discrepancy == "output":
         raise ConfigError("regime.discrepancy=output computes φ of decoded audio: it needs guidance.ssl=spectral, "
                           "not precomputed")
+
+
+def _validate_sr(cfg: Config) -> None:
+    """The super-resolution task and its ``sr.*`` section (read only with task=sr)."""
+    if cfg.task != "sr":
+        if cfg.data.source == "synthetic_speech":
+            raise ConfigError("data.source=synthetic_speech has no captions: it trains task=sr, not task=t2a")
+        if cfg.sr != SRConfig():
+            changed = next(f"sr.{f.name}" for f in dataclasses.fields(SRConfig)
+                           if getattr(cfg.sr, f.name) != getattr(SRConfig(), f.name))
+            raise ConfigError(f"{changed} is set but only task=sr reads sr.* (task={cfg.task!r})")
+        return
+    from jaxstage.data.lowpass import MAX_ORDER, METHODS, MIN_ORDER
+
+    if cfg.data.source != "synthetic_speech":
+        raise ConfigError(f"task=sr trains on data.source=synthetic_speech only, not {cfg.data.source!r}")
+    s, nyquist = cfg.sr, cfg.data.sample_rate / 2
+    if not 0 < s.cutoff_min_hz <= s.cutoff_max_hz < nyquist:
+        raise ConfigError(f"sr.cutoff_min_hz={s.cutoff_min_hz:g}, sr.cutoff_max_hz={s.cutoff_max_hz:g} must satisfy "
+                          f"0 < min <= max < data.sample_rate / 2 = {nyquist:g}")
+    if not s.methods:
+        raise ConfigError("sr.methods must name at least one low-pass method")
+    for method in s.methods:
+        if method not in METHODS:
+            raise ConfigError(f"sr.methods: {method!r} is not one of {', '.join(METHODS)}")
+    if not s.orders:
+        raise ConfigError("sr.orders must list at least one filter order")
+    for order in s.orders:
+        if not MIN_ORDER <= order <= MAX_ORDER:
+            raise ConfigError(f"sr.orders: {order} must be in [{MIN_ORDER}, {MAX_ORDER}]")
+    if s.cutoff_features <= 0 or s.cutoff_features % 2:
+        raise ConfigError(f"sr.cutoff_features={s.cutoff_features} must be a positive even number")
+    if s.replace_low_band:
+        raise ConfigError("sr.replace_low_band=true is not implemented yet (SR sampling is a later step)")
 
 
 # ------------------------------------------------------------------------ keys and overrides
@@ -559,7 +613,7 @@ def load_json(path: str | Path) -> Config:
 __all__ = [
     "Config", "ConfigError", "DataConfig", "CodecConfig", "TextConfig", "ModelConfig",
     "DiffusionConfig", "SampleConfig", "OptimConfig", "MeshConfig", "RegimeConfig", "GuidanceConfig",
-    "TimestepConfig", "StructConfig", "TrainConfig",
+    "TimestepConfig", "StructConfig", "TrainConfig", "SRConfig",
     "load_config", "apply_overrides", "validate", "save_json", "load_json", "to_dict", "from_dict",
     "all_keys", "get_value", "set_value",
 ]

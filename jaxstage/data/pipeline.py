@@ -9,6 +9,13 @@ are held out of training (the regime's monitor batch and the periodic sample pro
 training shuffles the records before them. The batch keys follow the config: ``text_ids`` (hash
 tokens of the caption, ``text.kind=learned``) or ``text_emb`` (``text.kind=precomputed``), with
 ``text_mask``; ``ssl_targets`` only with ``guidance.ssl=precomputed``. ``audio_mask`` is not used.
+
+Super-resolution (``task=sr``, ``data.source=synthetic_speech``): every example also carries ``low``
+(the low-band audio, same rate and length) and ``cutoff`` (float32 Hz), simulated by
+:class:`LowBandSource` from a generator seeded by (data.seed, source index) only, so an example's
+low band does not depend on the order, the epoch or a resume. The caption is empty (hash tokens of
+""). The monitor batch reads the ``regime.monitor_size`` indices just past ``data.num_examples``,
+which training never reads (:func:`sr_held_out_batch`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import numpy as np
 
 from jaxstage.config import Config
 from jaxstage.data.prepared import PreparedSource, check_spec, read_spec
+from jaxstage.data.lowpass import draw_low_band
 from jaxstage.data.synthetic import SyntheticT2ASource
+from jaxstage.data.synthetic_speech import SyntheticSpeechSource
 from jaxstage.models.text import HashTokenizer
 
 ExampleSpec = dict[str, tuple[tuple[int, ...], np.dtype]]  # batch key -> (per-example shape, dtype)
@@ -58,10 +67,75 @@ class PreparedExample(grain.transforms.Map):
         return out
 
 
-def make_source(cfg: Config) -> SyntheticT2ASource | PreparedSource:
+# Third entry of the low-band generator's seed, so its stream differs from the clip renderer's.
+LOW_BAND_STREAM = 0x5352
+
+
+class LowBandSource:
+    """A speech source whose examples also carry ``low`` and ``cutoff`` (grain random-access protocol).
+
+    Example ``i``'s (cutoff, method, order) come from ``default_rng([seed, i, LOW_BAND_STREAM])``: a
+    pure function of the data seed and the index.
+    """
+
+    def __init__(self, base: SyntheticSpeechSource, cfg: Config):
+        self.base = base
+        self.seed = cfg.data.seed
+        self.sample_rate = cfg.data.sample_rate
+        self.cutoff_range = (cfg.sr.cutoff_min_hz, cfg.sr.cutoff_max_hz)
+        self.methods = tuple(cfg.sr.methods)
+        self.orders = tuple(cfg.sr.orders)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        element = dict(self.base[index])
+        rng = np.random.default_rng([self.seed, index, LOW_BAND_STREAM])
+        low, cutoff, method, order = draw_low_band(element["audio"], self.sample_rate, self.cutoff_range,
+                                                   self.methods, self.orders, rng)
+        element.update(low=low.astype(np.float32), cutoff=np.float32(cutoff), method=method, order=order)
+        return element
+
+    def __repr__(self) -> str:
+        return f"LowBandSource({self.base!r}, cutoff_range={self.cutoff_range})"
+
+
+class SRExample(grain.transforms.Map):
+    """Low-band example -> the train step's arrays: audio, hash tokens of the (empty) caption, low, cutoff."""
+
+    def __init__(self, cfg: Config):
+        self.tokenize = TokenizeCaption(cfg.text.vocab_size, cfg.data.text_max_length)
+
+    def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
+        out = self.tokenize.map(element)
+        out["low"] = np.asarray(element["low"], np.float32)
+        out["cutoff"] = np.asarray(element["cutoff"], np.float32)
+        return out
+
+
+def _speech_source(cfg: Config, extra: int = 0) -> LowBandSource:
+    """The SR source; ``extra`` indices past ``data.num_examples`` are held out (training never reads them)."""
+    base = SyntheticSpeechSource(seed=cfg.data.seed, num_examples=cfg.data.num_examples + extra,
+                                 sample_rate=cfg.data.sample_rate, num_samples=cfg.num_samples)
+    return LowBandSource(base, cfg)
+
+
+def sr_held_out_batch(cfg: Config, count: int) -> dict[str, np.ndarray]:
+    """``count`` SR examples just past the training indices, as one host batch (the monitor's clips)."""
+    source = _speech_source(cfg, extra=count)
+    transform = SRExample(cfg)
+    examples = [transform.map(source[cfg.data.num_examples + i]) for i in range(count)]
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+
+def make_source(cfg: Config) -> SyntheticT2ASource | PreparedSource | LowBandSource:
     """The whole random-access data source named by ``data.source`` (held-out records included)."""
     if cfg.data.source == "prepared":
         return PreparedSource(cfg.data.path, cfg)
+    if cfg.data.source == "synthetic_speech":
+        return _speech_source(cfg)
     if cfg.data.source != "synthetic":
         raise ValueError(f"data.source={cfg.data.source!r} is not supported")
     return SyntheticT2ASource(
@@ -84,6 +158,8 @@ def example_transform(cfg: Config) -> grain.transforms.Map:
     """The per-example map from a source element to the train step's arrays."""
     if cfg.data.source == "prepared":
         return PreparedExample(cfg)
+    if cfg.task == "sr":
+        return SRExample(cfg)
     return TokenizeCaption(cfg.text.vocab_size, cfg.data.text_max_length)
 
 
@@ -102,6 +178,9 @@ def example_spec(cfg: Config) -> ExampleSpec:
         spec["text_mask"] = ((cfg.data.text_max_length,), np.dtype(bool))
     if cfg.guidance.ssl == "precomputed":
         spec["ssl_targets"] = (prepared.shape("ssl"), np.dtype(np.float32))
+    if cfg.task == "sr":
+        spec["low"] = ((cfg.num_samples,), np.dtype(np.float32))
+        spec["cutoff"] = ((), np.dtype(np.float32))
     return spec
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from jaxstage import config as config_lib
 from jaxstage import parallel
 from jaxstage.config import Config, ConfigError
-from jaxstage.data.pipeline import BatchStream, held_out_batch, make_source, num_training
+from jaxstage.data.pipeline import BatchStream, held_out_batch, make_source, num_training, sr_held_out_batch
 from jaxstage.train import checkpoint as ckpt_lib
 from jaxstage.train.logging import RunLogger
 from jaxstage.train.recipe import MonitorBatch, build_monitor
@@ -144,7 +144,7 @@ def _abstract_stats_and_monitor(exp: Experiment):
     stats = fit_codec_stats(exp, batch["audio"][:1])
     return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
                                 batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
-                                ssl_params=exp.ssl_params)
+                                ssl_params=exp.ssl_params, low_audio=batch.get("low"), cutoff=batch.get("cutoff"))
 
 
 def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
@@ -153,10 +153,17 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
     Synthetic data: clips rendered from ``regime.monitor_seed`` (disjoint from training's seeds).
     Prepared data: the last ``regime.monitor_size`` records of the directory, which training never
     reads (see ``jaxstage.data.pipeline``), with their precomputed text and SSL targets when used.
+    SR (task=sr): the speech-like clips at the indices just past ``data.num_examples`` (never read
+    by training), with their low bands and cutoffs.
     """
     cfg = exp.cfg
     if not exp.recipe.monitor_enabled:
         return None
+    if cfg.task == "sr":
+        batch = sr_held_out_batch(cfg, cfg.regime.monitor_size)
+        return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
+                             batch[exp.text_key], batch["text_mask"], ssl_params=exp.ssl_params,
+                             low_audio=batch["low"], cutoff=batch["cutoff"])
     if cfg.data.source == "prepared":
         batch, _ = held_out_batch(cfg, cfg.regime.monitor_size)
         return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
@@ -199,6 +206,9 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     logger.info(f"mesh {dict(exp.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
                 f"{'resuming at step ' + str(start_step) if start_step else 'starting fresh'}")
     step_fn = compile_train_step(exp, state)
+    if cfg.task == "sr" and (cfg.sample.every or cfg.sample.final_eval_prompts):
+        logger.info("task=sr: sample.every and sample.final_eval_prompts are text-to-audio only and are not "
+                    "used (SR sampling from low-band inputs is not implemented yet)")
     logger.info(f"train step compiled in {step_fn.compile_seconds:.1f}s; {step_fn.memory_analysis()}")
     generator = Generator(exp)
     config_dict = config_lib.to_dict(cfg)
@@ -226,7 +236,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
                     last_fetch = _write_metrics(logger, pending, last_fetch)
                 pending = (step, metrics)
             logger.advance(step)
-            if cfg.sample.every and step % cfg.sample.every == 0 and step < total:
+            if cfg.sample.every and step % cfg.sample.every == 0 and step < total and cfg.task != "sr":
                 write_samples(logger, generator, state, cfg, step)
             if stop.signal_name is not None:
                 stopped_by = stop.signal_name
@@ -242,6 +252,9 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     result = RunResult(workdir=workdir, final_step=step, stopped_by=stopped_by, compile_count=step_fn.trace_count)
     if stopped_by:
         logger.info(f"stopped by {stopped_by} at step {step}; checkpoint saved in {ckpt.directory}")
+    elif start_step < total and cfg.task == "sr":
+        logger.info("task=sr: end-of-run samples and the attribute check are text-to-audio only; skipped "
+                    "(SR sampling from low-band inputs is not implemented yet)")
     elif start_step < total:
         write_samples(logger, generator, state, cfg, step)
         if cfg.sample.final_eval_prompts and cfg.data.source == "synthetic":

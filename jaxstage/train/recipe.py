@@ -47,6 +47,9 @@ class MonitorBatch:
     # the name is kept so that existing checkpoints restore
     text_ids: jax.Array
     text_mask: jax.Array
+    # task=sr only (None otherwise, no leaves, so T2A checkpoints keep their structure):
+    low: jax.Array | None = None  # [M, T, C] normalized codec features of the low band
+    cutoff: jax.Array | None = None  # [M] cutoff in Hz
 
 
 @dataclass(frozen=True)
@@ -222,13 +225,15 @@ def monitor_levels(cfg: Config, objective) -> np.ndarray:
 
 def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
                   text_ids: np.ndarray, text_mask: np.ndarray,
-                  ssl_frames: np.ndarray | None = None, ssl_params=None) -> MonitorBatch | None:
+                  ssl_frames: np.ndarray | None = None, ssl_params=None, low_audio: np.ndarray | None = None,
+                  cutoff: np.ndarray | None = None) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
     ``targets`` are φ of the clean clips at the token rate (or ``ssl_frames``, the clips' precomputed
     targets, resampled): the alignment discrepancy compares them with the projected hidden state,
     the output discrepancy with φ of the decoded prediction. ``text_ids`` are token ids or, with
-    text.kind=precomputed, embeddings.
+    text.kind=precomputed, embeddings. ``low_audio`` [M, N] and ``cutoff`` [M] (Hz): the SR condition
+    (task=sr), the low band encoded and normalized like ``audio``.
     Without a discrepancy to measure (alignment kind and ``guidance.lambda0 = 0``): None.
     """
     from jaxstage.models.codecs import normalize
@@ -242,5 +247,9 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
     if ssl_frames is not None:
         batch["ssl_targets"] = jnp.asarray(ssl_frames)
     targets = ssl_targets(recipe, batch, x0.shape[1], ssl_params)
+    if (low_audio is None) != (cutoff is None):
+        raise ValueError("the SR monitor needs both low_audio and cutoff")
+    low = None if low_audio is None else normalize(codec.encode(jnp.asarray(low_audio)), stats)
     return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
-                        text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask))
+                        text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask), low=low,
+                        cutoff=None if cutoff is None else jnp.asarray(cutoff, jnp.float32))

@@ -80,6 +80,9 @@ class Generator:
                   sampler: str | None = None, steps: int | None = None, cfg_scale: float | None = None,
                   seed: int = 0) -> np.ndarray:
         """Waveforms [B, N] from an encoded condition: token ids [B, L] or embeddings [B, L, D]."""
+        if self.exp.cfg.task != "t2a":
+            raise ValueError(f"task={self.exp.cfg.task}: sampling from low-band inputs is not implemented yet; "
+                             f"the Generator samples text-to-audio runs only")
         s = self.exp.cfg.sample
         sampler = sampler or s.sampler
         steps = steps or s.steps

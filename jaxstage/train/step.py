@@ -47,7 +47,8 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
         model = exp.model(params)
         x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
         x_in, c_noise = objective.model_input(x_t, monitor.levels)
-        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, hidden_layer=recipe.hidden_layer)
+        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, low=monitor.low, cutoff=monitor.cutoff,
+                    hidden_layer=recipe.hidden_layer)
         if recipe.discrepancy == "alignment":
             return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets)
         x0_hat = objective.denoise(out.out, x_t, monitor.levels)
@@ -75,8 +76,10 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
     num_groups = recipe.structure.num_groups
     text_key = exp.text_key  # "text_ids" (learned encoder) or "text_emb" (precomputed embeddings)
 
-    def forward(model, x_in, c_noise, ids, mask, keep=None):
-        return model(x_in, c_noise, ids, mask, keep, hidden_layer=recipe.hidden_layer,
+    sr = cfg.task == "sr"
+
+    def forward(model, x_in, c_noise, ids, mask, keep=None, low=None, cutoff=None):
+        return model(x_in, c_noise, ids, mask, keep, low=low, cutoff=cutoff, hidden_layer=recipe.hidden_layer,
                      normalize_summaries=recipe.struct_enabled)
 
     def block_similarity(params):
@@ -92,6 +95,9 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         step = state.step
         p = regime_lib.progress_at_step(state.regime.progress, step, recipe.progress)
         x0 = normalize(exp.codec.encode(batch["audio"]), state.codec_stats)
+        # task=sr: the low band in the same normalized feature space (input channels) and its cutoff
+        low = normalize(exp.codec.encode(batch["low"]), state.codec_stats) if sr else None
+        cutoff = batch["cutoff"] if sr else None
         batch_size = x0.shape[0]
         levels = sample_levels(level_key, batch_size, objective, d.level_dist, level_dist_params(cfg, recipe, p),
                                d.uniform_prob, t_eps=d.t_eps, sigma_min=d.sigma_min, sigma_max=d.sigma_max)
@@ -104,7 +110,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
 
         def loss_fn(params):
             model = exp.model(params)
-            out = forward(model, x_in, c_noise, batch[text_key], batch["text_mask"], keep_cond)
+            out = forward(model, x_in, c_noise, batch[text_key], batch["text_mask"], keep_cond, low, cutoff)
             per_example = objective.loss(out.out, x_t, x0, eps, levels)
             loss_diff = jnp.mean(per_example)
             aux = {"loss_diff": loss_diff, "per_example": per_example}
@@ -211,7 +217,8 @@ class CompiledStep:
 
 def abstract_batch(exp: Experiment) -> Batch:
     """Shapes of one global batch: the data pipeline's per-example spec (``exp.example_spec``:
-    audio, text ids or precomputed embeddings, mask, precomputed SSL targets) with the batch axis."""
+    audio, text ids or precomputed embeddings, mask, precomputed SSL targets; task=sr: low, cutoff)
+    with the batch axis."""
     b = exp.cfg.train.batch_size
     return {key: jax.ShapeDtypeStruct((b, *shape), dtype, sharding=exp.batch_sharding)
             for key, (shape, dtype) in exp.example_spec.items()}
