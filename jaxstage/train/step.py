@@ -89,7 +89,13 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
     measure_discrepancy = make_discrepancy(exp)
 
     def train_step(state: TrainState, batch: Batch, ssl_params: Any = None) -> tuple[TrainState, Metrics]:
-        """One step; ``ssl_params``: the frozen SSL encoder's weights (guidance.ssl=encoder), else None."""
+        """One step; ``ssl_params``: the frozen SSL encoder's weights (guidance.ssl=encoder), else None.
+
+        Called uncompiled without them, the Experiment's copy is used (captured as constants);
+        ``compile_train_step`` always passes them as an argument instead.
+        """
+        if ssl_params is None:
+            ssl_params = exp.ssl_params
         key = jax.random.fold_in(state.rng, state.step)
         level_key, noise_key, drop_key = jax.random.split(key, 3)
         step = state.step
