@@ -2,6 +2,7 @@
 
     jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...]
     jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
+    jaxstage sample --workdir DIR --input LOW.wav|DIR --out HIGH.wav|DIR [--cutoff HZ] [--no-replace-low-band]
     jaxstage report --workdir DIR [--out FILE.png]
     jaxstage prepare --manifest FILE --out DIR [--kind K] [--audio-dir DIR] [--sample-rate HZ]
                      [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7]
@@ -27,13 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config field, e.g. --set model.depth=4 (repeatable)")
 
-    sample = sub.add_parser("sample", help="generate audio from a trained run")
+    sample = sub.add_parser("sample", help="generate audio from a trained run (text-to-audio or super-resolution)")
     sample.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
-    sample.add_argument("--prompt", required=True, action="append", help="text prompt (repeatable)")
-    sample.add_argument("--out", required=True, help="output WAV (numbered _0, _1, ... for several prompts)")
+    sample.add_argument("--prompt", action="append", default=None, help="text prompt (repeatable; task=t2a runs)")
+    sample.add_argument("--input", default=None,
+                        help="low-band audio file or folder to super-resolve (task=sr runs); any length")
+    sample.add_argument("--out", required=True,
+                        help="output WAV (numbered _0, _1, ... for several prompts), or a folder for a folder --input")
+    sample.add_argument("--cutoff", type=float, default=None, metavar="HZ",
+                        help="bandwidth of the input (default: its Nyquist when its rate is below the model's)")
+    sample.add_argument("--replace-low-band", action=argparse.BooleanOptionalAction, default=None,
+                        help="put the input's own band below the cutoff back into the output (default: sr.replace_low_band)")
     sample.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None)
     sample.add_argument("--steps", type=int, default=None)
-    sample.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale")
+    sample.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (task=t2a)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     sample.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
@@ -45,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="turn a manifest of audio + captions into a prepared dataset folder")
     prep.add_argument("--manifest", required=True, help="AudioCaps/Clotho/generic CSV, JSONL, or a folder of audio")
     prep.add_argument("--out", required=True, help="output folder (re-run with the same arguments to resume)")
-    prep.add_argument("--kind", choices=("auto", "audiocaps", "clotho", "csv", "jsonl", "folder"), default="auto")
+    prep.add_argument("--kind", choices=("auto", "audiocaps", "clotho", "csv", "jsonl", "folder", "vctk_train",
+                                         "vctk_test"), default="auto",
+                      help="manifest kind; vctk_train/vctk_test: --manifest is the VCTK 0.92 root (standard SR split)")
     prep.add_argument("--audio-dir", default=None, help="where the audio lives (default: the manifest's folder)")
     prep.add_argument("--sample-rate", type=int, default=16000)
     prep.add_argument("--clip-seconds", type=float, default=10.0, help="crop or pad every clip to this length")
@@ -129,18 +139,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import soundfile as sf
-
     from jaxstage.config import load_json
-    from jaxstage.train.restore import load_run
 
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps={args.steps} must be >= 1")
     workdir = Path(args.workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
     cfg = load_json(workdir / "config.json")
-    exp, state = load_run(cfg, workdir, step=args.step)
+    if cfg.task == "sr":
+        return _sample_sr(args, cfg, workdir)
+    if args.input is not None or args.cutoff is not None or args.replace_low_band is not None:
+        raise ValueError(f"--input/--cutoff/--replace-low-band are for super-resolution runs; {workdir} is "
+                         f"task={cfg.task} (give --prompt)")
+    if not args.prompt:
+        raise ValueError(f"{workdir} is a text-to-audio run: give at least one --prompt")
+    return _sample_t2a(args, cfg, workdir)
+
+
+def _sample_t2a(args: argparse.Namespace, cfg, workdir: Path) -> int:
+    import soundfile as sf
+
+    from jaxstage.train.restore import load_run
     from jaxstage.train.sampling import Generator
 
+    exp, state = load_run(cfg, workdir, step=args.step)
     params = state.params if args.no_ema else state.ema_params
     audio = Generator(exp)(params, state.codec_stats, args.prompt, sampler=args.sampler, steps=args.steps,
                            cfg_scale=args.cfg, seed=args.seed)
@@ -151,6 +174,75 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sf.write(str(path), clip, cfg.data.sample_rate, subtype="PCM_16")
         print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _sr_jobs(input_arg: str, out_arg: str) -> list[tuple[Path, Path]]:
+    """(input file, output file) pairs: one file, or every audio file under a folder (mirrored as .wav)."""
+    from jaxstage.eval.sr_files import index_audio
+
+    src, out = Path(input_arg), Path(out_arg)
+    if src.is_dir():
+        files = index_audio(src, "input")
+        if not files:
+            raise FileNotFoundError(f"{src}: no audio files (.wav/.flac/.ogg/.mp3) in the input folder")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: exists and is not a folder (the input {src} is a folder)")
+        return [(path, out / f"{key}.wav") for key, path in files.items()]
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: input file not found")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give an output file for the single input {src}")
+    return [(src, out)]
+
+
+def _sample_sr(args: argparse.Namespace, cfg, workdir: Path) -> int:
+    from tqdm import tqdm
+
+    from jaxstage.data.sr_input import load_low_band
+
+    if args.prompt:
+        raise ValueError(f"{workdir} is a super-resolution run (task=sr): give --input, not --prompt")
+    if args.input is None:
+        raise ValueError(f"{workdir} is a super-resolution run (task=sr): give --input LOW.wav (or a folder)")
+    if args.cfg is not None and args.cfg != 1.0:
+        raise ValueError(f"--cfg {args.cfg:g}: super-resolution samples without classifier-free guidance")
+    jobs = _sr_jobs(args.input, args.out)
+    trained = (cfg.sr.cutoff_min_hz, cfg.sr.cutoff_max_hz)
+    # every input is read and checked before the checkpoint is loaded: a bad file fails in seconds
+    inputs = [load_low_band(src, cfg.data.sample_rate, args.cutoff, trained) for src, _ in jobs]
+    for item in inputs:
+        if item.warning:
+            print(f"jaxstage sample: warning: {item.warning}", file=sys.stderr)
+    from jaxstage.train.restore import load_run
+    from jaxstage.train.sr_sampling import SRGenerator
+
+    exp, state = load_run(cfg, workdir, step=args.step)
+    params = state.params if args.no_ema else state.ema_params
+    generator = SRGenerator(exp)
+    for item, (_, dest) in zip(tqdm(inputs, desc="super-resolving", unit="file", disable=len(inputs) < 2), jobs):
+        audio = generator.upsample(params, state.codec_stats, item.audio, item.cutoff_hz, sampler=args.sampler,
+                                   steps=args.steps, seed=args.seed, replace=args.replace_low_band)
+        _write_wav_atomic(dest, audio, cfg.data.sample_rate)
+        print(f"wrote {dest} ({item.file_rate} Hz input, cutoff {item.cutoff_hz:g} Hz)", file=sys.stderr)
+    return 0
+
+
+def _write_wav_atomic(path: Path, audio, sample_rate: int) -> None:
+    """16-bit WAV written beside ``path`` and renamed into place (no half-written file on failure)."""
+    import os
+    import tempfile
+
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
+    os.close(fd)
+    try:
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

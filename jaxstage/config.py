@@ -74,7 +74,10 @@ class SRConfig:
     methods: tuple[str, ...] = ("cheby1", "butter", "bessel", "ellip", "stft_cut")  # see jaxstage/data/lowpass.py
     orders: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10)  # IIR orders, each in [2, 10]
     cutoff_features: int = 16  # Fourier features of cutoff / (sample_rate / 2), the DiT's global condition
-    replace_low_band: bool = False  # sampling post-processing; not implemented yet (must stay false)
+    replace_low_band: bool = False  # sampling: put the input's own band below the cutoff back into the output
+    replace_n_fft: int = 1024  # STFT size of the replacement (hop n_fft / 4)
+    replace_transition_hz: float = 200.0  # linear cross-fade from input to output bins just below the cutoff
+    window_overlap_seconds: float = 0.1  # inputs longer than a clip: overlap of consecutive windows (cross-faded)
 
 
 @dataclass
@@ -130,7 +133,8 @@ class SampleConfig:
     cfg_interval: tuple[float, float] = (0.0, 1e9)  # EDM-sigma range where CFG applies
     every: int = 1000  # write sample WAVs every N steps (0 = only at the end)
     num: int = 4  # clips per sampling event
-    final_eval_prompts: int = 90  # held-out single-source prompts judged by signal analysis at the end (0 = off)
+    final_eval_prompts: int = 90  # at the end (0 = off): t2a, held-out prompts judged by signal analysis;
+    #   sr, held-out clips scored by LSD / LSD-HF against the unprocessed input (sr_eval.json)
     seed: int = 1234
 
 
@@ -410,8 +414,14 @@ def _validate_sr(cfg: Config) -> None:
         return
     from jaxstage.data.lowpass import MAX_ORDER, METHODS, MIN_ORDER
 
-    if cfg.data.source != "synthetic_speech":
-        raise ConfigError(f"task=sr trains on data.source=synthetic_speech only, not {cfg.data.source!r}")
+    if cfg.data.source not in ("synthetic_speech", "prepared"):
+        raise ConfigError(f"task=sr trains on data.source=synthetic_speech or prepared, not {cfg.data.source!r}")
+    if cfg.text.kind != "learned":
+        raise ConfigError("task=sr conditions on the low band and cutoff only (the caption is always empty): "
+                          f"set text.kind=learned, not {cfg.text.kind!r}")
+    if cfg.sample.cfg_scale != 1.0:
+        raise ConfigError(f"sample.cfg_scale={cfg.sample.cfg_scale:g}: task=sr samples without classifier-free "
+                          "guidance (the low-band condition is never dropped in training); set sample.cfg_scale=1")
     s, nyquist = cfg.sr, cfg.data.sample_rate / 2
     if not 0 < s.cutoff_min_hz <= s.cutoff_max_hz < nyquist:
         raise ConfigError(f"sr.cutoff_min_hz={s.cutoff_min_hz:g}, sr.cutoff_max_hz={s.cutoff_max_hz:g} must satisfy "
@@ -428,8 +438,14 @@ def _validate_sr(cfg: Config) -> None:
             raise ConfigError(f"sr.orders: {order} must be in [{MIN_ORDER}, {MAX_ORDER}]")
     if s.cutoff_features <= 0 or s.cutoff_features % 2:
         raise ConfigError(f"sr.cutoff_features={s.cutoff_features} must be a positive even number")
-    if s.replace_low_band:
-        raise ConfigError("sr.replace_low_band=true is not implemented yet (SR sampling is a later step)")
+    if s.replace_n_fft < 16 or s.replace_n_fft // 2 >= cfg.num_samples:
+        raise ConfigError(f"sr.replace_n_fft={s.replace_n_fft} must be >= 16 and below twice the clip length "
+                          f"({cfg.num_samples} samples)")
+    if s.replace_transition_hz < 0:
+        raise ConfigError(f"sr.replace_transition_hz={s.replace_transition_hz:g} must be >= 0")
+    if not 0 <= s.window_overlap_seconds * cfg.data.sample_rate <= cfg.num_samples / 2:
+        raise ConfigError(f"sr.window_overlap_seconds={s.window_overlap_seconds:g} must be in [0, half a clip "
+                          f"({cfg.data.clip_seconds / 2:g} s)]")
 
 
 # ------------------------------------------------------------------------ keys and overrides

@@ -1,4 +1,9 @@
-"""Manifest readers: AudioCaps CSV, Clotho CSV, generic CSV / JSONL, or a plain folder of audio.
+"""Manifest readers: AudioCaps CSV, Clotho CSV, generic CSV / JSONL, a plain folder of audio, or VCTK.
+
+VCTK 0.92 (`vctk_train` / `vctk_test`, the manifest is the corpus root): the `*_mic1.flac` files of
+`wav48_silence_trimmed/<speaker>/` with their `txt/<speaker>/*.txt` transcripts as captions (empty
+where there is none). The standard super-resolution split (SPEC §4, as NVSR/AudioSR): test speakers
+p360 p361 p362 p363 p364 p374 p376 s5; training uses every other speaker except p280 and p315.
 
 Every reader yields `Item`s in a deterministic order. A problem that concerns one item (audio file
 missing, empty caption, caption not valid UTF-8, duplicate id) does not raise: the item carries a
@@ -18,7 +23,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".m4a")
-KINDS = ("auto", "audiocaps", "clotho", "csv", "jsonl", "folder")
+KINDS = ("auto", "audiocaps", "clotho", "csv", "jsonl", "folder", "vctk_train", "vctk_test")
+VCTK_TEST_SPEAKERS = ("p360", "p361", "p362", "p363", "p364", "p374", "p376", "s5")
+VCTK_EXCLUDED_SPEAKERS = ("p280", "p315")
+VCTK_AUDIO_DIR = "wav48_silence_trimmed"
 
 
 class ManifestError(ValueError):
@@ -48,10 +56,12 @@ def read_manifest(path: str | Path, kind: str = "auto", audio_dir: str | Path | 
     if not base.is_dir():
         raise FileNotFoundError(f"{base}: audio folder not found")
     readers = {"audiocaps": _read_audiocaps, "clotho": _read_clotho, "csv": _read_generic_csv,
-               "jsonl": _read_jsonl, "folder": _read_folder}
-    if kind == "folder" and not path.is_dir():
-        raise ManifestError(f"{path}: kind 'folder' needs a directory")
-    if kind != "folder" and path.is_dir():
+               "jsonl": _read_jsonl, "folder": _read_folder, "vctk_train": _read_vctk_train,
+               "vctk_test": _read_vctk_test}
+    dir_kinds = ("folder", "vctk_train", "vctk_test")
+    if kind in dir_kinds and not path.is_dir():
+        raise ManifestError(f"{path}: kind {kind!r} needs a directory")
+    if kind not in dir_kinds and path.is_dir():
         raise ManifestError(f"{path}: is a directory; use --kind folder")
     return list(_mark_duplicates(readers[kind](path, base)))
 
@@ -231,6 +241,38 @@ def _path_item(row: dict[str, str], line: int, audio_dir: Path, problem: str | N
 def _read_folder(path: Path, audio_dir: Path) -> Iterator[Item]:
     for audio in _audio_files(path):
         yield Item(_clean(audio.relative_to(path).as_posix()), str(audio), "", None, None)
+
+
+def vctk_speaker_split(speakers: Iterable[str], split: str) -> list[str]:
+    """The speakers of VCTK's standard SR ``split`` ('train' or 'test') among ``speakers``, sorted."""
+    if split == "test":
+        return sorted(s for s in speakers if s in VCTK_TEST_SPEAKERS)
+    if split == "train":
+        return sorted(s for s in speakers if s not in VCTK_TEST_SPEAKERS + VCTK_EXCLUDED_SPEAKERS)
+    raise ValueError(f"VCTK split must be 'train' or 'test', got {split!r}")
+
+
+def _read_vctk(root: Path, split: str) -> Iterator[Item]:
+    audio_root = root / VCTK_AUDIO_DIR
+    if not audio_root.is_dir():
+        raise ManifestError(f"{root}: not a VCTK 0.92 root (no {VCTK_AUDIO_DIR}/ folder)")
+    speakers = vctk_speaker_split((d.name for d in audio_root.iterdir() if d.is_dir()), split)
+    if not speakers:
+        raise ManifestError(f"{audio_root}: no speakers of the VCTK {split} split")
+    for speaker in speakers:
+        for audio in sorted((audio_root / speaker).glob("*_mic1.flac")):
+            utterance = audio.name[: -len("_mic1.flac")]
+            transcript = root / "txt" / speaker / f"{utterance}.txt"
+            caption = transcript.read_bytes().decode("utf-8", "replace").strip() if transcript.is_file() else ""
+            yield Item(f"{speaker}/{utterance}", str(audio), _clean(caption), None, None)
+
+
+def _read_vctk_train(path: Path, audio_dir: Path) -> Iterator[Item]:
+    return _read_vctk(path, "train")
+
+
+def _read_vctk_test(path: Path, audio_dir: Path) -> Iterator[Item]:
+    return _read_vctk(path, "test")
 
 
 def _mark_duplicates(items: Iterable[Item]) -> Iterator[Item]:

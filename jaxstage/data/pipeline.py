@@ -10,12 +10,13 @@ training shuffles the records before them. The batch keys follow the config: ``t
 tokens of the caption, ``text.kind=learned``) or ``text_emb`` (``text.kind=precomputed``), with
 ``text_mask``; ``ssl_targets`` only with ``guidance.ssl=precomputed``. ``audio_mask`` is not used.
 
-Super-resolution (``task=sr``, ``data.source=synthetic_speech``): every example also carries ``low``
-(the low-band audio, same rate and length) and ``cutoff`` (float32 Hz), simulated by
+Super-resolution (``task=sr``, ``data.source=synthetic_speech`` or ``prepared``): every example also
+carries ``low`` (the low-band audio, same rate and length) and ``cutoff`` (float32 Hz), simulated by
 :class:`LowBandSource` from a generator seeded by (data.seed, source index) only, so an example's
-low band does not depend on the order, the epoch or a resume. The caption is empty (hash tokens of
-""). The monitor batch reads the ``regime.monitor_size`` indices just past ``data.num_examples``,
-which training never reads (:func:`sr_held_out_batch`).
+low band does not depend on the order, the epoch or a resume. The caption is always empty (hash
+tokens of ""): SR conditions on audio only. Held-out clips (:func:`sr_held_out_batch`): for the
+speech-like source, the indices just past ``data.num_examples`` (the monitor's first, then the
+end-of-run evaluation's), which training never reads; for prepared data, the held-out tail records.
 """
 
 from __future__ import annotations
@@ -72,13 +73,14 @@ LOW_BAND_STREAM = 0x5352
 
 
 class LowBandSource:
-    """A speech source whose examples also carry ``low`` and ``cutoff`` (grain random-access protocol).
+    """A source whose examples also carry ``low`` and ``cutoff`` (grain random-access protocol).
 
-    Example ``i``'s (cutoff, method, order) come from ``default_rng([seed, i, LOW_BAND_STREAM])``: a
-    pure function of the data seed and the index.
+    Wraps any source with an ``audio`` key (the speech-like generator or prepared records). Example
+    ``i``'s (cutoff, method, order) come from ``default_rng([seed, i, LOW_BAND_STREAM])``: a pure
+    function of the data seed and the index.
     """
 
-    def __init__(self, base: SyntheticSpeechSource, cfg: Config):
+    def __init__(self, base: SyntheticSpeechSource | PreparedSource, cfg: Config):
         self.base = base
         self.seed = cfg.data.seed
         self.sample_rate = cfg.data.sample_rate
@@ -93,9 +95,11 @@ class LowBandSource:
         index = int(index)
         element = dict(self.base[index])
         rng = np.random.default_rng([self.seed, index, LOW_BAND_STREAM])
-        low, cutoff, method, order = draw_low_band(element["audio"], self.sample_rate, self.cutoff_range,
+        audio = np.asarray(element["audio"], np.float32)
+        low, cutoff, method, order = draw_low_band(audio, self.sample_rate, self.cutoff_range,
                                                    self.methods, self.orders, rng)
-        element.update(low=low.astype(np.float32), cutoff=np.float32(cutoff), method=method, order=order)
+        element.update(audio=audio, low=low.astype(np.float32), cutoff=np.float32(cutoff), method=method,
+                       order=order)
         return element
 
     def __repr__(self) -> str:
@@ -103,39 +107,59 @@ class LowBandSource:
 
 
 class SRExample(grain.transforms.Map):
-    """Low-band example -> the train step's arrays: audio, hash tokens of the (empty) caption, low, cutoff."""
+    """Low-band example -> the train step's arrays: audio, hash tokens of the empty caption, low, cutoff
+    (and a prepared record's ``ssl_targets`` with ``guidance.ssl=precomputed``)."""
 
     def __init__(self, cfg: Config):
         self.tokenize = TokenizeCaption(cfg.text.vocab_size, cfg.data.text_max_length)
+        self.precomputed_ssl = cfg.guidance.ssl == "precomputed"
 
     def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
-        out = self.tokenize.map(element)
+        out = self.tokenize.map({"audio": element["audio"], "caption": ""})
         out["low"] = np.asarray(element["low"], np.float32)
         out["cutoff"] = np.asarray(element["cutoff"], np.float32)
+        if self.precomputed_ssl:
+            out["ssl_targets"] = element["ssl"].astype(np.float32)
         return out
 
 
-def _speech_source(cfg: Config, extra: int = 0) -> LowBandSource:
-    """The SR source; ``extra`` indices past ``data.num_examples`` are held out (training never reads them)."""
+def _sr_source(cfg: Config, extra: int = 0) -> LowBandSource:
+    """The SR source; speech-like: ``extra`` indices past ``data.num_examples`` are held out (training
+    never reads them). Prepared: the records, whose held-out tail :func:`num_training` excludes."""
+    if cfg.data.source == "prepared":
+        return LowBandSource(PreparedSource(cfg.data.path, cfg), cfg)
     base = SyntheticSpeechSource(seed=cfg.data.seed, num_examples=cfg.data.num_examples + extra,
                                  sample_rate=cfg.data.sample_rate, num_samples=cfg.num_samples)
     return LowBandSource(base, cfg)
 
 
-def sr_held_out_batch(cfg: Config, count: int) -> dict[str, np.ndarray]:
-    """``count`` SR examples just past the training indices, as one host batch (the monitor's clips)."""
-    source = _speech_source(cfg, extra=count)
+def sr_held_out_batch(cfg: Config, count: int, offset: int = 0) -> dict[str, np.ndarray]:
+    """``count`` held-out SR examples as one host batch, starting ``offset`` clips into the held-out set.
+
+    Speech-like source: indices ``data.num_examples + offset + i`` (the monitor uses offset 0, the
+    end-of-run evaluation offset ``regime.monitor_size``). Prepared: the held-out tail records
+    (``regime.monitor_size`` of them; ``offset + count`` may not exceed that).
+    """
+    source = _sr_source(cfg, extra=offset + count)
+    if cfg.data.source == "prepared":
+        held = held_out_count(cfg)
+        if offset + count > held:
+            raise ValueError(f"{cfg.data.path}: {offset + count} held-out SR clips requested, the run holds out "
+                             f"{held} (regime.monitor_size)")
+        first = len(source) - held + offset
+    else:
+        first = cfg.data.num_examples + offset
     transform = SRExample(cfg)
-    examples = [transform.map(source[cfg.data.num_examples + i]) for i in range(count)]
+    examples = [transform.map(source[first + i]) for i in range(count)]
     return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
 
 def make_source(cfg: Config) -> SyntheticT2ASource | PreparedSource | LowBandSource:
     """The whole random-access data source named by ``data.source`` (held-out records included)."""
+    if cfg.task == "sr":
+        return _sr_source(cfg)
     if cfg.data.source == "prepared":
         return PreparedSource(cfg.data.path, cfg)
-    if cfg.data.source == "synthetic_speech":
-        return _speech_source(cfg)
     if cfg.data.source != "synthetic":
         raise ValueError(f"data.source={cfg.data.source!r} is not supported")
     return SyntheticT2ASource(
@@ -156,10 +180,10 @@ def num_training(cfg: Config, source) -> int:
 
 def example_transform(cfg: Config) -> grain.transforms.Map:
     """The per-example map from a source element to the train step's arrays."""
-    if cfg.data.source == "prepared":
-        return PreparedExample(cfg)
     if cfg.task == "sr":
         return SRExample(cfg)
+    if cfg.data.source == "prepared":
+        return PreparedExample(cfg)
     return TokenizeCaption(cfg.text.vocab_size, cfg.data.text_max_length)
 
 

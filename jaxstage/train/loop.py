@@ -27,6 +27,8 @@ from jaxstage.train import checkpoint as ckpt_lib
 from jaxstage.train.logging import RunLogger
 from jaxstage.train.recipe import MonitorBatch, build_monitor
 from jaxstage.train.sampling import Generator
+from jaxstage.train.sr_report import sr_final_eval, write_sr_samples
+from jaxstage.train.sr_sampling import SRGenerator
 from jaxstage.train.state import (
     Experiment, TrainState, abstract_state, build_experiment, fit_codec_stats, init_state, state_shardings,
 )
@@ -111,6 +113,7 @@ class RunResult:
     stopped_by: str | None
     compile_count: int
     attribute_accuracy: dict[str, float] | None = None
+    sr_eval: dict | None = None  # task=sr: the held-out LSD report (sr_eval.json)
 
 
 def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, stream: BatchStream) -> tuple[TrainState, int]:
@@ -206,11 +209,13 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     logger.info(f"mesh {dict(exp.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
                 f"{'resuming at step ' + str(start_step) if start_step else 'starting fresh'}")
     step_fn = compile_train_step(exp, state)
-    if cfg.task == "sr" and (cfg.sample.every or cfg.sample.final_eval_prompts):
-        logger.info("task=sr: sample.every and sample.final_eval_prompts are text-to-audio only and are not "
-                    "used (SR sampling from low-band inputs is not implemented yet)")
     logger.info(f"train step compiled in {step_fn.compile_seconds:.1f}s; {step_fn.memory_analysis()}")
-    generator = Generator(exp)
+    if cfg.task == "sr":
+        generator = SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16))
+        sample_fn = write_sr_samples
+    else:
+        generator = Generator(exp)
+        sample_fn = write_samples
     config_dict = config_lib.to_dict(cfg)
 
     def save(step: int, force: bool = False) -> None:
@@ -236,8 +241,8 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
                     last_fetch = _write_metrics(logger, pending, last_fetch)
                 pending = (step, metrics)
             logger.advance(step)
-            if cfg.sample.every and step % cfg.sample.every == 0 and step < total and cfg.task != "sr":
-                write_samples(logger, generator, state, cfg, step)
+            if cfg.sample.every and step % cfg.sample.every == 0 and step < total:
+                sample_fn(logger, generator, state, cfg, step)
             if stop.signal_name is not None:
                 stopped_by = stop.signal_name
                 break
@@ -252,12 +257,11 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     result = RunResult(workdir=workdir, final_step=step, stopped_by=stopped_by, compile_count=step_fn.trace_count)
     if stopped_by:
         logger.info(f"stopped by {stopped_by} at step {step}; checkpoint saved in {ckpt.directory}")
-    elif start_step < total and cfg.task == "sr":
-        logger.info("task=sr: end-of-run samples and the attribute check are text-to-audio only; skipped "
-                    "(SR sampling from low-band inputs is not implemented yet)")
     elif start_step < total:
-        write_samples(logger, generator, state, cfg, step)
-        if cfg.sample.final_eval_prompts and cfg.data.source == "synthetic":
+        sample_fn(logger, generator, state, cfg, step)
+        if cfg.sample.final_eval_prompts and cfg.task == "sr":
+            result.sr_eval = sr_final_eval(logger, generator, state, cfg, workdir)
+        elif cfg.sample.final_eval_prompts and cfg.data.source == "synthetic":
             result.attribute_accuracy = attribute_check(logger, generator, state, cfg, workdir)
         elif cfg.sample.final_eval_prompts:
             logger.info(f"sample.final_eval_prompts={cfg.sample.final_eval_prompts}: the attribute check judges "

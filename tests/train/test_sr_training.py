@@ -13,7 +13,7 @@ from jaxstage.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")
-SR = ["task=sr", "data.source=synthetic_speech", "data.sample_rate=8000", "sr.cutoff_min_hz=1000",
+SR = ["task=sr", "data.source=synthetic_speech", "data.sample_rate=8000", "sample.cfg_scale=1", "sr.cutoff_min_hz=1000",
       "sr.cutoff_max_hz=3000"]
 ADAPTIVE = ["regime.mode=adaptive", "regime.every=2", "regime.monitor_size=8", "guidance.lambda0=0.5",
             "guidance.hidden=64", "timesteps.adaptive=true", "struct.enabled=true", "struct.every=4",

@@ -1,0 +1,100 @@
+"""Super-resolution during and after training (task=sr): sample WAVs and the held-out LSD check.
+
+The held-out clips are :func:`jaxstage.data.pipeline.sr_held_out_batch` at offset
+``regime.monitor_size`` (speech-like source: never read by training and disjoint from the monitor's
+clips; prepared data: the held-out tail). Each clip is scored against its full-band reference with the
+SPEC §4 metrics three times: the model's output, the same output with low-band replacement, and the
+unprocessed low-band input (the baseline a super-resolver has to beat). The LSD-HF/LF split of each clip is at its own cutoff
+(``input_sr = 2 · cutoff``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxstage.config import Config
+from jaxstage.data.pipeline import held_out_count, sr_held_out_batch
+from jaxstage.eval.sr_metrics import evaluate_pair
+from jaxstage.models.band_replace import replace_low_band
+from jaxstage.train.logging import RunLogger
+from jaxstage.train.sr_sampling import SRGenerator
+from jaxstage.train.state import TrainState
+
+METRICS = ("lsd", "lsd_hf", "lsd_lf", "si_sdr")
+
+
+def eval_offset(cfg: Config) -> int:
+    """Where the evaluation clips start in the held-out set (after the monitor's, when there is room)."""
+    return 0 if cfg.data.source == "prepared" else cfg.regime.monitor_size
+
+
+def eval_batch(cfg: Config, count: int) -> dict[str, np.ndarray]:
+    """``count`` held-out SR clips (prepared data: at most the held-out tail)."""
+    if cfg.data.source == "prepared":
+        count = min(count, held_out_count(cfg))
+    return sr_held_out_batch(cfg, count, offset=eval_offset(cfg))
+
+
+def write_sr_samples(logger: RunLogger, generator: SRGenerator, state: TrainState, cfg: Config, step: int) -> None:
+    """``sample.num`` held-out clips as low-band input, EMA-model output and reference WAVs."""
+    batch = eval_batch(cfg, cfg.sample.num)
+    out = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"],
+                          seed=cfg.sample.seed + step)
+    labels, clips = [], []
+    for j, cutoff in enumerate(batch["cutoff"]):
+        for role, audio in (("input", batch["low"][j]), ("output", out[j]), ("reference", batch["audio"][j])):
+            labels.append(f"{j} {role} cutoff {float(cutoff):.0f} Hz")
+            clips.append(audio)
+    logger.audio(step, labels, np.stack(clips), cfg.data.sample_rate)
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
+
+
+def replaced(cfg: Config, output: np.ndarray, low: np.ndarray, cutoff: np.ndarray) -> np.ndarray:
+    """``output`` with the input's band below each cutoff put back (``sr.replace_*`` settings)."""
+    fn = jax.jit(lambda o, l, c: replace_low_band(o, l, c, cfg.data.sample_rate, n_fft=cfg.sr.replace_n_fft,
+                                                  transition_hz=cfg.sr.replace_transition_hz))
+    return np.clip(np.asarray(fn(output, low, cutoff), np.float32), -1.0, 1.0)
+
+
+def sr_eval(generator: SRGenerator, state: TrainState, cfg: Config, count: int) -> dict[str, Any]:
+    """Score the EMA model (raw and with low-band replacement) and the unprocessed input on ``count``
+    held-out clips (SPEC §4 metrics). Both model rows come from the same samples."""
+    batch = eval_batch(cfg, count)
+    raw = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"], seed=cfg.sample.seed,
+                          replace=False)
+    candidates = {"output": raw, "output_replaced": replaced(cfg, raw, batch["low"], batch["cutoff"]),
+                  "input": batch["low"]}
+    sr = cfg.data.sample_rate
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in candidates}
+    per_clip = []
+    for j, cutoff in enumerate(batch["cutoff"]):
+        input_sr = int(round(2 * float(cutoff)))
+        clip: dict[str, Any] = {"cutoff_hz": float(cutoff)}
+        for name, audio in candidates.items():
+            clip[name] = evaluate_pair(batch["audio"][j], audio[j], sr, input_sr)
+            rows[name].append(clip[name])
+        per_clip.append(clip)
+    return {"step": int(state.step), "count": len(per_clip), "sample_rate": sr, "sampler": cfg.sample.sampler,
+            "steps": cfg.sample.steps, "replace_low_band": cfg.sr.replace_low_band,
+            "mean": {name: _mean(r) for name, r in rows.items()}, "per_clip": per_clip}
+
+
+def sr_final_eval(logger: RunLogger, generator: SRGenerator, state: TrainState, cfg: Config,
+                  workdir: Path) -> dict[str, Any]:
+    """:func:`sr_eval` on ``sample.final_eval_prompts`` clips, written to ``WORKDIR/sr_eval.json``."""
+    report = sr_eval(generator, state, cfg, cfg.sample.final_eval_prompts)
+    if jax.process_index() == 0:
+        (workdir / "sr_eval.json").write_text(json.dumps(report, indent=2))
+    mean = report["mean"]
+    logger.info(f"SR on {report['count']} held-out clips (LSD / LSD-HF / LSD-LF / SI-SDR dB): " + "; ".join(
+        f"{name} {m['lsd']:.3f} / {m['lsd_hf']:.3f} / {m['lsd_lf']:.3f} / {m['si_sdr']:.2f}"
+        for name, m in mean.items()))
+    return report
