@@ -49,7 +49,6 @@ def get_config() -> Config:
     cfg.sr.cutoff_max_hz = 16000.0
     cfg.sr.replace_low_band = True
     cfg.sr.replace_n_fft = 2048
-    cfg.sr.replace_transition_hz = 500.0
     cfg.sr.window_overlap_seconds = 0.25
     # ---- codec and model
     cfg.codec.kind = "stft"

@@ -7,6 +7,7 @@
     jaxstage prepare --manifest FILE --out DIR [--kind K] [--audio-dir DIR] [--sample-rate HZ]
                      [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7]
     jaxstage eval   --task sr --ref DIR --est DIR --input-sr HZ [--out FILE.json] [--allow-missing]
+    jaxstage eval   --task sr --workdir DIR [--n N] [--sampler NAME] [--steps N] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -71,8 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", required=True, choices=("sr",),
                     help="sr: super-resolution (LSD, LSD-HF, LSD-LF, SI-SDR); text-to-audio evaluation is not "
                          "implemented yet (separate issue)")
-    ev.add_argument("--ref", required=True, help="folder of reference (full-band) audio")
-    ev.add_argument("--est", required=True, help="folder of estimates, paired with --ref by relative path/stem")
+    ev.add_argument("--ref", default=None, help="folder of reference (full-band) audio")
+    ev.add_argument("--est", default=None, help="folder of estimates, paired with --ref by relative path/stem")
+    ev.add_argument("--workdir", default=None,
+                    help="instead of --ref/--est: super-resolve the SR run's held-out clips and score them "
+                         "(output, output with low-band replacement, unprocessed input) into WORKDIR/sr_eval.json")
+    ev.add_argument("--n", type=int, default=None, help="with --workdir: held-out clips (default sample.final_eval_prompts)")
+    ev.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None, help="with --workdir (default: the run's)")
+    ev.add_argument("--steps", type=int, default=None, help="with --workdir: sampler steps (default: the run's)")
+    ev.add_argument("--step", type=int, default=None, help="with --workdir: checkpoint step (default: newest)")
     ev.add_argument("--input-sr", type=int, default=None, metavar="HZ",
                     help="sample rate of the band-limited model input (required for sr: sets the LSD-HF/LF split)")
     ev.add_argument("--out", default=None, help="output JSON (default EST/sr_eval.json)")
@@ -113,6 +121,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.workdir is not None:
+        return _eval_sr_run(args)
+    if args.ref is None or args.est is None:
+        raise ValueError("--task sr needs --ref DIR and --est DIR (or --workdir RUN to score a run's held-out clips)")
     if args.input_sr is None:
         raise ValueError("--input-sr is required for --task sr (the LSD-HF/LF split needs the input's sample rate)")
     from jaxstage.eval.sr_files import default_out, evaluate_dirs
@@ -123,6 +135,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
     skipped = f" (skipped {len(res['missing'])} without an estimate)" if res.get("missing") else ""
     print(f"sr eval: {res['count']} files{skipped}, LSD {mean['lsd']:.4f}, LSD-HF {mean['lsd_hf']:.4f}, "
           f"LSD-LF {mean['lsd_lf']:.4f}, SI-SDR {mean['si_sdr']:.2f} dB -> {out}")
+    return 0
+
+
+def _eval_sr_run(args: argparse.Namespace) -> int:
+    import json
+
+    from jaxstage.config import load_json
+
+    if args.ref is not None or args.est is not None or args.input_sr is not None:
+        raise ValueError("--workdir scores the run's own held-out clips: drop --ref/--est/--input-sr")
+    workdir = Path(args.workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
+    cfg = load_json(workdir / "config.json")
+    if cfg.task != "sr":
+        raise ValueError(f"{workdir} is task={cfg.task}; --task sr --workdir needs a super-resolution run")
+    count = cfg.sample.final_eval_prompts if args.n is None else args.n
+    if count < 1:
+        raise ValueError(f"--n {count}: need at least one held-out clip")
+    if args.sampler:
+        cfg.sample.sampler = args.sampler
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps={args.steps} must be >= 1")
+        cfg.sample.steps = args.steps
+    from jaxstage.train.restore import load_run
+    from jaxstage.train.sr_report import sr_eval
+    from jaxstage.train.sr_sampling import SRGenerator
+
+    exp, state = load_run(cfg, workdir, step=args.step)
+    report = sr_eval(SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16)), state, cfg, count)
+    out = Path(args.out) if args.out else workdir / "sr_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    for name, m in report["mean"].items():
+        print(f"{name:16s} LSD {m['lsd']:.3f}  LSD-HF {m['lsd_hf']:.3f}  LSD-LF {m['lsd_lf']:.3f}  "
+              f"SI-SDR {m['si_sdr']:.2f} dB")
+    print(f"sr eval: {report['count']} held-out clips of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
     return 0
 
 

@@ -76,7 +76,7 @@ class SRConfig:
     cutoff_features: int = 16  # Fourier features of cutoff / (sample_rate / 2), the DiT's global condition
     replace_low_band: bool = False  # sampling: put the input's own band below the cutoff back into the output
     replace_n_fft: int = 1024  # STFT size of the replacement (hop n_fft / 4)
-    replace_transition_hz: float = 200.0  # linear cross-fade from input to output bins just below the cutoff
+    replace_transition_hz: float = 0.0  # > 0: linear cross-fade from input to output bins just below the cutoff
     window_overlap_seconds: float = 0.1  # inputs longer than a clip: overlap of consecutive windows (cross-faded)
 
 

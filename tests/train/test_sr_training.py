@@ -59,14 +59,19 @@ def test_low_band_is_band_limited_and_deterministic_per_index():
 
 
 def test_sr_config_validation():
-    with pytest.raises(ConfigError, match="task=sr trains on data.source=synthetic_speech"):
+    with pytest.raises(ConfigError, match="task=sr trains on data.source=synthetic_speech or prepared"):
         load_config(TINY, ["task=sr"])
     with pytest.raises(ConfigError, match="only task=sr reads sr"):
         load_config(TINY, ["sr.cutoff_max_hz=2500"])
     with pytest.raises(ConfigError, match="must satisfy"):
         load_config(TINY, SR + ["sr.cutoff_max_hz=4000"])
-    with pytest.raises(ConfigError, match="not implemented"):
-        load_config(TINY, SR + ["sr.replace_low_band=true"])
+    load_config(TINY, SR + ["sr.replace_low_band=true"])  # implemented: sampling post-processing
+    with pytest.raises(ConfigError, match="without classifier-free guidance"):
+        load_config(TINY, [k for k in SR if not k.startswith("sample.cfg_scale")])
+    with pytest.raises(ConfigError, match="sr.replace_n_fft"):
+        load_config(TINY, SR + ["sr.replace_n_fft=8192"])
+    with pytest.raises(ConfigError, match="sr.window_overlap_seconds"):
+        load_config(TINY, SR + ["sr.window_overlap_seconds=0.2"])
     with pytest.raises(ConfigError, match="sr.methods"):
         load_config(TINY, SR + ['sr.methods=["lowpass"]'])
     with pytest.raises(ConfigError, match="sr.orders"):
@@ -91,4 +96,22 @@ def test_sr_adaptive_training_compiles_once_and_resumes(tmp_path):
     for r in records:
         for key in ("loss", "loss_diff", "loss_align", "loss_struct", "progress", "discrepancy", "grad_norm"):
             assert r[key] is not None and np.isfinite(r[key]), (key, r)
-    assert not list((run / "samples").glob("*.wav"))  # SR sampling is a later step
+    # end-of-run SR samples: input, output and reference of sample.num held-out clips
+    assert len(list((run / "samples").glob("step0000008_*.wav"))) == 3 * 2
+
+
+def test_sr_static_baseline_runs(tmp_path):
+    """The static recipe (SPEC §3.8's baseline: no regime, no guidance, fixed levels, no structure
+    term) on the same SR task and pipeline: compiles once, finite losses, no progress variable."""
+    sets = SR + ["regime.mode=off", "guidance.lambda0=0", "timesteps.adaptive=false", "struct.enabled=false",
+                 "train.steps=4", "train.log_every=2", "train.progress_bar=false", "data.num_examples=64",
+                 "codec.stats_examples=4", "sample.final_eval_prompts=2"]
+    run = tmp_path / "static"
+    result = train(load_config(TINY, sets), run)
+    assert result.final_step == 4 and result.compile_count == 1
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        assert np.isfinite(r["loss"]) and np.isfinite(r["loss_diff"])
+        assert r["loss_align"] is None and r["loss_struct"] is None  # logged as absent (null)
+        assert r["progress"] == 0 and r["ssl_weight"] == 0 and r["struct_weight"] == 0
+    assert result.sr_eval is not None and result.sr_eval["count"] == 2
