@@ -170,7 +170,7 @@ def _eval_sr_run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     for name, m in report["mean"].items():
-        print(f"{name:16s} LSD {m['lsd']:.3f}  LSD-HF {m['lsd_hf']:.3f}  LSD-LF {m['lsd_lf']:.3f}  "
+        print(f"{name:18s} LSD {m['lsd']:.3f}  LSD-HF {m['lsd_hf']:.3f}  LSD-LF {m['lsd_lf']:.3f}  "
               f"SI-SDR {m['si_sdr']:.2f} dB")
     print(f"sr eval: {report['count']} held-out clips of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
     return 0

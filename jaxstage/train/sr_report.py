@@ -3,8 +3,9 @@
 The held-out clips are :func:`jaxstage.data.pipeline.sr_held_out_batch` at offset
 ``regime.monitor_size`` (speech-like source: never read by training and disjoint from the monitor's
 clips; prepared data: the held-out tail). Each clip is scored against its full-band reference with the
-SPEC §4 metrics three times: the model's output, the same output with low-band replacement, and the
-unprocessed low-band input (the baseline a super-resolver has to beat). The LSD-HF/LF split of each clip is at its own cutoff
+SPEC §4 metrics four times: the model's output, the same output with low-band replacement, the
+unprocessed low-band input (the baseline a super-resolver has to beat) and an oracle noise fill (the
+input plus noise shaped like the reference's average high-band spectrum: a stronger yardstick). The LSD-HF/LF split of each clip is at its own cutoff
 (``input_sr = 2 · cutoff``).
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from jaxstage.config import Config
 from jaxstage.data.pipeline import held_out_count, sr_held_out_batch
+from jaxstage.eval.sr_baselines import oracle_noise_fill
 from jaxstage.eval.sr_metrics import evaluate_pair
 from jaxstage.models.band_replace import replace_low_band
 from jaxstage.train.logging import RunLogger
@@ -65,13 +67,16 @@ def replaced(cfg: Config, output: np.ndarray, low: np.ndarray, cutoff: np.ndarra
 
 
 def sr_eval(generator: SRGenerator, state: TrainState, cfg: Config, count: int) -> dict[str, Any]:
-    """Score the EMA model (raw and with low-band replacement) and the unprocessed input on ``count``
-    held-out clips (SPEC §4 metrics). Both model rows come from the same samples."""
+    """Score the EMA model (raw and with low-band replacement), the unprocessed input and the oracle
+    noise fill (:mod:`jaxstage.eval.sr_baselines`) on ``count`` held-out clips (SPEC §4 metrics).
+    Both model rows come from the same samples."""
     batch = eval_batch(cfg, count)
     raw = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"], seed=cfg.sample.seed,
                           replace=False)
+    noise_fill = np.stack([oracle_noise_fill(ref, low, float(c), cfg.data.sample_rate, seed=j)
+                           for j, (ref, low, c) in enumerate(zip(batch["audio"], batch["low"], batch["cutoff"]))])
     candidates = {"output": raw, "output_replaced": replaced(cfg, raw, batch["low"], batch["cutoff"]),
-                  "input": batch["low"]}
+                  "input": batch["low"], "oracle_noise_fill": noise_fill}
     sr = cfg.data.sample_rate
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in candidates}
     per_clip = []

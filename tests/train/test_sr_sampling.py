@@ -120,3 +120,20 @@ def test_sample_cli_bad_inputs_give_one_line_errors_naming_the_file(sr_run, tmp_
     capsys.readouterr()
     assert main(["sample", "--workdir", str(tmp_path / "nowhere"), "--input", str(ok), "--out", "x.wav"]) == 2
     assert "not a jaxstage run directory" in capsys.readouterr().err
+
+
+def test_eval_workdir_scores_held_out_clips(sr_run, tmp_path, capsys):
+    run, _ = sr_run
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--task", "sr", "--workdir", str(run), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["count"] == 2 and report["steps"] == 2
+    assert set(report["mean"]) == {"output", "output_replaced", "input", "oracle_noise_fill"}
+    assert "output_replaced" in capsys.readouterr().out
+    for argv, message in [(["--workdir", str(run), "--ref", str(tmp_path)], "drop --ref"),
+                          (["--workdir", str(tmp_path)], "not a jaxstage run directory"),
+                          (["--workdir", str(run), "--n", "0"], "at least one"),
+                          ([], "needs --ref DIR and --est DIR")]:
+        assert main(["eval", "--task", "sr"] + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
