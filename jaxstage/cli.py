@@ -8,6 +8,7 @@
                      [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7]
     jaxstage eval   --task sr --ref DIR --est DIR --input-sr HZ [--out FILE.json] [--allow-missing]
     jaxstage eval   --task sr --workdir DIR [--n N] [--sampler NAME] [--steps N] [--out FILE.json]
+    jaxstage eval   --task tta --workdir DIR [--prompts FILE] [--n N] [--ast DIR] [--clap DIR] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -69,15 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--batch-size", type=int, default=16, help="items per encoder batch")
 
     ev = sub.add_parser("eval", help="score generated audio files against references")
-    ev.add_argument("--task", required=True, choices=("sr",),
-                    help="sr: super-resolution (LSD, LSD-HF, LSD-LF, SI-SDR); text-to-audio evaluation is not "
-                         "implemented yet (separate issue)")
+    ev.add_argument("--task", required=True, choices=("sr", "tta"),
+                    help="sr: super-resolution (LSD, LSD-HF, LSD-LF, SI-SDR); tta: text-to-audio (attribute "
+                         "accuracy, FD-spectral; with --ast/--clap: FD, KL both ways, IS, CLAP score)")
     ev.add_argument("--ref", default=None, help="folder of reference (full-band) audio")
     ev.add_argument("--est", default=None, help="folder of estimates, paired with --ref by relative path/stem")
     ev.add_argument("--workdir", default=None,
                     help="instead of --ref/--est: super-resolve the SR run's held-out clips and score them "
                          "(output, output with low-band replacement, unprocessed input) into WORKDIR/sr_eval.json")
-    ev.add_argument("--n", type=int, default=None, help="with --workdir: held-out clips (default sample.final_eval_prompts)")
+    ev.add_argument("--n", type=int, default=None,
+                    help="with --workdir: held-out clips (sr) or prompts (tta) (default sample.final_eval_prompts)")
+    ev.add_argument("--prompts", default=None, help="tta: a UTF-8 file of prompts, one per line (no references)")
+    ev.add_argument("--ast", default=None, metavar="MODEL_DIR", help="tta: local AST AudioSet classifier (FD, KL, IS)")
+    ev.add_argument("--clap", default=None, metavar="MODEL_DIR", help="tta: local CLAP model (CLAP score, FD)")
+    ev.add_argument("--cfg", type=float, default=None, help="tta: classifier-free guidance scale (default the run's)")
+    ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None, help="with --workdir (default: the run's)")
     ev.add_argument("--steps", type=int, default=None, help="with --workdir: sampler steps (default: the run's)")
     ev.add_argument("--step", type=int, default=None, help="with --workdir: checkpoint step (default: newest)")
@@ -121,6 +128,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "tta":
+        return _eval_tta_run(args)
+    for flag in ("prompts", "ast", "clap", "cfg"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} is for --task tta")
     if args.workdir is not None:
         return _eval_sr_run(args)
     if args.ref is None or args.est is None:
@@ -173,6 +185,60 @@ def _eval_sr_run(args: argparse.Namespace) -> int:
         print(f"{name:18s} LSD {m['lsd']:.3f}  LSD-HF {m['lsd_hf']:.3f}  LSD-LF {m['lsd_lf']:.3f}  "
               f"SI-SDR {m['si_sdr']:.2f} dB")
     print(f"sr eval: {report['count']} held-out clips of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
+    return 0
+
+
+def _eval_tta_run(args: argparse.Namespace) -> int:
+    import json
+
+    from jaxstage.config import load_json
+
+    if args.workdir is None:
+        raise ValueError("--task tta needs --workdir RUN (a text-to-audio run directory)")
+    if args.ref is not None or args.est is not None or args.input_sr is not None:
+        raise ValueError("--task tta scores a run: drop --ref/--est/--input-sr")
+    workdir = Path(args.workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
+    cfg = load_json(workdir / "config.json")
+    if cfg.task != "t2a":
+        raise ValueError(f"{workdir} is task={cfg.task}; --task tta needs a text-to-audio run")
+    n = (cfg.sample.final_eval_prompts or 90) if args.n is None else args.n
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps={args.steps} must be >= 1")
+    from jaxstage.train.tta_eval import generate, held_out_prompts, score
+
+    prompts = held_out_prompts(cfg, n, args.prompts)  # a bad prompts file fails before any model loads
+    if args.prompts and cfg.text.kind != "learned":
+        raise ValueError(f"--prompts: {workdir} conditions on precomputed text embeddings; free text needs its encoder")
+    ast = clap = None
+    if args.ast:
+        from jaxstage.eval.hf_audio_models import ASTClassifier
+
+        ast = ASTClassifier(args.ast)
+    if args.clap:
+        from jaxstage.eval.hf_audio_models import CLAPModel
+
+        clap = CLAPModel(args.clap)
+    from jaxstage.train.restore import load_run
+    from jaxstage.train.sampling import Generator
+
+    exp, state = load_run(cfg, workdir, step=args.step)
+    s = cfg.sample
+    sampler, steps = args.sampler or s.sampler, args.steps or s.steps
+    scale = s.cfg_scale if args.cfg is None else args.cfg
+    audio = generate(Generator(exp), state.ema_params, state.codec_stats, prompts, sampler=sampler, steps=steps,
+                     cfg_scale=scale, seed=args.seed)
+    metrics = score(cfg, prompts, audio, ast=ast, clap=clap)
+    report = {"step": int(state.step), "count": len(prompts.captions), "sampler": sampler, "steps": steps,
+              "cfg_scale": scale, "prompts": args.prompts or ("held-out records" if cfg.data.source == "prepared"
+                                                             else f"synthetic held-out, seed {s.seed + 1}"),
+              "ast": args.ast, "clap": args.clap, "metrics": metrics}
+    out = Path(args.out) if args.out else workdir / "tta_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"tta eval: {report['count']} prompts of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
     return 0
 
 

@@ -139,6 +139,19 @@ class SampleConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Periodic evaluation during training: ``eval_*`` lines in metrics.jsonl and TensorBoard.
+
+    t2a: attribute accuracy (synthetic data) and FD on the spectral embedding over held-out prompts
+    (the first ``eval.num`` of the end-of-run set, sampled with sample.sampler / steps / cfg_scale).
+    sr: LSD / LSD-HF / LSD-LF of the output with low-band replacement on held-out clips.
+    """
+
+    every: int = 0  # evaluate every N steps (0 = off)
+    num: int = 32  # held-out prompts (t2a) or clips (sr) per evaluation
+
+
+@dataclass
 class OptimConfig:
     """AdamW with warm-up and cosine decay, clipping and EMA."""
 
@@ -267,6 +280,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     regime: RegimeConfig = field(default_factory=RegimeConfig)
@@ -308,7 +322,7 @@ POSITIVE = (
     "sample.num", "optim.lr", "regime.every", "regime.monitor_size", "regime.window", "regime.eps",
     "regime.rho_min", "guidance.hidden", "guidance.ssl_n_mels", "guidance.ssl_n_mfcc", "struct.every",
     "struct.num_groups", "struct.patience", "struct.ramp_steps", "train.steps", "train.batch_size", "train.log_every",
-    "train.ckpt_every", "train.ckpt_keep",
+    "train.ckpt_every", "train.ckpt_keep", "eval.num",
 )
 
 PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_dropout", "optim.ema_decay",
@@ -329,7 +343,7 @@ def validate(cfg: Config) -> Config:
         value = get_value(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key}={value!r} must be in [0, 1]")
-    for key in ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every",
+    for key in ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every", "eval.every",
                 "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio"):
         if get_value(cfg, key) < 0:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
@@ -629,7 +643,7 @@ def load_json(path: str | Path) -> Config:
 __all__ = [
     "Config", "ConfigError", "DataConfig", "CodecConfig", "TextConfig", "ModelConfig",
     "DiffusionConfig", "SampleConfig", "OptimConfig", "MeshConfig", "RegimeConfig", "GuidanceConfig",
-    "TimestepConfig", "StructConfig", "TrainConfig", "SRConfig",
+    "TimestepConfig", "StructConfig", "TrainConfig", "SRConfig", "EvalConfig",
     "load_config", "apply_overrides", "validate", "save_json", "load_json", "to_dict", "from_dict",
     "all_keys", "get_value", "set_value",
 ]

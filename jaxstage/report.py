@@ -26,8 +26,11 @@ def read_metrics(workdir: str | Path) -> list[dict]:
                 raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
     if not records:
         raise ValueError(f"{path} holds no records")
-    # A resumed run may have logged a step twice (before and after the stop): keep the last.
-    by_step = {r["step"]: r for r in records}
+    # A resumed run may have logged a step twice (before and after the stop): keep the last value of
+    # each key. Periodic evaluation writes its own line (eval_* keys) at a step: merged into that step.
+    by_step: dict[int, dict] = {}
+    for r in records:
+        by_step[r["step"]] = {**by_step.get(r["step"], {}), **r}
     return [by_step[s] for s in sorted(by_step)]
 
 

@@ -73,6 +73,16 @@ class RunLogger:
             self._bar.set_postfix(loss=f"{values['loss']:.4f}", p=f"{values.get('progress') or 0:.2f}", sps=f"{values.get('steps_per_s', 0):.1f}",
                                   refresh=False)
 
+    def eval_metrics(self, step: int, values: dict[str, float]) -> None:
+        """Append a periodic evaluation (``eval_*`` keys) to metrics.jsonl and TensorBoard (``eval/``)."""
+        if not self.enabled:
+            return
+        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self._jsonl.flush()
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and value == value:  # NaN is skipped
+                self._tb.add_scalar(f"eval/{key.removeprefix('eval_')}", value, step)
+
     # ---- audio
     def audio(self, step: int, prompts: list[str], audio: np.ndarray, sample_rate: int) -> list[Path]:
         """Write WAVs to samples/ (``step{N}_{i}_{prompt}.wav``) and TensorBoard."""

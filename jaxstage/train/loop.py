@@ -26,6 +26,7 @@ from jaxstage.data.pipeline import BatchStream, held_out_batch, make_source, num
 from jaxstage.train import checkpoint as ckpt_lib
 from jaxstage.train.logging import RunLogger
 from jaxstage.train.recipe import MonitorBatch, build_monitor
+from jaxstage.train.periodic_eval import PeriodicEval
 from jaxstage.train.sampling import Generator
 from jaxstage.train.sr_report import sr_final_eval, write_sr_samples
 from jaxstage.train.sr_sampling import SRGenerator
@@ -40,7 +41,7 @@ RESUMABLE_CHANGES = {
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
     "train.compilation_cache", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
-    "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed",
+    "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed", "eval.every", "eval.num",
 }
 
 
@@ -216,6 +217,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     else:
         generator = Generator(exp)
         sample_fn = write_samples
+    evaluate = PeriodicEval(cfg, generator)
     config_dict = config_lib.to_dict(cfg)
 
     def save(step: int, force: bool = False) -> None:
@@ -243,6 +245,8 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
             logger.advance(step)
             if cfg.sample.every and step % cfg.sample.every == 0 and step < total:
                 sample_fn(logger, generator, state, cfg, step)
+            if cfg.eval.every and step % cfg.eval.every == 0:
+                logger.eval_metrics(step, evaluate(state))
             if stop.signal_name is not None:
                 stopped_by = stop.signal_name
                 break

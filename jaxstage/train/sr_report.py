@@ -66,17 +66,20 @@ def replaced(cfg: Config, output: np.ndarray, low: np.ndarray, cutoff: np.ndarra
     return np.clip(np.asarray(fn(output, low, cutoff), np.float32), -1.0, 1.0)
 
 
-def sr_eval(generator: SRGenerator, state: TrainState, cfg: Config, count: int) -> dict[str, Any]:
+def sr_eval(generator: SRGenerator, state: TrainState, cfg: Config, count: int, *,
+            baselines: bool = True) -> dict[str, Any]:
     """Score the EMA model (raw and with low-band replacement), the unprocessed input and the oracle
     noise fill (:mod:`jaxstage.eval.sr_baselines`) on ``count`` held-out clips (SPEC §4 metrics).
-    Both model rows come from the same samples."""
+    Both model rows come from the same samples; ``baselines=False`` scores the model rows only."""
     batch = eval_batch(cfg, count)
     raw = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"], seed=cfg.sample.seed,
                           replace=False)
-    noise_fill = np.stack([oracle_noise_fill(ref, low, float(c), cfg.data.sample_rate, seed=j)
-                           for j, (ref, low, c) in enumerate(zip(batch["audio"], batch["low"], batch["cutoff"]))])
-    candidates = {"output": raw, "output_replaced": replaced(cfg, raw, batch["low"], batch["cutoff"]),
-                  "input": batch["low"], "oracle_noise_fill": noise_fill}
+    candidates = {"output": raw, "output_replaced": replaced(cfg, raw, batch["low"], batch["cutoff"])}
+    if baselines:
+        candidates["input"] = batch["low"]
+        candidates["oracle_noise_fill"] = np.stack([
+            oracle_noise_fill(ref, low, float(c), cfg.data.sample_rate, seed=j)
+            for j, (ref, low, c) in enumerate(zip(batch["audio"], batch["low"], batch["cutoff"]))])
     sr = cfg.data.sample_rate
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in candidates}
     per_clip = []

@@ -1,0 +1,61 @@
+"""Periodic evaluation (eval.every) into metrics.jsonl, and `jaxstage eval --task tta` on a tiny run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxstage.cli import main
+from jaxstage.config import load_config
+from jaxstage.report import read_metrics
+from jaxstage.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "configs" / "tiny_t2a.py")
+
+
+@pytest.fixture(scope="module")
+def t2a_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tta") / "run"
+    cfg = load_config(TINY, ["train.steps=4", "train.log_every=2", "train.progress_bar=false", "eval.every=2",
+                             "eval.num=4", "codec.stats_examples=4", "data.num_examples=64"])
+    train(cfg, run)
+    return run
+
+
+def test_periodic_eval_lines_are_logged_and_merged_by_step(t2a_run):
+    lines = [json.loads(x) for x in (t2a_run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in lines if "eval_fd_spectral" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    for r in evals:
+        assert set(r) == {"step", "eval_fd_spectral", "eval_acc_source", "eval_acc_pitch_band", "eval_acc_rhythm",
+                          "eval_acc_envelope"}
+        assert r["eval_fd_spectral"] >= 0 and all(0 <= r[k] <= 1 for k in r if k.startswith("eval_acc"))
+    merged = read_metrics(t2a_run)
+    assert [r["step"] for r in merged] == [2, 4]
+    assert all("loss" in r and "eval_fd_spectral" in r for r in merged)
+
+
+def test_eval_tta_cli_held_out_and_prompt_file(t2a_run, tmp_path, capsys):
+    out = tmp_path / "tta.json"
+    assert main(["eval", "--task", "tta", "--workdir", str(t2a_run), "--n", "4", "--steps", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["count"] == 4 and report["steps"] == 2
+    assert set(report["metrics"]) == {"attribute_accuracy", "fd_spectral"}
+    assert np.isfinite(report["metrics"]["fd_spectral"])
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a high sine tone\n\na low square tone with fast pulses\n")
+    assert main(["eval", "--task", "tta", "--workdir", str(t2a_run), "--prompts", str(prompts), "--steps", "2",
+                 "--out", str(tmp_path / "free.json")]) == 0
+    free = json.loads((tmp_path / "free.json").read_text())
+    assert free["count"] == 2 and free["metrics"] == {}  # no references, no models: nothing reference-based
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe a caption\n")
+    for argv, message in [(["--prompts", str(bad)], "not UTF-8"),
+                          (["--prompts", str(tmp_path / "none.txt")], "prompts file not found"),
+                          (["--n", "0"], "at least one prompt")]:
+        capsys.readouterr()
+        assert main(["eval", "--task", "tta", "--workdir", str(t2a_run)] + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
