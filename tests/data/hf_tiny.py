@@ -91,3 +91,66 @@ def save_tiny_wav2vec2(directory: str | Path, seed: int = 0) -> Path:
                             **_tiny_audio_kwargs())
     Wav2Vec2Model(config).save_pretrained(directory)
     return directory
+
+
+AST_DIM = 32
+AST_LABELS = ("speech", "music", "dog", "rain", "siren")
+AST_MEL_BINS = 32    # >= patch_size 16; (32 - 16) // 10 + 1 = 2 frequency patches
+AST_MAX_LENGTH = 64  # frames of 10 ms: 0.64 s; (64 - 16) // 10 + 1 = 5 time patches
+CLAP_DIM = 16        # projection dim (the embedding size of `CLAPModel`)
+CLAP_RATE = 48000
+
+
+def save_tiny_ast(directory: str | Path, seed: int = 0) -> Path:
+    """A 1-layer AST classifier (hidden 32, 5 labels, 32 mel bins x 64 frames) and its feature extractor."""
+    import torch
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    config = ASTConfig(hidden_size=AST_DIM, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                       num_mel_bins=AST_MEL_BINS, max_length=AST_MAX_LENGTH,
+                       id2label=dict(enumerate(AST_LABELS)), label2id={k: i for i, k in enumerate(AST_LABELS)})
+    ASTForAudioClassification(config).save_pretrained(directory)
+    ASTFeatureExtractor(sampling_rate=16000, num_mel_bins=AST_MEL_BINS,
+                        max_length=AST_MAX_LENGTH).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_clap(directory: str | Path, seed: int = 0) -> Path:
+    """A tiny CLAP: 1-layer Roberta-like text tower (hidden 32), 2-stage HTSAT (16 mel bins, 64x64 "image",
+    4x4 patches, window 4), projection 16; a 48 kHz, 1 s ClapFeatureExtractor and a word-level tokenizer.
+
+    HTSAT constraints respected: spec_size % num_mel_bins == 0 (freq_ratio 4); the mel frames
+    (1 s / 480 hop + 1 = 101) <= spec_size * freq_ratio = 256; the patch grid (64 / 4 = 16) halves per
+    stage and stays divisible by the window; audio hidden_size = patch_embeds_hidden_size * 2**(stages-1).
+    """
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig,
+                              PreTrainedTokenizerFast)
+
+    directory = Path(directory)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}  # Roberta's special ids
+    for word in TINY_WORDS:
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0),
+                                                                                                  ("</s>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", model_max_length=64)
+    tokenizer.save_pretrained(directory)
+    text = ClapTextConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=37, max_position_embeddings=66, pad_token_id=1, bos_token_id=0,
+                          eos_token_id=2)
+    audio = ClapAudioConfig(num_mel_bins=16, spec_size=64, patch_size=4, patch_stride=(4, 4), window_size=4,
+                            depths=(1, 1), num_attention_heads=(2, 2), patch_embeds_hidden_size=16,
+                            hidden_size=32, num_hidden_layers=2, enable_fusion=False)
+    torch.manual_seed(seed)
+    ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(),
+                         projection_dim=CLAP_DIM)).save_pretrained(directory)
+    ClapFeatureExtractor(feature_size=16, sampling_rate=CLAP_RATE, hop_length=480, max_length_s=1,
+                         fft_window_size=1024, frequency_max=14000, truncation="rand_trunc",
+                         padding="repeatpad").save_pretrained(directory)
+    return directory

@@ -1,6 +1,7 @@
 """Periodic evaluation (eval.every) into metrics.jsonl, and `jaxstage eval --task tta` on a tiny run."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,20 @@ def test_eval_tta_cli_held_out_and_prompt_file(t2a_run, tmp_path, capsys):
         assert main(["eval", "--task", "tta", "--workdir", str(t2a_run)] + argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_eval_tta_with_random_config_ast_and_clap(t2a_run, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(ROOT / "tests" / "data"))
+    from hf_tiny import save_tiny_ast, save_tiny_clap
+
+    ast_dir, clap_dir = save_tiny_ast(tmp_path / "ast"), save_tiny_clap(tmp_path / "clap")
+    out = tmp_path / "tta.json"
+    assert main(["eval", "--task", "tta", "--workdir", str(t2a_run), "--n", "4", "--steps", "2",
+                 "--ast", str(ast_dir), "--clap", str(clap_dir), "--out", str(out)]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    for key in ("fd_spectral", "fd_ast", "fd_clap", "kl_ref_gen", "kl_gen_ref"):
+        assert np.isfinite(m[key]) and m[key] >= 0, key
+    assert 1.0 <= m["is_ast"] <= 5.0 and 1.0 <= m["is_ast_reference"] <= 5.0  # 5 classes in the tiny AST
+    assert -1.0 <= m["clap_score"] <= 1.0 and -1.0 <= m["clap_score_reference"] <= 1.0
