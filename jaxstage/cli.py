@@ -153,14 +153,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _eval_sr_run(args: argparse.Namespace) -> int:
     import json
 
-    from jaxstage.config import load_json
-
     if args.ref is not None or args.est is not None or args.input_sr is not None:
         raise ValueError("--workdir scores the run's own held-out clips: drop --ref/--est/--input-sr")
-    workdir = Path(args.workdir)
-    if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
-    cfg = load_json(workdir / "config.json")
+    workdir, cfg = _run_config(args.workdir)
     if cfg.task != "sr":
         raise ValueError(f"{workdir} is task={cfg.task}; --task sr --workdir needs a super-resolution run")
     count = cfg.sample.final_eval_prompts if args.n is None else args.n
@@ -191,16 +186,11 @@ def _eval_sr_run(args: argparse.Namespace) -> int:
 def _eval_tta_run(args: argparse.Namespace) -> int:
     import json
 
-    from jaxstage.config import load_json
-
     if args.workdir is None:
         raise ValueError("--task tta needs --workdir RUN (a text-to-audio run directory)")
     if args.ref is not None or args.est is not None or args.input_sr is not None:
         raise ValueError("--task tta scores a run: drop --ref/--est/--input-sr")
-    workdir = Path(args.workdir)
-    if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
-    cfg = load_json(workdir / "config.json")
+    workdir, cfg = _run_config(args.workdir)
     if cfg.task != "t2a":
         raise ValueError(f"{workdir} is task={cfg.task}; --task tta needs a text-to-audio run")
     n = (cfg.sample.final_eval_prompts or 90) if args.n is None else args.n
@@ -254,15 +244,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def _run_config(workdir_arg: str):
+    """(run directory, its resolved config); a folder without config.json is a one-line error."""
     from jaxstage.config import load_json
 
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps={args.steps} must be >= 1")
-    workdir = Path(args.workdir)
+    workdir = Path(workdir_arg)
     if not (workdir / "config.json").is_file():
         raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
-    cfg = load_json(workdir / "config.json")
+    return workdir, load_json(workdir / "config.json")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps={args.steps} must be >= 1")
+    workdir, cfg = _run_config(args.workdir)
     if cfg.task == "sr":
         return _sample_sr(args, cfg, workdir)
     if args.input is not None or args.cutoff is not None or args.replace_low_band is not None:

@@ -17,16 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-INSTALL_HINT = 'needs torch and transformers: pip install -e ".[torch]"'
-
-
-def _import_torch(owner: str):
-    try:
-        import torch
-        import transformers
-    except ImportError as err:
-        raise ImportError(f"{owner} {INSTALL_HINT} ({err})") from None
-    return torch, transformers
+from jaxstage.data.encoders import _import_torch
 
 
 def _model_dir(model_dir: str | Path, what: str) -> Path:

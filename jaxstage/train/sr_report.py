@@ -11,6 +11,7 @@ input plus noise shaped like the reference's average high-band spectrum: a stron
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,15 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
 
 
+@functools.lru_cache(maxsize=None)
+def _replace_fn(sample_rate: int, n_fft: int, transition_hz: float):
+    """One jitted replacement per setting (periodic evaluations reuse it instead of re-jitting)."""
+    return jax.jit(lambda o, l, c: replace_low_band(o, l, c, sample_rate, n_fft=n_fft, transition_hz=transition_hz))
+
+
 def replaced(cfg: Config, output: np.ndarray, low: np.ndarray, cutoff: np.ndarray) -> np.ndarray:
     """``output`` with the input's band below each cutoff put back (``sr.replace_*`` settings)."""
-    fn = jax.jit(lambda o, l, c: replace_low_band(o, l, c, cfg.data.sample_rate, n_fft=cfg.sr.replace_n_fft,
-                                                  transition_hz=cfg.sr.replace_transition_hz))
+    fn = _replace_fn(cfg.data.sample_rate, cfg.sr.replace_n_fft, cfg.sr.replace_transition_hz)
     return np.clip(np.asarray(fn(output, low, cutoff), np.float32), -1.0, 1.0)
 
 
