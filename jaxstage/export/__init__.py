@@ -1,0 +1,1 @@
+"""Checkpoint interchange with PyTorch stable-audio-tools: key map, config schema, safetensors, export/import."""

@@ -1,0 +1,65 @@
+"""stable-audio-tools' own PyTorch `DiffusionTransformer`, loaded without its heavy dependencies.
+
+The PyPI package (0.0.19) imports gradio, k-diffusion, laion-clap, ... from its two `__init__`
+modules. The DiT itself needs only torch, einops and safetensors, so `load_dit_class` registers the
+two packages as bare namespaces (their `__init__` never runs) and imports
+`stable_audio_tools.models.dit` directly. Install: `pip install --no-deps stable-audio-tools==0.0.19
+einops` next to torch. Used by the parity tests, `bench/step.py` and the docs' loading recipe.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+
+INSTALL_HINT = ("stable-audio-tools is not installed: pip install --no-deps stable-audio-tools==0.0.19 einops "
+                "(and torch: pip install -e '.[torch]')")
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(f"{INSTALL_HINT} ({err})") from None
+    return torch
+
+
+def load_dit_class():
+    """`stable_audio_tools.models.dit.DiffusionTransformer`, imported without the package `__init__`s."""
+    _import_torch()
+    if "stable_audio_tools" not in sys.modules:
+        spec = importlib.util.find_spec("stable_audio_tools")
+        if spec is None:
+            raise ImportError(INSTALL_HINT)
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for name, path in (("stable_audio_tools", root), ("stable_audio_tools.models", root / "models")):
+            package = types.ModuleType(name)  # a bare namespace: the heavy __init__ never runs
+            package.__path__ = [str(path)]
+            sys.modules[name] = package
+    try:
+        from stable_audio_tools.models.dit import DiffusionTransformer
+    except ImportError as err:
+        raise ImportError(f"stable-audio-tools' DiT failed to import ({err}); {INSTALL_HINT}") from err
+    return DiffusionTransformer
+
+
+def build_wrapped_dit(model_config: dict[str, Any]):
+    """A torch module whose state dict has the conditioned wrapper's `model.model.*` keys.
+
+    ``model_config``: a stable-audio-tools `model_config.json` (model_type diffusion_cond, DiT). The
+    outer two levels stand in for `ConditionedDiffusionModelWrapper` (conditioner and pretransform
+    absent) and `DiTWrapper`, which hold nothing but `.model`.
+    """
+    torch = _import_torch()
+    dit_cls = load_dit_class()
+    diffusion = model_config["model"]["diffusion"]
+    dit = dit_cls(diffusion_objective=diffusion.get("diffusion_objective", "v"), **diffusion["config"])
+    inner = torch.nn.Module()
+    inner.model = dit
+    outer = torch.nn.Module()
+    outer.model = inner
+    return outer
