@@ -9,6 +9,8 @@
     jaxstage eval   --task sr --ref DIR --est DIR --input-sr HZ [--out FILE.json] [--allow-missing]
     jaxstage eval   --task sr --workdir DIR [--n N] [--sampler NAME] [--steps N] [--out FILE.json]
     jaxstage eval   --task tta --workdir DIR [--prompts FILE] [--n N] [--ast DIR] [--clap DIR] [--out FILE.json]
+    jaxstage export --workdir DIR --out OUT [--step N] [--ema] [--dtype fp32|bf16|fp16] [--max-shard-size 5GB]
+    jaxstage import --src DIR|FILE --out WORKDIR [--config model_config.json] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -93,7 +95,62 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output JSON (default EST/sr_eval.json)")
     ev.add_argument("--allow-missing", action="store_true",
                     help="skip references without an estimate (listed in the JSON) instead of failing")
+    exp = sub.add_parser("export", help="write a run's DiT as a stable-audio-tools checkpoint (safetensors + model_config.json)")
+    exp.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
+    exp.add_argument("--out", required=True, help="output folder (model.safetensors or shards + index, model_config.json)")
+    exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    exp.add_argument("--ema", action="store_true", help="export the EMA weights (default: the raw weights)")
+    exp.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="parameter dtype (buffers stay fp32)")
+    exp.add_argument("--max-shard-size", default="5GB", metavar="SIZE",
+                     help="larger exports are split into shards with model.safetensors.index.json (e.g. 500MB, 5GB)")
+
+    imp = sub.add_parser("import", help="turn a stable-audio-tools DiT checkpoint into a jaxstage run directory")
+    imp.add_argument("--src", required=True, help="folder with model_config.json + model.safetensors / shards / .ckpt, "
+                                                  "or a weights file")
+    imp.add_argument("--out", required=True, help="new run directory (config.json, checkpoints/0, import.json)")
+    imp.add_argument("--config", default=None, help="the model_config.json (default: beside the weights)")
+    imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field of the derived jaxstage config, e.g. --set codec.n_mels=64 (repeatable)")
     return parser
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '5GB', '1024' (bytes) -> bytes; a bad size is a one-line error."""
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    s = text.strip().upper()
+    number = s.rstrip("KMGIB")
+    try:
+        value = float(number) * units[s[len(number):]]
+    except (ValueError, KeyError):
+        raise ValueError(f"--max-shard-size {text!r}: expected a size like 500MB or 5GB") from None
+    if value < 1:
+        raise ValueError(f"--max-shard-size {text!r} must be at least one byte")
+    return int(value)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from jaxstage.export.exporter import export_run
+
+    workdir, cfg = _run_config(args.workdir)
+    result = export_run(workdir, args.out, step=args.step, ema=args.ema, dtype=args.dtype,
+                        max_shard_bytes=parse_size(args.max_shard_size), cfg=cfg)
+    print(f"exported step {result.step} ({'EMA' if args.ema else 'raw'} weights, {args.dtype}): {result.num_tensors} "
+          f"tensors, {result.num_bytes / 2**20:.1f} MiB -> {', '.join(str(f) for f in result.files)}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from jaxstage.export.importer import import_checkpoint
+
+    report = import_checkpoint(args.src, args.out, config_path=args.config, overrides=args.overrides)
+    skipped = ", ".join(report["not_imported_config"]) or "nothing"
+    print(f"imported {report['imported_tensors']} tensors ({report['dit_parameters']:,} DiT parameters) from "
+          f"{report['source']} -> {args.out} (step 0); freshly initialized: {', '.join(report['fresh'])}; "
+          f"config parts not imported: {skipped}; {report['not_imported_tensors']} non-DiT tensors skipped",
+          file=sys.stderr)
+    print(f"fine-tune: jaxstage train --workdir {args.out}   (or --set train.init_from={args.out} for a new run)",
+          file=sys.stderr)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -361,10 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     from jaxstage.config import ConfigError
 
     handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare,
-                "eval": cmd_eval}
+                "eval": cmd_eval, "export": cmd_export, "import": cmd_import}
     try:
         return handlers[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         print(f"jaxstage {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # CheckpointError, TrainingError

@@ -264,6 +264,10 @@ class TrainConfig:
     ckpt_keep: int = 2
     async_checkpoint: bool = True
     workdir: str = "runs/synth_t2a"
+    # a run directory (from `jaxstage train` or `jaxstage import`) whose newest checkpoint's weights
+    # (raw and EMA) and codec statistics start this run; optimizer, step and regime start fresh.
+    # Read only when the workdir has no checkpoint yet (a resume continues from its own).
+    init_from: str = ""
     progress_bar: bool = True
     compilation_cache: str = "~/.cache/jaxstage/jax_cache"  # "" disables the persistent cache
 

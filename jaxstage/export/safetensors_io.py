@@ -114,7 +114,7 @@ def write_checkpoint(out_dir: str | Path, tensors: dict[str, np.ndarray], *, met
                 weight_map.update({k: name for k in names})
                 written.append(out / name)
             index = {"metadata": {"total_size": total, **(metadata or {})}, "weight_map": weight_map}
-            _write_text_atomic(out / INDEX_NAME, json.dumps(index, indent=2))
+            write_text_atomic(out / INDEX_NAME, json.dumps(index, indent=2))
             written.append(out / INDEX_NAME)
     keep = {p.name for p in written}
     for stale in [out / SINGLE_NAME, out / INDEX_NAME, *out.glob("model-*-of-*.safetensors")]:
@@ -123,7 +123,7 @@ def write_checkpoint(out_dir: str | Path, tensors: dict[str, np.ndarray], *, met
     return written
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

@@ -33,7 +33,6 @@ NOT_IMPORTED = {
     "model.diffusion.global_cond_ids": "conditioning routing by id",
     "model.diffusion.input_concat_ids": "conditioning routing by id",
     "model.diffusion.prepend_cond_ids": "conditioning routing by id",
-    "audio_channels": "jaxstage models are mono",
 }
 
 KNOWN = {
@@ -203,6 +202,8 @@ def parse_sat_config(sat: dict[str, Any]) -> dict[str, Any]:
         "qk_norm": qk == "ln", "ff_mult": int(mult),
     }
     present = [k for k in NOT_IMPORTED if _has(sat, k)]
+    if sat.get("audio_channels", 1) != 1:
+        present.append("audio_channels")  # jaxstage models are mono; channels live in the codec
     return {"dit": fields, "objective": objective, "sample_rate": sat.get("sample_rate"),
             "sample_size": sat.get("sample_size"), "not_imported": present}
 

@@ -40,7 +40,7 @@ from jaxstage.train.step import CompiledStep, compile_train_step
 RESUMABLE_CHANGES = {
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
-    "train.compilation_cache", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
+    "train.compilation_cache", "train.init_from", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
     "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed", "eval.every", "eval.num",
 }
 
@@ -117,11 +117,20 @@ class RunResult:
     sr_eval: dict | None = None  # task=sr: the held-out LSD report (sr_eval.json)
 
 
-def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, stream: BatchStream) -> tuple[TrainState, int]:
-    """Restore the newest checkpoint (state + data position), or initialize a fresh state."""
+def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, stream: BatchStream,
+                    logger: RunLogger | None = None) -> tuple[TrainState, int]:
+    """Restore the newest checkpoint (state + data position), or initialize a fresh state
+    (from ``train.init_from``'s weights when set)."""
     step = ckpt.latest_step()
     if step is None:
+        if exp.cfg.train.init_from:
+            state, note = state_from_run(exp, exp.cfg.train.init_from)
+            if logger is not None:
+                logger.info(note)
+            return state, 0
         return fresh_state(exp), 0
+    if exp.cfg.train.init_from and logger is not None:
+        logger.info(f"resuming {ckpt.directory} at step {step}: train.init_from is read only by a fresh run")
     state, data_position = ckpt.restore(step, restore_target(exp))
     stream.set_state(data_position)
     if int(state.step) != step:
@@ -133,6 +142,28 @@ def fresh_state(exp: Experiment) -> TrainState:
     """A newly initialized train state: codec normalization fitted, monitor batch built."""
     stats = fit_codec_stats(exp, _stats_audio(exp.cfg))
     return init_state(exp, stats, make_monitor(exp, stats))
+
+
+def state_from_run(exp: Experiment, init_from: str) -> tuple[TrainState, str]:
+    """A fresh state whose weights (and codec statistics, same codec only) come from another run's
+    newest checkpoint; returns it with a log line saying what was copied."""
+    from jaxstage.train.init_from import merge_params, same_codec, source_run
+    from jaxstage.train.restore import load_run
+
+    path, source_cfg = source_run(init_from)
+    _, source = load_run(source_cfg, path, mesh=exp.mesh)
+    reuse_stats = same_codec(exp.cfg, source_cfg)
+    stats = source.codec_stats if reuse_stats else fit_codec_stats(exp, _stats_audio(exp.cfg))
+    state = init_state(exp, stats, make_monitor(exp, stats))
+    params, copied, kept = merge_params(state.params, source.params, source_name=init_from)
+    ema, _, _ = merge_params(state.ema_params, source.ema_params, source_name=init_from)
+    # jit boundary of the next step: the copied weights must sit on this run's parameter shardings
+    state = state.replace(params=jax.device_put(params, exp.param_shardings),
+                          ema_params=jax.device_put(ema, exp.param_shardings))
+    note = (f"initialized from {path} (step {int(source.step)}): weights of {', '.join(copied)}"
+            f"{'; fresh: ' + ', '.join(kept) if kept else ''}; codec statistics "
+            f"{'copied' if reuse_stats else 'refitted (codec differs)'}")
+    return state, note
 
 
 def restore_target(exp: Experiment):
@@ -206,7 +237,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     logger = RunLogger(workdir, enabled=is_main, progress_bar=cfg.train.progress_bar)
 
     # ---- state: restore or init, then compile the step once
-    state, start_step = restore_or_init(exp, ckpt, stream)
+    state, start_step = restore_or_init(exp, ckpt, stream, logger)
     logger.info(f"mesh {dict(exp.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s); "
                 f"{'resuming at step ' + str(start_step) if start_step else 'starting fresh'}")
     step_fn = compile_train_step(exp, state)

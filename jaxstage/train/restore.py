@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jax.sharding import Mesh
+
 from jaxstage.config import Config
 from jaxstage.train import checkpoint as ckpt_lib
 from jaxstage.train.state import Experiment, TrainState, build_experiment
 
 
-def load_run(cfg: Config, workdir: str | Path, step: int | None = None) -> tuple[Experiment, TrainState]:
-    """Experiment and restored train state of ``workdir``; errors name the missing checkpoint."""
+def load_run(cfg: Config, workdir: str | Path, step: int | None = None,
+             mesh: Mesh | None = None) -> tuple[Experiment, TrainState]:
+    """Experiment and restored train state of ``workdir`` (on ``mesh``, default the config's);
+    errors name the missing checkpoint."""
     from jaxstage.train.loop import restore_target
 
-    exp = build_experiment(cfg)
+    exp = build_experiment(cfg, mesh)
     ckpt = ckpt_lib.Checkpointer(Path(workdir) / "checkpoints", keep=cfg.train.ckpt_keep, async_save=False)
     available = ckpt.all_steps()
     if not available:

@@ -1,0 +1,110 @@
+"""`jaxstage export`: a run's DiT as a stable-audio-tools checkpoint (model.safetensors + model_config.json).
+
+The checkpoint is restored onto the run's mesh (any sharding), gathered to the host, mapped through
+`key_map` and written by process 0. What is exported: the diffusion transformer (parameters and its
+two buffer kinds, rotary `inv_freq` and LayerNorm `beta`). What is not: jaxstage's text encoder, the
+SR cutoff embedding, the REPA projector, the codec and its normalization statistics (they have no
+stable-audio-tools module); `model_config.json` keeps the full jaxstage config under "jaxstage".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import ml_dtypes
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxstage.config import Config, ConfigError
+from jaxstage.export import key_map, safetensors_io
+from jaxstage.export.sat_config import check_exportable, dit_dims, to_sat_config
+
+DTYPES = {"fp32": np.dtype(np.float32), "bf16": np.dtype(ml_dtypes.bfloat16), "fp16": np.dtype(np.float16)}
+SOURCE_BUFFERS = "sat_buffers.safetensors"  # written by `jaxstage import`: the source's buffers verbatim
+BUFFER_RTOL = 1e-6  # a source buffer must equal jaxstage's own value to this relative tolerance
+
+
+@dataclass
+class ExportResult:
+    files: list[Path]
+    step: int
+    num_tensors: int
+    num_bytes: int
+
+
+def gather_to_host(tree):
+    """Numpy copy of a (possibly sharded, possibly multi-process) pytree of jax arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def source_buffers(workdir: Path, buffers: dict) -> dict:
+    """The DiT buffers to export: jaxstage's, or (imported runs) the source checkpoint's own bits.
+
+    Buffers are constants jaxstage recomputes (rotary frequencies can differ from torch's by one ulp);
+    an imported run keeps the source's values in `sat_buffers.safetensors` so import -> export is
+    bit for bit. Each stored value must match jaxstage's to BUFFER_RTOL, else it is ignored loudly.
+    """
+    path = workdir / SOURCE_BUFFERS
+    if not path.is_file():
+        return buffers
+    stored, _ = safetensors_io.read_file(path)
+    flat = key_map.flatten(buffers)
+    out = {}
+    for p, value in flat.items():
+        key = key_map.torch_key(p)
+        candidate = stored.get(key)
+        if candidate is not None and candidate.shape == value.shape and np.allclose(
+                candidate, value, rtol=BUFFER_RTOL, atol=0):
+            out[p] = candidate.astype(value.dtype)
+        else:
+            raise ConfigError(f"{path}: buffer {key} missing or different from jaxstage's value; delete the file "
+                              f"to export jaxstage's own buffers")
+    return key_map.unflatten(out, buffers)
+
+
+def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None, ema: bool = False,
+               dtype: str = "fp32", max_shard_bytes: int = 5 * 2**30, mesh: Mesh | None = None,
+               show_progress: bool = True, cfg: Config | None = None) -> ExportResult:
+    """Export ``workdir``'s checkpoint (newest, or ``step``) into ``out``.
+
+    ``dtype`` casts the parameters (buffers stay float32); ``mesh`` overrides the run's mesh for the
+    restore (e.g. one device). Raises ConfigError for models stable-audio-tools cannot represent
+    (EDM objective, timestep features other than 256), before any checkpoint is read.
+    """
+    from jaxstage.config import load_json
+    from jaxstage.train.restore import load_run
+
+    workdir = Path(workdir)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    if cfg is None:
+        if not (workdir / "config.json").is_file():
+            raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
+        cfg = load_json(workdir / "config.json")
+    check_exportable(cfg)
+    exp, state = load_run(cfg, workdir, step=step, mesh=mesh)
+    params = gather_to_host((state.ema_params if ema else state.params)["dit"])
+    buffers = source_buffers(workdir, gather_to_host(exp.buffers["dit"]))
+    tensors = key_map.to_torch_state(params, buffers)
+    buffer_keys = {key_map.torch_key(p) for p in key_map.flatten(buffers)}
+    tensors = {k: v if k in buffer_keys else v.astype(DTYPES[dtype]) for k, v in tensors.items()}
+    sat_config = to_sat_config(cfg, dit_dims(params))
+    result_step = int(state.step)
+    files: list[Path] = []
+    if jax.process_index() == 0:
+        metadata = {"format": "pt", "producer": "jaxstage", "jaxstage_step": str(result_step),
+                    "weights": "ema" if ema else "params", "dtype": dtype}
+        files = safetensors_io.write_checkpoint(out, tensors, metadata=metadata, max_shard_bytes=max_shard_bytes,
+                                                show_progress=show_progress)
+        config_path = Path(out) / "model_config.json"
+        safetensors_io.write_text_atomic(config_path, json.dumps(sat_config, indent=2))
+        files.append(config_path)
+    return ExportResult(files=files, step=result_step, num_tensors=len(tensors),
+                        num_bytes=sum(a.nbytes for a in tensors.values()))
