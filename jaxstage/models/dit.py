@@ -16,9 +16,9 @@ Init mirrors the reference: attention `to_out` and feed-forward output zero-init
 init and `out = project_out(project_in(x))` there (not zero); the 1x1 convs are zero-init residuals;
 `to_scale_shift_gate ~ N(0, 1/D)`; other linears use torch's U(+-1/sqrt(fan_in)).
 
-State paths <-> torch keys: `torch_key(path)` joins the path with "." and renames `kernel` to
-`weight`; `torch_layout(path, a)` reverses a kernel's axes. Buffers (`inv_freq`, LayerNorm `beta`)
-are `transformer.Buffer` variables. Sharding metadata: see `jaxstage/models/transformer.py`
+State paths <-> torch keys: `jaxstage/export/key_map.py` (join the path with "." and rename
+`kernel` to `weight`, reversing its axes). Buffers (`inv_freq`, LayerNorm `beta`) are
+`transformer.Buffer` variables. Sharding metadata: see `jaxstage/models/transformer.py`
 (`out_sharding` logical names "embed", "heads", "mlp", None).
 
 Deviations from 0.0.19:
@@ -215,15 +215,3 @@ def count_params(model: nnx.Module) -> int:
     """Number of trainable (`nnx.Param`) scalars; buffers are excluded."""
     return sum(int(a.size) for a in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
-
-def torch_key(path: tuple) -> str:
-    """NNX state path -> stable-audio-tools state-dict key (`kernel` -> `weight`)."""
-    parts = [str(p) for p in path]
-    if parts[-1] == "kernel":
-        parts[-1] = "weight"
-    return ".".join(parts)
-
-
-def torch_layout(path: tuple, value: jax.Array) -> jax.Array:
-    """Array in torch layout: kernels reversed ([in, out] -> [out, in]; [1, in, out] -> [out, in, 1])."""
-    return jnp.transpose(value) if path[-1] == "kernel" else value

@@ -17,9 +17,8 @@ from jaxstage.models.dit import (
     _nearest_resize,
     block_weight_matrices,
     count_params,
-    torch_key,
-    torch_layout,
 )
+from jaxstage.export import key_map
 from jaxstage.models.transformer import Buffer
 
 B, T, L = 2, 12, 5
@@ -133,7 +132,7 @@ def test_reference_init_blocks_are_identity():
     assert 0.5 < np.asarray(blk.to_scale_shift_gate[...]).std() * EMBED**0.5 < 1.5
     np.testing.assert_allclose(np.asarray(tf.rotary_pos_emb.inv_freq[...]),
                                1.0 / 10000 ** (np.arange(0, 32, 2) / 32), rtol=1e-6)
-    assert torch_layout(("to_q", "kernel"), blk.cross_attn.to_q.kernel[...]).shape == (EMBED, EMBED)
+    assert key_map.rule_for(("to_q", "kernel")).to_torch(np.asarray(blk.cross_attn.to_q.kernel[...])).shape == (EMBED, EMBED)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -288,6 +287,10 @@ BLOCK_SHAPES = {
 def _abstract(**cfg):
     kw = config(**cfg)
     return nnx.eval_shape(lambda: DiffusionTransformer(**kw, rngs=nnx.Rngs(0)))
+
+
+def torch_key(path) -> str:
+    return key_map.torch_key(tuple(str(p) for p in path), prefix="")
 
 
 @pytest.mark.parametrize("cfg", [FULL_P, {**FULL_A, "qk_norm": "ln"}], ids=["prepend", "adaLN"])
