@@ -60,6 +60,8 @@ def test_side_by_side_reports_timings_ratios_and_compile_failure(monkeypatch):
     assert result["ratio_torch_eager_over_jax"] == pytest.approx(
         result["torch_eager"]["step_ms"] / result["jax_jit"]["step_ms"], rel=0.01)
     assert result["torch_compile"] == {"failed": "RuntimeError: no inductor here"}
+    assert len(result["gemm"]) == 4 and all(_positive_finite(r["xla_gflops"]) and _positive_finite(r["torch_gflops"])
+                                            for r in result["gemm"])
     assert result["ratio_torch_compile_over_jax"] is None
 
 
