@@ -369,6 +369,41 @@ def gemm_throughput(size: DiTSize, repeats: int = 20) -> list[dict]:
     return rows
 
 
+def attention_time(size: DiTSize, repeats: int = 10) -> dict:
+    """ms for one self-attention forward + backward at ``size`` ([B, seq + 1, heads, D / heads]):
+    `jax.nn.dot_product_attention` (what jaxstage's DiT calls) vs torch's fused
+    `scaled_dot_product_attention` (what stable-audio-tools calls on CPU)."""
+    import jax.numpy as jnp
+    import torch
+
+    shape = (size.batch, size.seq + 1, size.heads, size.width // size.heads)
+    q = np.random.default_rng(0).standard_normal(shape, np.float32)
+
+    def loss(x):
+        return jnp.sum(jax.nn.dot_product_attention(x, 0.5 * x, 0.25 * x) ** 2)
+
+    grad = jax.jit(jax.grad(loss))  # jit boundary: forward + backward of one attention call
+    jq = jax.device_put(q)
+    jax.block_until_ready(grad(jq))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = grad(jq)
+    jax.block_until_ready(out)
+    jax_ms = (time.perf_counter() - start) / repeats * 1000
+    tq = torch.from_numpy(q).transpose(1, 2).contiguous().requires_grad_(True)  # [B, H, T, Dh]
+
+    def torch_step() -> None:
+        out = torch.nn.functional.scaled_dot_product_attention(tq, 0.5 * tq, 0.25 * tq)
+        (out ** 2).sum().backward()
+
+    torch_step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch_step()
+    torch_ms = (time.perf_counter() - start) / repeats * 1000
+    return {"shape": list(shape), "jax_ms": round(jax_ms, 2), "torch_ms": round(torch_ms, 2)}
+
+
 def _ratio(numerator: dict, denominator: dict) -> float | None:
     if "step_ms" not in numerator or "step_ms" not in denominator:
         return None
@@ -418,6 +453,7 @@ def torch_side_by_side(size: DiTSize = DiTSize(), *, torch_steps: int = 5, jax_s
     result.update(time_interleaved(contenders, steps))
     result.update(skipped)
     result["gemm"] = gemm_throughput(size)  # where the JAX step's time goes on this CPU
+    result["attention"] = attention_time(size)
     result["ratio_torch_eager_over_jax"] = _ratio(result["torch_eager"], result["jax_jit"])
     result["ratio_torch_compile_over_jax"] = _ratio(result["torch_compile"], result["jax_jit"])
     if with_recipe:
@@ -454,6 +490,10 @@ def print_side_by_side(result: dict) -> None:
         for row in result["gemm"]:
             print(f"| {row['product']} | {' x '.join(map(str, row['shape']))} | {row['xla_gflops']} | "
                   f"{row['torch_gflops']} |")
+    if result.get("attention"):
+        a = result["attention"]
+        print(f"\nself-attention {a['shape']} forward + backward: jax.nn.dot_product_attention {a['jax_ms']} ms, "
+              f"torch scaled_dot_product_attention {a['torch_ms']} ms")
 
 
 def main() -> None:

@@ -62,6 +62,7 @@ def test_side_by_side_reports_timings_ratios_and_compile_failure(monkeypatch):
     assert result["torch_compile"] == {"failed": "RuntimeError: no inductor here"}
     assert len(result["gemm"]) == 4 and all(_positive_finite(r["xla_gflops"]) and _positive_finite(r["torch_gflops"])
                                             for r in result["gemm"])
+    assert _positive_finite(result["attention"]["jax_ms"]) and _positive_finite(result["attention"]["torch_ms"])
     assert result["ratio_torch_compile_over_jax"] is None
 
 
