@@ -231,7 +231,9 @@ def jaxstage_config(sat: dict[str, Any], overrides: list[str] = ()) -> tuple[Con
     if block is not None:
         if not isinstance(block, dict) or "config" not in block:
             raise ConfigError("jaxstage: expected an object with the exported run's 'config'")
-        cfg = config_lib.from_dict(block["config"])
+        if not isinstance(block["config"], dict):
+            raise ConfigError("jaxstage.config: expected the exported run's config as an object")
+        cfg = config_lib.from_dict(block["config"], source="the 'jaxstage' block")
     else:
         cfg = _derived_config(parsed)
     if overrides:

@@ -72,10 +72,14 @@ def test_fsdp_export_equals_single_device_export(run, exported, tmp_path):
     single = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
                            axis_types=(jax.sharding.AxisType.Auto,) * 3)
     export_run(run, tmp_path / "single", mesh=single, show_progress=False)
-    a, b = _tensors(exported), _tensors(tmp_path / "single")
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].tobytes() == b[key].tobytes(), key
+    mixed = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    export_run(run, tmp_path / "mixed", mesh=mixed, show_progress=False)  # restored fsdp x tensor sharded
+    a = _tensors(exported)
+    for other in ("single", "mixed"):
+        b = _tensors(tmp_path / other)
+        assert list(a) == list(b)
+        for key in a:
+            assert a[key].tobytes() == b[key].tobytes(), (other, key)
 
 
 def test_export_then_import_gives_the_same_jax_parameters(run, exported, tmp_path):
