@@ -407,6 +407,9 @@ def _write_wav_atomic(path: Path, audio, sample_rate: int) -> None:
     os.close(fd)
     try:
         sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the permissions a plain open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -32,6 +32,15 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temporary file the permissions a plain open() would (mkstemp makes it 0600), then
+    rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 class SafetensorsError(ValueError):
     """An unreadable or inconsistent safetensors file; the message names it."""
 
@@ -68,7 +77,7 @@ def write_file(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[
                 written += len(data)
                 if progress is not None:
                     progress.update(len(data))
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -128,7 +137,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

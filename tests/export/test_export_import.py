@@ -2,6 +2,7 @@
 FSDP-sharded export, bit-exact round trips both ways, sharded files, init_from, named errors."""
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -171,6 +172,10 @@ def test_sharded_export_with_index_and_bf16(run, tmp_path):
     index = json.loads((tmp_path / "shards" / safetensors_io.INDEX_NAME).read_text())
     files = sorted(set(index["weight_map"].values()))
     assert len(files) > 2 and not (tmp_path / "shards" / "model.safetensors").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tmp_path / "shards").iterdir():  # shareable files, not mkstemp's 0600
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     from safetensors.numpy import load_file  # the reference implementation reads our shards
 
     for name in files:
