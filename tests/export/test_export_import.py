@@ -253,3 +253,9 @@ def test_unexportable_runs_are_refused_before_loading(tmp_path, capsys):
                                                          capsys)
     assert "--max-shard-size 'lots'" in _cli_error(["export", "--workdir", str(run), "--out", str(tmp_path / "o"),
                                                     "--max-shard-size", "lots"], capsys)
+
+
+def test_export_of_a_missing_step_names_the_available_ones(run, tmp_path, capsys):
+    err = _cli_error(["export", "--workdir", str(run), "--out", str(tmp_path / "o"), "--step", "7"], capsys)
+    assert "has no step 7 (available: [2])" in err
+    assert not (tmp_path / "o").exists()  # nothing written on failure
