@@ -1,6 +1,6 @@
 """The ``jaxstage`` command line: the only argv parser in the project.
 
-    jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...]
+    jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...] [--coordinator H:P --num-processes N --process-id I]
     jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
     jaxstage sample --workdir DIR --input LOW.wav|DIR --out HIGH.wav|DIR [--cutoff HZ] [--no-replace-low-band]
     jaxstage report --workdir DIR [--out FILE.png]
@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config field, e.g. --set model.depth=4 (repeatable)")
+    train.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="multi-process run: process 0's address (with --num-processes/--process-id; or "
+                            "JAXSTAGE_COORDINATOR etc.; SLURM and TPU VM slices are detected)")
+    train.add_argument("--num-processes", type=int, default=None)
+    train.add_argument("--process-id", type=int, default=None)
 
     sample = sub.add_parser("sample", help="generate audio from a trained run (text-to-audio or super-resolution)")
     sample.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
@@ -290,10 +295,17 @@ def _eval_tta_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from jaxstage import distributed
     from jaxstage.config import load_config
-    from jaxstage.train.loop import train
 
     cfg = load_config(args.config, args.overrides)
+    # before any JAX computation: join the other processes of a multi-process run (if any)
+    distributed.initialize(distributed.detect(os.environ, coordinator=args.coordinator,
+                                              num_processes=args.num_processes, process_id=args.process_id))
+    from jaxstage.train.loop import train
+
     result = train(cfg, args.workdir)
     if result.stopped_by:
         return 0

@@ -90,7 +90,10 @@ def batch_divisor(mesh: Mesh, rules: dict[str, tuple[str, ...]]) -> int:
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """Assemble global arrays from this process's slice of the batch (explicit transfer)."""
     count = jax.process_count()
-    return {
-        k: jax.make_array_from_process_local_data(sharding, v, (v.shape[0] * count,) + v.shape[1:])
-        for k, v in local.items()
-    }
+    # The one intended host-to-device transfer of a step: allowed even inside the training loop's
+    # transfer_guard("disallow") (multi-process, make_array_from_process_local_data counts as implicit).
+    with jax.transfer_guard_host_to_device("allow"):
+        return {
+            k: jax.make_array_from_process_local_data(sharding, v, (v.shape[0] * count,) + v.shape[1:])
+            for k, v in local.items()
+        }

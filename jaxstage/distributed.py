@@ -1,0 +1,122 @@
+"""Multi-controller JAX start-up: which `jax.distributed.initialize` call this process needs.
+
+`detect(env, ...)` is a pure function of the environment and the command-line flags; the order:
+
+1. explicit flags (`jaxstage train --coordinator HOST:PORT --num-processes N --process-id I`);
+2. the same as environment variables `JAXSTAGE_COORDINATOR`, `JAXSTAGE_NUM_PROCESSES`,
+   `JAXSTAGE_PROCESS_ID` (what `launch/` scripts export);
+3. SLURM (`SLURM_JOB_ID` with more than one task): JAX reads the coordinator, process count and id
+   from SLURM itself; jaxstage sets `local_device_ids` so that one task per node sees every GPU of
+   its node (JAX's SLURM detection would give it only GPU `SLURM_LOCALID`, i.e. one GPU per node);
+4. a multi-host TPU VM slice (`TPU_WORKER_HOSTNAMES` with several hosts): JAX detects everything;
+5. otherwise None: a single process, nothing to initialize.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+ENV_PREFIX = "JAXSTAGE_"
+
+
+@dataclass(frozen=True)
+class DistributedSpec:
+    """Arguments for `jax.distributed.initialize` (None: let JAX detect it) and where they came from."""
+
+    source: str  # flags | env | slurm | tpu
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    local_device_ids: tuple[int, ...] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("coordinator_address", "num_processes", "process_id"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.local_device_ids is not None:
+            out["local_device_ids"] = list(self.local_device_ids)
+        return out
+
+
+def _int(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
+def _explicit(coordinator: str | None, num_processes: int | None, process_id: int | None,
+              source: str, names: tuple[str, str, str]) -> DistributedSpec | None:
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if not any(given):
+        return None
+    if not all(given):
+        missing = [n for n, g in zip(names, given) if not g]
+        raise ValueError(f"multi-process start needs {', '.join(names)} together; missing {', '.join(missing)}")
+    if ":" not in coordinator:
+        raise ValueError(f"{names[0]}={coordinator!r} must be HOST:PORT")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ValueError(f"{names[2]}={process_id} must be in [0, {names[1]}={num_processes})")
+    return DistributedSpec(source, coordinator, num_processes, process_id)
+
+
+def _slurm_tasks_on_node(env: Mapping[str, str]) -> int | None:
+    """Tasks on this node from SLURM_NTASKS_PER_NODE or the first entry of SLURM_TASKS_PER_NODE ('2(x3),1')."""
+    direct = _int(env.get("SLURM_NTASKS_PER_NODE"), "SLURM_NTASKS_PER_NODE")
+    if direct is not None:
+        return direct
+    match = re.match(r"\s*(\d+)", env.get("SLURM_TASKS_PER_NODE", ""))
+    return int(match.group(1)) if match else None
+
+
+def _visible_gpus(env: Mapping[str, str]) -> int | None:
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return len([d for d in visible.split(",") if d.strip()])
+    return _int(env.get("SLURM_GPUS_ON_NODE"), "SLURM_GPUS_ON_NODE")
+
+
+def detect(env: Mapping[str, str], *, coordinator: str | None = None, num_processes: int | None = None,
+           process_id: int | None = None) -> DistributedSpec | None:
+    """The distributed start-up this process needs (see the module docstring), or None."""
+    spec = _explicit(coordinator, num_processes, process_id, "flags",
+                     ("--coordinator", "--num-processes", "--process-id"))
+    if spec is not None:
+        return spec
+    spec = _explicit(env.get(ENV_PREFIX + "COORDINATOR") or None,
+                     _int(env.get(ENV_PREFIX + "NUM_PROCESSES"), ENV_PREFIX + "NUM_PROCESSES"),
+                     _int(env.get(ENV_PREFIX + "PROCESS_ID"), ENV_PREFIX + "PROCESS_ID"), "env",
+                     tuple(ENV_PREFIX + n for n in ("COORDINATOR", "NUM_PROCESSES", "PROCESS_ID")))
+    if spec is not None:
+        return spec
+    ntasks = _int(env.get("SLURM_NTASKS"), "SLURM_NTASKS")
+    if env.get("SLURM_JOB_ID") and ntasks is not None and ntasks > 1:
+        per_node = _slurm_tasks_on_node(env)
+        gpus = _visible_gpus(env)
+        local_ids = None
+        if per_node == 1 and gpus:
+            local_ids = tuple(range(gpus))  # one task drives every GPU of its node
+        elif per_node is not None and per_node > 1 and env.get("SLURM_LOCALID") is not None:
+            local_ids = (_int(env["SLURM_LOCALID"], "SLURM_LOCALID"),)  # one task per GPU
+        return DistributedSpec("slurm", local_device_ids=local_ids)
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    if len(hosts) > 1:
+        return DistributedSpec("tpu")
+    return None
+
+
+def initialize(spec: DistributedSpec | None, *, heartbeat_timeout_seconds: int = 100,
+               initialization_timeout: int = 300) -> None:
+    """Call `jax.distributed.initialize` for ``spec`` (no-op for None). Must run before any JAX
+    computation or device query in the process."""
+    if spec is None:
+        return
+    import jax
+
+    jax.distributed.initialize(**spec.kwargs(), heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                               initialization_timeout=initialization_timeout)
