@@ -231,12 +231,16 @@ def make_dataset(cfg: Config, process_index: int, process_count: int) -> grain.I
     ds = grain.MapDataset.source(source)
     if held_out_count(cfg):
         ds = ds[: num_training(cfg, source)]  # the held-out tail never reaches training
+    # Local batch k of the full stream holds stream positions [k L, (k + 1) L); global batch b is
+    # local batches b P .. b P + P - 1, so process p reads every P-th local batch from p. The global
+    # batch (process-local parts concatenated in process order) is then the same G consecutive
+    # examples whatever the process count, and so is a process's k-th batch index (= global step).
     ds = (
         ds.shuffle(seed=cfg.data.seed)
         .repeat(None)
-        .slice(slice(process_index, None, process_count))
         .map(example_transform(cfg))
         .batch(local_batch, drop_remainder=True)
+        .slice(slice(process_index, None, process_count))
     )
     options = grain.ReadOptions(num_threads=cfg.data.prefetch_threads, prefetch_buffer_size=cfg.data.prefetch_buffer)
     return ds.to_iter_dataset(options)
