@@ -414,15 +414,14 @@ def _write_wav_atomic(path: Path, audio, sample_rate: int) -> None:
 
     import soundfile as sf
 
+    from jaxstage.export.safetensors_io import publish_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
     os.close(fd)
     try:
         sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the permissions a plain open() would
-        os.replace(tmp, path)
+        publish_file(tmp, path)  # umask permissions (mkstemp makes 0600), then rename into place
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

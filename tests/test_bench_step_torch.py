@@ -4,7 +4,6 @@ is reported, not raised. Skips without torch + stable-audio-tools (fails under C
 tests in tests/export do)."""
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -12,8 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests" / "export"))
 
 import step as bench_step  # noqa: E402
+from sat_torch import require_reference  # noqa: E402  (skip locally, fail under CI without the reference)
 
 from jaxstage.config import load_config  # noqa: E402
 from jaxstage.models.codecs import stft_num_frames  # noqa: E402
@@ -21,27 +22,12 @@ from jaxstage.models.codecs import stft_num_frames  # noqa: E402
 TINY = bench_step.DiTSize(width=64, depth=1, heads=2, seq=16, batch=2, cond_tokens=4, cond_dim=32, io_channels=8)
 
 
-def require_reference():
-    """torch, or skip (fail under CI) when torch or stable-audio-tools' DiT is absent."""
-    from jaxstage.export.sat_reference import load_dit_class
-
-    try:
-        load_dit_class()
-    except ImportError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"the PyTorch reference must be installed in CI: {err}")
-        pytest.skip(str(err))
-    import torch
-
-    return torch
-
-
 def _positive_finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
 def test_side_by_side_reports_timings_ratios_and_compile_failure(monkeypatch):
-    torch = require_reference()
+    torch, _ = require_reference()
 
     def broken_compile(*args, **kwargs):
         raise RuntimeError("no inductor here\nsecond line")

@@ -32,7 +32,7 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
 
-def _publish(tmp: str, path: Path) -> None:
+def publish_file(tmp: str | Path, path: Path) -> None:
     """Give the temporary file the permissions a plain open() would (mkstemp makes it 0600), then
     rename it into place."""
     umask = os.umask(0)
@@ -77,7 +77,7 @@ def write_file(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[
                 written += len(data)
                 if progress is not None:
                     progress.update(len(data))
-        _publish(tmp, path)
+        publish_file(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -137,7 +137,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        _publish(tmp, path)
+        publish_file(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

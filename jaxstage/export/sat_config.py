@@ -226,7 +226,6 @@ def jaxstage_config(sat: dict[str, Any], overrides: list[str] = ()) -> tuple[Con
     and clip length from sample_rate/sample_size. Either way the DiT fields must agree with the base.
     """
     parsed = parse_sat_config(sat)
-    d = parsed["dit"]
     block = sat.get("jaxstage")
     if block is not None:
         if not isinstance(block, dict) or "config" not in block:
