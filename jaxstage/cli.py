@@ -1,6 +1,7 @@
 """The ``jaxstage`` command line: the only argv parser in the project.
 
     jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...] [--coordinator H:P --num-processes N --process-id I]
+                    [--heartbeat-timeout S]
     jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
     jaxstage sample --workdir DIR --input LOW.wav|DIR --out HIGH.wav|DIR [--cutoff HZ] [--no-replace-low-band]
     jaxstage report --workdir DIR [--out FILE.png]
@@ -11,6 +12,7 @@
     jaxstage eval   --task tta --workdir DIR [--prompts FILE] [--n N] [--ast DIR] [--clap DIR] [--out FILE.json]
     jaxstage export --workdir DIR --out OUT [--step N] [--ema] [--dtype fp32|bf16|fp16] [--max-shard-size 5GB]
     jaxstage import --src DIR|FILE --out WORKDIR [--config model_config.json] [--set key=value ...]
+    jaxstage aot-check [--config FILE] [--set key=value ...] [--devices N] [--device-memory 80GiB] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "JAXSTAGE_COORDINATOR etc.; SLURM and TPU VM slices are detected)")
     train.add_argument("--num-processes", type=int, default=None)
     train.add_argument("--process-id", type=int, default=None)
+    train.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
+                       help="multi-process run: a process silent this long counts as dead and the others "
+                            "stop with an error (default 100)")
 
     sample = sub.add_parser("sample", help="generate audio from a trained run (text-to-audio or super-resolution)")
     sample.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
@@ -116,21 +121,67 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--config", default=None, help="the model_config.json (default: beside the weights)")
     imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of the derived jaxstage config, e.g. --set codec.n_mels=64 (repeatable)")
+    aot = sub.add_parser("aot-check", help="compile the train step for a mesh and model size without running it; "
+                                           "print the memory each device needs")
+    aot.add_argument("--config", default=None, help="experiment file with get_config() (default configs/synth_t2a.py)")
+    aot.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config field, e.g. --set mesh.fsdp=8 (repeatable)")
+    aot.add_argument("--devices", type=int, default=None,
+                     help="compile for this many fake CPU devices (plan a pod from a laptop); default: this "
+                          "machine's devices")
+    aot.add_argument("--device-memory", default=None, metavar="SIZE",
+                     help="memory of one target device, e.g. 80GiB (H100), 141GB (H200), 16GiB (TPU v5e): "
+                          "exit status 3 when the step does not fit")
+    aot.add_argument("--out", default=None, help="also write the report as JSON")
     return parser
 
 
-def parse_size(text: str) -> int:
-    """'500MB', '5GB', '1024' (bytes) -> bytes; a bad size is a one-line error."""
-    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+def parse_size(text: str, flag: str = "--max-shard-size") -> int:
+    """'500MB', '5GB', '80GiB', '1024' (bytes) -> bytes; a bad size is a one-line error naming ``flag``."""
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
     s = text.strip().upper()
-    number = s.rstrip("KMGIB")
+    number = s.rstrip("KMGTIB")
     try:
         value = float(number) * units[s[len(number):]]
     except (ValueError, KeyError):
-        raise ValueError(f"--max-shard-size {text!r}: expected a size like 500MB or 5GB") from None
+        raise ValueError(f"{flag} {text!r}: expected a size like 500MB, 5GB or 80GiB") from None
     if value < 1:
-        raise ValueError(f"--max-shard-size {text!r} must be at least one byte")
+        raise ValueError(f"{flag} {text!r} must be at least one byte")
     return int(value)
+
+
+def cmd_aot_check(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from jaxstage.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    limit = parse_size(args.device_memory, "--device-memory") if args.device_memory else None
+    if args.devices is not None:
+        if args.devices < 1:
+            raise ValueError(f"--devices={args.devices} must be >= 1")
+        # before JAX starts: N fake CPU devices stand in for the target's accelerators
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={args.devices}").strip()
+    import jax
+
+    from jaxstage.train.aot_check import check_memory
+
+    if args.devices is not None and (jax.device_count() != args.devices or jax.devices()[0].platform != "cpu"):
+        raise ValueError(f"--devices={args.devices}: JAX had already started in this process with "
+                         f"{jax.device_count()} {jax.devices()[0].platform} device(s); run jaxstage aot-check on its own")
+
+    report = check_memory(cfg, device_memory=limit)
+    for line in report.lines():
+        print(line)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report.to_json(), indent=2))
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 3 if report.fits is False else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -301,12 +352,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jaxstage.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if args.heartbeat_timeout < 1:
+        raise ValueError(f"--heartbeat-timeout={args.heartbeat_timeout} must be >= 1 second")
+    spec = distributed.detect(os.environ, coordinator=args.coordinator, num_processes=args.num_processes,
+                              process_id=args.process_id)
     # before any JAX computation: join the other processes of a multi-process run (if any)
-    distributed.initialize(distributed.detect(os.environ, coordinator=args.coordinator,
-                                              num_processes=args.num_processes, process_id=args.process_id))
+    distributed.initialize(spec, heartbeat_timeout_seconds=args.heartbeat_timeout)
     from jaxstage.train.loop import train
 
-    result = train(cfg, args.workdir)
+    try:
+        result = train(cfg, args.workdir)
+    except Exception as err:
+        if spec is None:
+            raise
+        # A multi-process run that failed (often: another process died, so a collective failed).
+        # Exit now: JAX's shutdown barrier at interpreter exit would wait for the dead process.
+        workdir = Path(args.workdir or cfg.train.workdir)
+        print(f"jaxstage train: error: {distributed.failure_message(err, workdir / 'checkpoints')}",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
     if result.stopped_by:
         return 0
     print(f"done: {result.final_step} steps in {result.workdir}", file=sys.stderr)
@@ -432,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     from jaxstage.config import ConfigError
 
     handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare,
-                "eval": cmd_eval, "export": cmd_export, "import": cmd_import}
+                "eval": cmd_eval, "export": cmd_export, "import": cmd_import,
+                "aot-check": cmd_aot_check}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:

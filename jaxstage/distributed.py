@@ -8,14 +8,21 @@
 3. SLURM (`SLURM_JOB_ID` with more than one task): JAX reads the coordinator, process count and id
    from SLURM itself; jaxstage sets `local_device_ids` so that one task per node sees every GPU of
    its node (JAX's SLURM detection would give it only GPU `SLURM_LOCALID`, i.e. one GPU per node);
+   with several tasks per node each drives one GPU: `SLURM_LOCALID` among the node's GPUs, or the one
+   GPU SLURM bound it to (`--gpus-per-task=1`: it sees a single GPU, numbered 0);
 4. a multi-host TPU VM slice (`TPU_WORKER_HOSTNAMES` with several hosts): JAX detects everything;
 5. otherwise None: a single process, nothing to initialize.
+
+When one process dies, the others learn it from a failed collective (CPU/Gloo: at once) or from
+its missing heartbeats (``heartbeat_timeout_seconds``); ``failure_message`` is the one line they
+print before exiting.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 ENV_PREFIX = "JAXSTAGE_"
@@ -81,6 +88,17 @@ def _visible_gpus(env: Mapping[str, str]) -> int | None:
     return _int(env.get("SLURM_GPUS_ON_NODE"), "SLURM_GPUS_ON_NODE")
 
 
+def _one_gpu_per_task(local_id: int, gpus: int | None, env: Mapping[str, str]) -> tuple[int, ...]:
+    """The device id of task ``local_id``'s GPU among the GPUs visible to it: its local id when it
+    sees the whole node, 0 when SLURM bound it to one GPU (``--gpus-per-task=1``, ``--gpu-bind``)."""
+    if gpus is None or gpus > local_id:
+        return (local_id,)
+    if gpus == 1:
+        return (0,)
+    raise ValueError(f"SLURM_LOCALID={local_id} but this task sees {gpus} GPUs (CUDA_VISIBLE_DEVICES="
+                     f"{env.get('CUDA_VISIBLE_DEVICES', '')!r}): give each task one GPU or the whole node")
+
+
 def detect(env: Mapping[str, str], *, coordinator: str | None = None, num_processes: int | None = None,
            process_id: int | None = None) -> DistributedSpec | None:
     """The distributed start-up this process needs (see the module docstring), or None."""
@@ -102,7 +120,7 @@ def detect(env: Mapping[str, str], *, coordinator: str | None = None, num_proces
         if per_node == 1 and gpus:
             local_ids = tuple(range(gpus))  # one task drives every GPU of its node
         elif per_node is not None and per_node > 1 and env.get("SLURM_LOCALID") is not None:
-            local_ids = (_int(env["SLURM_LOCALID"], "SLURM_LOCALID"),)  # one task per GPU
+            local_ids = _one_gpu_per_task(_int(env["SLURM_LOCALID"], "SLURM_LOCALID"), gpus, env)
         return DistributedSpec("slurm", local_device_ids=local_ids)
     hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
     if len(hosts) > 1:
@@ -120,3 +138,26 @@ def initialize(spec: DistributedSpec | None, *, heartbeat_timeout_seconds: int =
 
     jax.distributed.initialize(**spec.kwargs(), heartbeat_timeout_seconds=heartbeat_timeout_seconds,
                                initialization_timeout=initialization_timeout)
+
+
+def complete_checkpoints(directory: Path) -> list[int]:
+    """Steps of the finished checkpoints in an Orbax checkpoint folder (an interrupted save stays
+    a ``<step>.orbax-checkpoint-tmp*`` folder, which is never restored)."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def failure_message(err: BaseException, checkpoint_dir: Path) -> str:
+    """One line for a multi-process run that failed in this process: which process, the error's first
+    line, the likely cause, and the newest finished checkpoint to resume from."""
+    import jax
+
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    if len(first_line) > 300:
+        first_line = first_line[:297] + "..."
+    steps = complete_checkpoints(checkpoint_dir)
+    resume = (f"newest finished checkpoint: step {steps[-1]} in {checkpoint_dir}; rerun the same command "
+              f"(with any process count) to resume from it" if steps else f"no finished checkpoint in {checkpoint_dir}")
+    return (f"process {jax.process_index()} of {jax.process_count()} stopped: {type(err).__name__}: {first_line} "
+            f"(in a multi-process run this usually means another process died: see its log); {resume}")

@@ -3,7 +3,7 @@ node), TPU VM slices, single process; one-line errors for partial or bad setting
 
 import pytest
 
-from jaxstage.distributed import DistributedSpec, detect
+from jaxstage.distributed import DistributedSpec, complete_checkpoints, detect, failure_message
 
 
 def test_single_process_needs_nothing():
@@ -48,8 +48,25 @@ def test_slurm_one_task_per_node_sees_every_gpu_of_its_node():
 def test_slurm_one_task_per_gpu_uses_its_local_id():
     env = {"SLURM_JOB_ID": "9", "SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8", "SLURM_LOCALID": "5"}
     assert detect(env).local_device_ids == (5,)
+    assert detect({**env, "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}).local_device_ids == (5,)
+    # --gpus-per-task=1: the task sees only its own GPU, which JAX numbers 0
+    assert detect({**env, "CUDA_VISIBLE_DEVICES": "5"}).local_device_ids == (0,)
+    with pytest.raises(ValueError, match="SLURM_LOCALID=5 but this task sees 2 GPUs"):
+        detect({**env, "CUDA_VISIBLE_DEVICES": "4,5"})
 
 
 def test_multi_host_tpu_slice_lets_jax_detect():
     assert detect({"TPU_WORKER_HOSTNAMES": "t1,t2,t3,t4"}) == DistributedSpec("tpu")
     assert DistributedSpec("tpu").kwargs() == {}
+
+
+def test_failure_message_names_process_error_and_newest_finished_checkpoint(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    for name in ("2", "4", "6.orbax-checkpoint-tmp-1732", "notes"):
+        (checkpoints / name).mkdir(parents=True)
+    assert complete_checkpoints(checkpoints) == [2, 4]  # an interrupted save is not a checkpoint
+    message = failure_message(RuntimeError("Gloo AllGather failed: Connection closed by peer\n<stack>"), checkpoints)
+    assert message.startswith("process 0 of 1 stopped: RuntimeError: Gloo AllGather failed: Connection closed by peer (")
+    assert f"newest finished checkpoint: step 4 in {checkpoints}" in message
+    assert "<stack>" not in message and "\n" not in message
+    assert f"no finished checkpoint in {tmp_path / 'none'}" in failure_message(ValueError("x"), tmp_path / "none")

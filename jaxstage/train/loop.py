@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from jaxstage.train.step import CompiledStep, compile_train_step
 # Keys that may differ when an existing run directory is resumed: cadence, length, sampling, and
 # the mesh (checkpoints restore onto any mesh).
 RESUMABLE_CHANGES = {
-    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules",
+    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules", "model.remat",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
     "train.compilation_cache", "train.init_from", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
     "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed", "eval.every", "eval.num",
@@ -84,14 +85,23 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class StopFlag:
-    """Turns SIGTERM/SIGINT into a request to checkpoint and exit at the next step boundary."""
+    """Turns SIGTERM/SIGINT into a request to checkpoint and exit at a step boundary.
 
-    def __init__(self):
+    Single process: the next step boundary. Multi-process: every process must stop at the same step
+    (the checkpoint save is collective), so the signal goes through JAX's preemption service, which
+    tells every process of a SIGTERM received by any one and agrees on the step
+    (``multihost_utils.reached_preemption_sync_point``). Its handler owns SIGTERM; a SIGINT is
+    re-raised as SIGTERM to reach it.
+    """
+
+    def __init__(self, multi_process: bool = False):
+        self.multi_process = multi_process
         self.signal_name: str | None = None
         self._previous = {}
 
     def __enter__(self) -> "StopFlag":
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        signals = (signal.SIGINT,) if self.multi_process else (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -99,6 +109,19 @@ class StopFlag:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C aborts immediately
         self.signal_name = signal.Signals(signum).name
+        if self.multi_process:
+            os.kill(os.getpid(), signal.SIGTERM)  # to the preemption service, which tells the others
+
+    def stop_at(self, step: int) -> bool:
+        """Whether to checkpoint and stop after ``step`` (called by every process at every step)."""
+        if not self.multi_process:
+            return self.signal_name is not None
+        from jax.experimental import multihost_utils
+
+        if multihost_utils.reached_preemption_sync_point(step):
+            self.signal_name = self.signal_name or "SIGTERM"
+            return True
+        return False
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -261,7 +284,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     stopped_by = None
     step = start_step
     logger.start_progress(start_step, total)
-    with StopFlag() as stop:
+    with StopFlag(multi_process=jax.process_count() > 1) as stop:
         while step < total:
             # Between log fetches nothing moves between host and device implicitly: the batch is an
             # explicit transfer and metrics stay on device until the next log step.
@@ -278,7 +301,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
                 sample_fn(logger, generator, state, cfg, step)
             if cfg.eval.every and step % cfg.eval.every == 0:
                 logger.eval_metrics(step, evaluate(state))
-            if stop.signal_name is not None:
+            if stop.stop_at(step):
                 stopped_by = stop.signal_name
                 break
             if step % cfg.train.ckpt_every == 0:
