@@ -162,9 +162,12 @@ def cmd_aot_check(args: argparse.Namespace) -> int:
     if args.devices is not None:
         if args.devices < 1:
             raise ValueError(f"--devices={args.devices} must be >= 1")
-        # before JAX starts: N fake CPU devices stand in for the target's accelerators
+        # before JAX starts: N fake CPU devices stand in for the target's accelerators, and the CPU
+        # compiler keeps the optimization barriers of jax.checkpoint (else model.remat saves nothing)
+        from jaxstage.train.aot_check import CPU_KEEP_REMAT_FLAG
+
         os.environ["JAX_PLATFORMS"] = "cpu"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {CPU_KEEP_REMAT_FLAG}"
                                    f" --xla_force_host_platform_device_count={args.devices}").strip()
     import jax
 

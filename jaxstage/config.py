@@ -103,6 +103,7 @@ class ModelConfig:
     global_cond_type: str = "prepend"  # prepend | adaLN
     timestep_features_dim: int = 256
     project_cond_tokens: bool = True
+    remat: bool = False  # recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
 
 
 @dataclass

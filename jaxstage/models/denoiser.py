@@ -50,7 +50,7 @@ class Denoiser(nnx.Module):
             global_cond_type=cfg.model.global_cond_type, qk_norm=cfg.model.qk_norm,
             ff_mult=cfg.model.ff_mult, timestep_features_dim=cfg.model.timestep_features_dim,
             global_cond_dim=global_cond_dim, input_concat_dim=io_channels if self.sr else 0,
-            rngs=rngs,
+            remat=cfg.model.remat, rngs=rngs,
         )
         # Mechanism 1's projector h_ψ (SPEC §3.3), present only when alignment is on.
         self.projector = (Projector(cfg.model.embed_dim, ssl_dim, cfg.guidance.hidden, rngs=rngs)
