@@ -12,6 +12,7 @@
     jaxstage eval   --task tta --workdir DIR [--prompts FILE] [--n N] [--ast DIR] [--clap DIR] [--out FILE.json]
     jaxstage export --workdir DIR --out OUT [--step N] [--ema] [--dtype fp32|bf16|fp16] [--max-shard-size 5GB]
     jaxstage import --src DIR|FILE --out WORKDIR [--config model_config.json] [--set key=value ...]
+    jaxstage posttrain --config configs/synth_t2a_arc.py --init-from RUN_DIR [--workdir DIR] [--set key=value ...]
     jaxstage aot-check [--config FILE] [--set key=value ...] [--devices N] [--device-memory 80GiB] [--out FILE.json]
 """
 
@@ -121,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--config", default=None, help="the model_config.json (default: beside the weights)")
     imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of the derived jaxstage config, e.g. --set codec.n_mels=64 (repeatable)")
+    post = sub.add_parser("posttrain", help="ARC post-training: turn a pretrained rectified-flow run into a "
+                                            "few-step sampler (docs/arc.md)")
+    post.add_argument("--config", default=None, help="experiment file (e.g. configs/synth_t2a_arc.py)")
+    post.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                      help="the pretrained run (default: the config's arc.init_from)")
+    post.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
+    post.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one config field, e.g. --set arc.disc_depth=2 (repeatable)")
+
     aot = sub.add_parser("aot-check", help="compile the train step for a mesh and model size without running it; "
                                            "print the memory each device needs")
     aot.add_argument("--config", default=None, help="experiment file with get_config() (default configs/synth_t2a.py)")
@@ -149,6 +159,18 @@ def parse_size(text: str, flag: str = "--max-shard-size") -> int:
     if value < 1:
         raise ValueError(f"{flag} {text!r} must be at least one byte")
     return int(value)
+
+
+def cmd_posttrain(args: argparse.Namespace) -> int:
+    from jaxstage.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from jaxstage.posttrain.loop import posttrain
+
+    result = posttrain(cfg, args.workdir, init_from=args.init_from)
+    if not result.stopped_by:
+        print(f"done: {result.final_step} post-training steps in {result.workdir}", file=sys.stderr)
+    return 0
 
 
 def cmd_aot_check(args: argparse.Namespace) -> int:
@@ -501,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare,
                 "eval": cmd_eval, "export": cmd_export, "import": cmd_import,
-                "aot-check": cmd_aot_check}
+                "aot-check": cmd_aot_check, "posttrain": cmd_posttrain}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:

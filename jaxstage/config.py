@@ -274,6 +274,31 @@ class TrainConfig:
 
 
 @dataclass
+class ARCConfig:
+    """ARC post-training (SPEC §5): a pretrained rectified-flow run becomes a few-step sampler by
+    adversarial relativistic-contrastive training. Read only by ``jaxstage posttrain``."""
+
+    init_from: str = ""  # the pretrained run directory (``jaxstage posttrain --init-from`` overrides)
+    disc_depth: int = 2  # DiT blocks kept by the discriminator (a truncated copy of the pretrained DiT)
+    head_hidden: int = 64  # channels of the discriminator's conv head
+    head_kernel: int = 3  # time kernel of the head's first conv (ours)
+    gen_lr: float = 1e-5  # generator AdamW learning rate (constant after warm-up)
+    disc_lr: float = 1e-5  # discriminator AdamW learning rate
+    b1: float = 0.5  # AdamW betas of both optimizers (ours: a common GAN choice)
+    b2: float = 0.99
+    warmup_steps: int = 50
+    grad_clip: float = 1.0  # global-norm clipping of each player's gradient (0 = off)
+    gen_level_loc: float = 0.0  # generator times t ~ logit-normal(loc, scale) (SPEC: p_gen)
+    gen_level_scale: float = 1.0
+    dis_level_loc: float = 0.0  # re-noising times tau ~ logit-normal(loc, scale) (SPEC: p_dis)
+    dis_level_scale: float = 1.0
+    contrastive_weight: float = 1.0  # weight of the contrastive discriminator loss L_C
+    r1_weight: float = 0.0  # weight of the approximate R1 (real) + R2 (fake) penalty (0 = off)
+    r1_sigma: float = 0.05  # std of the input perturbation of the approximate R1/R2
+    ema_decay: float = 0.9999  # EMA of the generator (the weights sampled from)
+
+
+@dataclass
 class Config:
     """The whole experiment."""
 
@@ -294,6 +319,7 @@ class Config:
     struct: StructConfig = field(default_factory=StructConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sr: SRConfig = field(default_factory=SRConfig)
+    arc: ARCConfig = field(default_factory=ARCConfig)
 
     @property
     def num_samples(self) -> int:

@@ -161,3 +161,19 @@ def failure_message(err: BaseException, checkpoint_dir: Path) -> str:
               f"(with any process count) to resume from it" if steps else f"no finished checkpoint in {checkpoint_dir}")
     return (f"process {jax.process_index()} of {jax.process_count()} stopped: {type(err).__name__}: {first_line} "
             f"(in a multi-process run this usually means another process died: see its log); {resume}")
+
+
+def barrier(name: str, timeout_seconds: int = 600) -> None:
+    """Wait until every process reaches ``name`` (no-op in a single process).
+
+    Uses the coordination service's barrier, not a device collective: processes that reach their
+    first collective far apart (one compiled slower) would otherwise exceed Gloo's fixed 30 s
+    context-initialization timeout on CPU.
+    """
+    import jax
+    from jax._src import distributed as jax_distributed  # the client is not public API
+
+    client = jax_distributed.global_state.client
+    if client is None or jax.process_count() == 1:
+        return
+    client.wait_at_barrier(f"jaxstage_{name}", timeout_in_ms=timeout_seconds * 1000)

@@ -36,7 +36,7 @@ SETTINGS = {
     "struct.enabled": "true", "struct.every": 2, "struct.ramp_steps": 4, "struct.num_groups": 2,
 }
 TIMEOUT = 900  # seconds per training command (2 cores shared with another test worker)
-HEARTBEAT = 20  # --heartbeat-timeout of the kill test: the bound on a hung process's exit
+HEARTBEAT = 30  # --heartbeat-timeout of the kill test: the bound on a hung process's exit
 
 
 def _args(workdir: Path, steps: int, **extra) -> list[str]:

@@ -56,11 +56,11 @@ def same_codec(cfg: Config, source: Config) -> bool:
     return all(get_value(cfg, k) == get_value(source, k) for k in CODEC_KEYS)
 
 
-def source_run(init_from: str) -> tuple[Path, Config]:
-    """(directory, config) of the run named by ``train.init_from``; one-line errors otherwise."""
+def source_run(init_from: str, name: str = "train.init_from") -> tuple[Path, Config]:
+    """(directory, config) of the run named by ``name`` (a config key or flag); one-line errors otherwise."""
     from jaxstage.config import load_json
 
     path = Path(init_from).expanduser()
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"train.init_from={init_from}: no config.json (not a jaxstage run directory)")
+        raise FileNotFoundError(f"{name}={init_from}: no config.json (not a jaxstage run directory)")
     return path, load_json(path / "config.json")

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstage import config as config_lib
-from jaxstage import parallel
+from jaxstage import distributed, parallel
 from jaxstage.config import Config, ConfigError
 from jaxstage.data.pipeline import BatchStream, held_out_batch, make_source, num_training, sr_held_out_batch
 from jaxstage.train import checkpoint as ckpt_lib
@@ -41,7 +41,7 @@ from jaxstage.train.step import CompiledStep, compile_train_step
 RESUMABLE_CHANGES = {
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules", "model.remat",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
-    "train.compilation_cache", "train.init_from", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
+    "train.compilation_cache", "train.init_from", "arc.init_from", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
     "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed", "eval.every", "eval.num",
 }
 
@@ -265,6 +265,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
                 f"{'resuming at step ' + str(start_step) if start_step else 'starting fresh'}")
     step_fn = compile_train_step(exp, state)
     logger.info(f"train step compiled in {step_fn.compile_seconds:.1f}s; {step_fn.memory_analysis()}")
+    distributed.barrier("train_step_compiled")  # processes enter the first collective together
     if cfg.task == "sr":
         generator = SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16))
         sample_fn = write_sr_samples
@@ -333,15 +334,17 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     return result
 
 
-def _write_metrics(logger: RunLogger, pending: tuple[int, dict[str, jax.Array]], last_fetch: tuple[int, float]):
-    """Fetch one log step's metrics (explicit device_get), add throughput, log them."""
+def _write_metrics(logger: RunLogger, pending: tuple[int, dict[str, jax.Array]], last_fetch: tuple[int, float],
+                   finite_key: str = "loss"):
+    """Fetch one log step's metrics (explicit device_get), add throughput, log them; a non-finite
+    ``finite_key`` stops the run."""
     step, device_metrics = pending
     values = {k: _json_value(v) for k, v in jax.device_get(device_metrics).items()}
     now = time.perf_counter()
     prev_step, prev_time = last_fetch
     values["steps_per_s"] = (step - prev_step) / max(now - prev_time, 1e-9)
-    if values["loss"] is None:
-        raise TrainingError(f"loss is not finite at step {step}; stopping (last checkpoint kept)")
+    if values[finite_key] is None:
+        raise TrainingError(f"{finite_key} is not finite at step {step}; stopping (last checkpoint kept)")
     logger.metrics(step, values)
     return step, now
 

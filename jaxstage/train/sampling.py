@@ -19,13 +19,14 @@ from jaxstage.models.text import HashTokenizer
 from jaxstage.train.state import Experiment, Params
 
 
-def make_generate_fn(exp: Experiment, sampler: str, steps: int):
+def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = True):
     """A jitted ``(params, stats, text, text_mask, key, cfg_scale) -> audio [B, N]``; ``text`` is token
     ids [B, L] or precomputed embeddings [B, L, D] (per ``text.kind``).
 
-    jit boundary: compiled once per (sampler, steps, batch size); the guidance scale is a traced
-    argument, so changing it does not recompile. CFG batches the conditional and unconditional
-    passes into one model call.
+    jit boundary: compiled once per (sampler, steps, guided, batch size); the guidance scale is a
+    traced argument, so changing it does not recompile. CFG batches the conditional and unconditional
+    passes into one model call; ``guided=False`` runs the conditional pass alone (``cfg_scale`` is
+    then ignored: what a scale of 1 computes, at half the cost).
     """
     objective = exp.objective
     levels = schedules.for_objective(objective, steps)
@@ -45,10 +46,13 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int):
             out = model.denoise(x_in, c_noise, cond["tokens"], cond["mask"]).out
             return objective.denoise(out, x, level)
 
-        denoise = samplers.cfg_batched(
-            denoise_with, {"tokens": tokens, "mask": mask}, {"tokens": null_tokens(tokens), "mask": mask},
-            objective, cfg_scale, interval,
-        )
+        cond = {"tokens": tokens, "mask": mask}
+        if guided:
+            denoise = samplers.cfg_batched(denoise_with, cond, {"tokens": null_tokens(tokens), "mask": mask},
+                                           objective, cfg_scale, interval)
+        else:
+            def denoise(x, level):
+                return denoise_with(x, level, cond)
 
         noise_key, sampler_key = jax.random.split(key)
         x_T = jax.random.normal(noise_key, (batch, num_frames, exp.io_channels), jnp.float32)
@@ -59,12 +63,14 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int):
 
 
 class Generator:
-    """Caches one compiled sampler per (sampler, steps) and turns prompts into waveforms."""
+    """Caches one compiled sampler per (sampler, steps, guided) and turns prompts into waveforms.
+    A guidance scale of exactly 1 (no CFG, e.g. ARC post-trained runs) samples unguided: one model
+    pass per step instead of two."""
 
     def __init__(self, exp: Experiment):
         self.exp = exp
         self.tokenizer = HashTokenizer(exp.cfg.text.vocab_size)
-        self._fns: dict[tuple[str, int], Any] = {}
+        self._fns: dict[tuple[str, int, bool], Any] = {}
 
     def __call__(self, params: Params, stats: CodecStats, prompts: list[str], *, sampler: str | None = None,
                  steps: int | None = None, cfg_scale: float | None = None, seed: int = 0) -> np.ndarray:
@@ -86,10 +92,11 @@ class Generator:
         s = self.exp.cfg.sample
         sampler = sampler or s.sampler
         steps = steps or s.steps
-        fn = self._fns.get((sampler, steps))
-        if fn is None:
-            fn = self._fns[(sampler, steps)] = make_generate_fn(self.exp, sampler, steps)
         scale = s.cfg_scale if cfg_scale is None else cfg_scale
+        guided = scale != 1.0
+        fn = self._fns.get((sampler, steps, guided))
+        if fn is None:
+            fn = self._fns[(sampler, steps, guided)] = make_generate_fn(self.exp, sampler, steps, guided)
         audio = fn(params, stats, jnp.asarray(text), jnp.asarray(text_mask), jax.random.PRNGKey(seed),
                    jnp.asarray(scale, jnp.float32))
         return np.clip(np.asarray(jax.device_get(audio), np.float32), -1.0, 1.0)

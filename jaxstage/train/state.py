@@ -205,36 +205,37 @@ def state_shardings(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBa
     """
     abstract = abstract_state(exp, codec_stats, monitor)
     rep = parallel.replicated(exp.mesh)
-    param_sh = jax.tree.leaves(exp.param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
-    param_treedef = jax.tree.structure(exp.abstract_params)
+    return TrainState(
+        step=rep, params=exp.param_shardings,
+        opt_state=optimizer_shardings(abstract.opt_state, exp.abstract_params, exp.param_shardings, rep),
+        ema_params=exp.param_shardings, rng=rep,
+        regime=jax.tree.map(lambda _: rep, abstract.regime),
+        codec_stats=jax.tree.map(lambda _: rep, abstract.codec_stats),
+        monitor=jax.tree.map(lambda _: rep, abstract.monitor),
+    )
 
-    def opt_shardings(sub):
-        # optax stores per-parameter moments as trees with the params' structure.
-        if jax.tree.structure(sub) == param_treedef:
-            return jax.tree.unflatten(param_treedef, param_sh)
-        return None
+
+def optimizer_shardings(abstract_opt_state: Any, abstract_params: Params, param_shardings: Params,
+                        replicated: NamedSharding) -> Any:
+    """Shardings of an optax state: per-parameter moments mirror the parameters' shardings
+    (optax stores them as trees with the params' structure); every other leaf is replicated."""
+    param_sh = jax.tree.leaves(param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    param_treedef = jax.tree.structure(abstract_params)
 
     def map_opt(node):
-        result = opt_shardings(node)
-        if result is not None:
-            return result
+        if jax.tree.structure(node) == param_treedef:
+            return jax.tree.unflatten(param_treedef, param_sh)
         if isinstance(node, jax.ShapeDtypeStruct):
-            return rep
+            return replicated
         if isinstance(node, tuple) and hasattr(node, "_fields"):
             return type(node)(*(map_opt(c) for c in node))
         if isinstance(node, (tuple, list)):
             return type(node)(map_opt(c) for c in node)
         if isinstance(node, dict):
             return {k: map_opt(v) for k, v in node.items()}
-        return jax.tree.map(lambda _: rep, node)
+        return jax.tree.map(lambda _: replicated, node)
 
-    return TrainState(
-        step=rep, params=exp.param_shardings, opt_state=map_opt(abstract.opt_state),
-        ema_params=exp.param_shardings, rng=rep,
-        regime=jax.tree.map(lambda _: rep, abstract.regime),
-        codec_stats=jax.tree.map(lambda _: rep, abstract.codec_stats),
-        monitor=jax.tree.map(lambda _: rep, abstract.monitor),
-    )
+    return map_opt(abstract_opt_state)
 
 
 def fit_codec_stats(exp: Experiment, audio: np.ndarray) -> CodecStats:

@@ -1,0 +1,1 @@
+"""Post-training (SPEC §5): adversarial relativistic-contrastive (ARC) losses and helpers."""
