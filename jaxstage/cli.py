@@ -13,6 +13,7 @@
     jaxstage export --workdir DIR --out OUT [--step N] [--ema] [--dtype fp32|bf16|fp16] [--max-shard-size 5GB]
     jaxstage import --src DIR|FILE --out WORKDIR [--config model_config.json] [--set key=value ...]
     jaxstage posttrain --config configs/synth_t2a_arc.py --init-from RUN_DIR [--workdir DIR] [--set key=value ...]
+                       [--coordinator H:P --num-processes N --process-id I] [--heartbeat-timeout S]
     jaxstage aot-check [--config FILE] [--set key=value ...] [--devices N] [--device-memory 80GiB] [--out FILE.json]
 """
 
@@ -34,14 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config field, e.g. --set model.depth=4 (repeatable)")
-    train.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                       help="multi-process run: process 0's address (with --num-processes/--process-id; or "
-                            "JAXSTAGE_COORDINATOR etc.; SLURM and TPU VM slices are detected)")
-    train.add_argument("--num-processes", type=int, default=None)
-    train.add_argument("--process-id", type=int, default=None)
-    train.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
-                       help="multi-process run: a process silent this long counts as dead and the others "
-                            "stop with an error (default 100)")
+    add_distributed_flags(train)
 
     sample = sub.add_parser("sample", help="generate audio from a trained run (text-to-audio or super-resolution)")
     sample.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
@@ -130,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
     post.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override one config field, e.g. --set arc.disc_depth=2 (repeatable)")
+    add_distributed_flags(post)
 
     aot = sub.add_parser("aot-check", help="compile the train step for a mesh and model size without running it; "
                                            "print the memory each device needs")
@@ -144,6 +139,44 @@ def build_parser() -> argparse.ArgumentParser:
                           "exit status 3 when the step does not fit")
     aot.add_argument("--out", default=None, help="also write the report as JSON")
     return parser
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """The multi-process flags of `train` and `posttrain`."""
+    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help="multi-process run: process 0's address (with --num-processes/--process-id; or "
+                             "JAXSTAGE_COORDINATOR etc.; SLURM and TPU VM slices are detected)")
+    parser.add_argument("--num-processes", type=int, default=None)
+    parser.add_argument("--process-id", type=int, default=None)
+    parser.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
+                        help="multi-process run: a process silent this long counts as dead and the others "
+                             "stop with an error (default 100)")
+
+
+def run_joined(args: argparse.Namespace, workdir: Path, run):
+    """Join the other processes of a multi-process run (if any: flags, env, SLURM, TPU slice), then
+    ``run()``. A failure in a multi-process run is one line naming the newest finished checkpoint,
+    and the process exits at once: JAX's shutdown barrier at interpreter exit would wait for a dead
+    peer."""
+    import os
+
+    from jaxstage import distributed
+
+    if args.heartbeat_timeout < 1:
+        raise ValueError(f"--heartbeat-timeout={args.heartbeat_timeout} must be >= 1 second")
+    spec = distributed.detect(os.environ, coordinator=args.coordinator, num_processes=args.num_processes,
+                              process_id=args.process_id)
+    # before any JAX computation
+    distributed.initialize(spec, heartbeat_timeout_seconds=args.heartbeat_timeout)
+    try:
+        return run()
+    except Exception as err:
+        if spec is None:
+            raise
+        print(f"jaxstage {args.command}: error: {distributed.failure_message(err, workdir / 'checkpoints')}",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def parse_size(text: str, flag: str = "--max-shard-size") -> int:
@@ -165,9 +198,13 @@ def cmd_posttrain(args: argparse.Namespace) -> int:
     from jaxstage.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    from jaxstage.posttrain.loop import posttrain
 
-    result = posttrain(cfg, args.workdir, init_from=args.init_from)
+    def run():
+        from jaxstage.posttrain.loop import posttrain
+
+        return posttrain(cfg, args.workdir, init_from=args.init_from)
+
+    result = run_joined(args, Path(args.workdir or cfg.train.workdir), run)
     if not result.stopped_by:
         print(f"done: {result.final_step} post-training steps in {result.workdir}", file=sys.stderr)
     return 0
@@ -371,32 +408,16 @@ def _eval_tta_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import os
-
-    from jaxstage import distributed
     from jaxstage.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    if args.heartbeat_timeout < 1:
-        raise ValueError(f"--heartbeat-timeout={args.heartbeat_timeout} must be >= 1 second")
-    spec = distributed.detect(os.environ, coordinator=args.coordinator, num_processes=args.num_processes,
-                              process_id=args.process_id)
-    # before any JAX computation: join the other processes of a multi-process run (if any)
-    distributed.initialize(spec, heartbeat_timeout_seconds=args.heartbeat_timeout)
-    from jaxstage.train.loop import train
 
-    try:
-        result = train(cfg, args.workdir)
-    except Exception as err:
-        if spec is None:
-            raise
-        # A multi-process run that failed (often: another process died, so a collective failed).
-        # Exit now: JAX's shutdown barrier at interpreter exit would wait for the dead process.
-        workdir = Path(args.workdir or cfg.train.workdir)
-        print(f"jaxstage train: error: {distributed.failure_message(err, workdir / 'checkpoints')}",
-              file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(1)
+    def run():
+        from jaxstage.train.loop import train
+
+        return train(cfg, args.workdir)
+
+    result = run_joined(args, Path(args.workdir or cfg.train.workdir), run)
     if result.stopped_by:
         return 0
     print(f"done: {result.final_step} steps in {result.workdir}", file=sys.stderr)

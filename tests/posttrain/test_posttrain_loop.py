@@ -89,6 +89,8 @@ def test_sigterm_then_resume_is_bitwise_identical(tmp_path, pretrained):
 @pytest.mark.parametrize("args, message", [
     (["--init-from", "/nonexistent/run"], "no config.json"),
     ([], "needs the pretrained run: --init-from RUN_DIR"),
+    # the multi-process flags are wired as for `jaxstage train`
+    (["--coordinator", "127.0.0.1:1234"], "needs --coordinator, --num-processes, --process-id together"),
 ])
 def test_bad_start_is_a_one_line_error(tmp_path, args, message):
     sets = [a for kv in ARC + ["train.steps=2"] for a in ("--set", kv)]
