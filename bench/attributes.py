@@ -27,8 +27,8 @@ def main() -> None:
     from jaxstage.config import load_json
     from jaxstage.data.synthetic import prompt_set
     from jaxstage.eval.attributes import analyze, attribute_accuracy
-    from jaxstage.train.restore import load_run
-    from jaxstage.train.sampling import Generator
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sampling import Generator
 
     cfg = load_json(Path(args.workdir) / "config.json")
     exp, state = load_run(cfg, args.workdir)

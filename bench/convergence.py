@@ -77,7 +77,7 @@ def study_overrides(task: str, recipe: str, seed: int, steps: int, eval_every: i
 def run_one(task: str, recipe: str, seed: int, out: Path, steps: int, eval_every: int, eval_num: int) -> dict:
     """Train one (task, recipe, seed) unless its result.json exists; return the result."""
     from jaxstage.config import load_config
-    from jaxstage.report import read_metrics
+    from jaxstage.run.report import read_metrics
     from jaxstage.train.loop import train
 
     workdir = out / task / recipe / f"seed{seed}"

@@ -115,8 +115,8 @@ def _one_line(err: BaseException) -> str:
 
 def _torch_dit(size: DiTSize):
     """stable-audio-tools' `DiffusionTransformer` at ``size``, built from the exporter's kwargs."""
-    from jaxstage.export.sat_config import dit_config
-    from jaxstage.export.sat_reference import load_dit_class
+    from jaxstage.tools.export.sat_config import dit_config
+    from jaxstage.tools.export.sat_reference import load_dit_class
 
     dims = {"io_channels": size.io_channels, "input_concat_dim": 0, "cond_token_dim": size.cond_dim,
             "global_cond_dim": 0}

@@ -223,14 +223,14 @@ def cmd_aot_check(args: argparse.Namespace) -> int:
             raise ValueError(f"--devices={args.devices} must be >= 1")
         # before JAX starts: N fake CPU devices stand in for the target's accelerators, and the CPU
         # compiler keeps the optimization barriers of jax.checkpoint (else model.remat saves nothing)
-        from jaxstage.train.aot_check import CPU_KEEP_REMAT_FLAG
+        from jaxstage.tools.aot_check import CPU_KEEP_REMAT_FLAG
 
         os.environ["JAX_PLATFORMS"] = "cpu"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {CPU_KEEP_REMAT_FLAG}"
                                    f" --xla_force_host_platform_device_count={args.devices}").strip()
     import jax
 
-    from jaxstage.train.aot_check import check_memory
+    from jaxstage.tools.aot_check import check_memory
 
     if args.devices is not None and (jax.device_count() != args.devices or jax.devices()[0].platform != "cpu"):
         raise ValueError(f"--devices={args.devices}: JAX had already started in this process with "
@@ -247,7 +247,7 @@ def cmd_aot_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from jaxstage.export.exporter import export_run
+    from jaxstage.tools.export.exporter import export_run
 
     workdir, cfg = _run_config(args.workdir)
     result = export_run(workdir, args.out, step=args.step, ema=args.ema, dtype=args.dtype,
@@ -258,7 +258,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from jaxstage.export.importer import import_checkpoint
+    from jaxstage.tools.export.importer import import_checkpoint
 
     report = import_checkpoint(args.src, args.out, config_path=args.config, overrides=args.overrides)
     skipped = ", ".join(report["not_imported_config"]) or "nothing"
@@ -272,7 +272,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from jaxstage.report import write_report
+    from jaxstage.run.report import write_report
 
     print(f"wrote {write_report(args.workdir, args.out)}", file=sys.stderr)
     return 0
@@ -342,9 +342,9 @@ def _eval_sr_run(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise ValueError(f"--steps={args.steps} must be >= 1")
         cfg.sample.steps = args.steps
-    from jaxstage.train.restore import load_run
-    from jaxstage.train.sr_report import sr_eval
-    from jaxstage.train.sr_sampling import SRGenerator
+    from jaxstage.inference.load import load_run
+    from jaxstage.eval.sr_report import sr_eval
+    from jaxstage.inference.sr_sampling import SRGenerator
 
     exp, state = load_run(cfg, workdir, step=args.step)
     report = sr_eval(SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16)), state, cfg, count)
@@ -371,7 +371,7 @@ def _eval_tta_run(args: argparse.Namespace) -> int:
     n = (cfg.sample.final_eval_prompts or 90) if args.n is None else args.n
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps={args.steps} must be >= 1")
-    from jaxstage.train.tta_eval import generate, held_out_prompts, score
+    from jaxstage.eval.tta import generate, held_out_prompts, score
 
     prompts = held_out_prompts(cfg, n, args.prompts)  # a bad prompts file fails before any model loads
     if args.prompts and cfg.text.kind != "learned":
@@ -385,8 +385,8 @@ def _eval_tta_run(args: argparse.Namespace) -> int:
         from jaxstage.eval.hf_audio_models import CLAPModel
 
         clap = CLAPModel(args.clap)
-    from jaxstage.train.restore import load_run
-    from jaxstage.train.sampling import Generator
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sampling import Generator
 
     exp, state = load_run(cfg, workdir, step=args.step)
     s = cfg.sample
@@ -451,8 +451,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _sample_t2a(args: argparse.Namespace, cfg, workdir: Path) -> int:
     import soundfile as sf
 
-    from jaxstage.train.restore import load_run
-    from jaxstage.train.sampling import Generator
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sampling import Generator
 
     exp, state = load_run(cfg, workdir, step=args.step)
     params = state.params if args.no_ema else state.ema_params
@@ -504,8 +504,8 @@ def _sample_sr(args: argparse.Namespace, cfg, workdir: Path) -> int:
     for item in inputs:
         if item.warning:
             print(f"jaxstage sample: warning: {item.warning}", file=sys.stderr)
-    from jaxstage.train.restore import load_run
-    from jaxstage.train.sr_sampling import SRGenerator
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sr_sampling import SRGenerator
 
     exp, state = load_run(cfg, workdir, step=args.step)
     params = state.params if args.no_ema else state.ema_params
@@ -525,7 +525,7 @@ def _write_wav_atomic(path: Path, audio, sample_rate: int) -> None:
 
     import soundfile as sf
 
-    from jaxstage.export.safetensors_io import publish_file
+    from jaxstage.tools.export.safetensors_io import publish_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests" / "export"))
+sys.path.insert(0, str(ROOT / "tests" / "tools" / "export"))
 
 import step as bench_step  # noqa: E402
 from sat_torch import require_reference  # noqa: E402  (skip locally, fail under CI without the reference)

@@ -16,7 +16,7 @@ Init mirrors the reference: attention `to_out` and feed-forward output zero-init
 init and `out = project_out(project_in(x))` there (not zero); the 1x1 convs are zero-init residuals;
 `to_scale_shift_gate ~ N(0, 1/D)`; other linears use torch's U(+-1/sqrt(fan_in)).
 
-State paths <-> torch keys: `jaxstage/export/key_map.py` (join the path with "." and rename
+State paths <-> torch keys: `jaxstage/tools/export/key_map.py` (join the path with "." and rename
 `kernel` to `weight`, reversing its axes). Buffers (`inv_freq`, LayerNorm `beta`) are
 `transformer.Buffer` variables. Sharding metadata: see `jaxstage/models/transformer.py`
 (`out_sharding` logical names "embed", "heads", "mlp", None).

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxstage.config import Config, ConfigError
-from jaxstage.export.key_map import flatten, unflatten
+from jaxstage.tools.export.key_map import flatten, unflatten
 from jaxstage.models.denoiser import Denoiser
 
 

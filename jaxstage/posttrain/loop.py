@@ -19,13 +19,13 @@ from jaxstage.config import Config, ConfigError
 from jaxstage.data.pipeline import BatchStream
 from jaxstage.posttrain.state import ARCExperiment, ARCState, arc_restore_target, build_arc_experiment, init_arc_state
 from jaxstage.posttrain.step import compile_arc_step
-from jaxstage.train import checkpoint as ckpt_lib
-from jaxstage.train.logging import RunLogger
+from jaxstage.run import checkpoint as ckpt_lib
+from jaxstage.run.logging import RunLogger
 from jaxstage.train.loop import (
     RunResult, StopFlag, TrainingError, _write_metrics, attribute_check, enable_compilation_cache, prepare_workdir,
     write_samples,
 )
-from jaxstage.train.sampling import Generator
+from jaxstage.inference.sampling import Generator
 
 MARKER = "posttrain.json"  # in a post-training run directory: where its generator came from
 
@@ -38,7 +38,7 @@ def is_posttrain_run(workdir: str | Path) -> bool:
 def initial_state(ax: ARCExperiment, init_from: str, workdir: Path, logger: RunLogger) -> ARCState:
     """The ARC state from the pretrained run's newest checkpoint (its EMA weights and codec statistics)."""
     from jaxstage.train.init_from import _first_difference, _shapes, source_run
-    from jaxstage.train.restore import load_run
+    from jaxstage.inference.load import load_run
 
     if not init_from:
         raise ConfigError("ARC post-training needs the pretrained run: --init-from RUN_DIR (or arc.init_from)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxstage.config import Config, ConfigError, get_value
-from jaxstage.export.key_map import flatten
+from jaxstage.tools.export.key_map import flatten
 
 REQUIRED_PARTS = ("dit",)
 CODEC_KEYS = ("codec.kind", "codec.n_fft", "codec.hop_length", "codec.compress", "codec.scale", "codec.n_mels",

@@ -24,13 +24,13 @@ from jaxstage import config as config_lib
 from jaxstage import distributed, parallel
 from jaxstage.config import Config, ConfigError
 from jaxstage.data.pipeline import BatchStream, held_out_batch, make_source, num_training, sr_held_out_batch
-from jaxstage.train import checkpoint as ckpt_lib
-from jaxstage.train.logging import RunLogger
+from jaxstage.run import checkpoint as ckpt_lib
+from jaxstage.run.logging import RunLogger
 from jaxstage.train.recipe import MonitorBatch, build_monitor
-from jaxstage.train.periodic_eval import PeriodicEval
-from jaxstage.train.sampling import Generator
-from jaxstage.train.sr_report import sr_final_eval, write_sr_samples
-from jaxstage.train.sr_sampling import SRGenerator
+from jaxstage.eval.periodic import PeriodicEval
+from jaxstage.inference.sampling import Generator
+from jaxstage.eval.sr_report import sr_final_eval, write_sr_samples
+from jaxstage.inference.sr_sampling import SRGenerator
 from jaxstage.train.state import (
     Experiment, TrainState, abstract_state, build_experiment, fit_codec_stats, init_state, state_shardings,
 )
@@ -171,7 +171,7 @@ def state_from_run(exp: Experiment, init_from: str) -> tuple[TrainState, str]:
     """A fresh state whose weights (and codec statistics, same codec only) come from another run's
     newest checkpoint; returns it with a log line saying what was copied."""
     from jaxstage.train.init_from import merge_params, same_codec, source_run
-    from jaxstage.train.restore import load_run
+    from jaxstage.inference.load import load_run
 
     path, source_cfg = source_run(init_from)
     _, source = load_run(source_cfg, path, mesh=exp.mesh)
@@ -328,7 +328,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     ckpt.close()
     logger.close()
     if is_main:
-        from jaxstage.report import write_report
+        from jaxstage.run.report import write_report
 
         logger.info(f"wrote {write_report(workdir)}")
     return result

@@ -18,7 +18,7 @@ from jaxstage.models.dit import (
     block_weight_matrices,
     count_params,
 )
-from jaxstage.export import key_map
+from jaxstage.tools.export import key_map
 from jaxstage.models.transformer import Buffer
 
 B, T, L = 2, 12, 5

@@ -11,7 +11,7 @@ import pytest
 from jaxstage import parallel
 from jaxstage.config import ConfigError, load_config
 from jaxstage.data.pipeline import BatchStream
-from jaxstage.export.key_map import flatten
+from jaxstage.tools.export.key_map import flatten
 from jaxstage.posttrain.state import build_arc_experiment, init_arc_state
 from jaxstage.posttrain.step import compile_arc_step
 from jaxstage.train.loop import fresh_state

@@ -9,7 +9,7 @@ import pytest
 
 from jaxstage.cli import main
 from jaxstage.config import load_config
-from jaxstage.report import read_metrics
+from jaxstage.run.report import read_metrics
 from jaxstage.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]

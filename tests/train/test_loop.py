@@ -130,7 +130,7 @@ def test_resume_refuses_changed_model(tmp_path):
 
 
 def test_corrupt_checkpoint_is_an_error_naming_it(tmp_path):
-    from jaxstage.train.checkpoint import CheckpointError
+    from jaxstage.run.checkpoint import CheckpointError
 
     cfg = load_config(TINY, ["train.steps=2", "train.log_every=1", "train.progress_bar=false"])
     train(cfg, tmp_path)

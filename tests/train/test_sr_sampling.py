@@ -11,7 +11,7 @@ import soundfile as sf
 from jaxstage.cli import main
 from jaxstage.config import load_config
 from jaxstage.train.loop import train
-from jaxstage.train.sr_sampling import crossfade_windows, split_windows
+from jaxstage.inference.sr_sampling import crossfade_windows, split_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")

@@ -19,8 +19,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxstage.config import Config, ConfigError
-from jaxstage.export import key_map, safetensors_io
-from jaxstage.export.sat_config import check_exportable, dit_dims, to_sat_config
+from jaxstage.tools.export import key_map, safetensors_io
+from jaxstage.tools.export.sat_config import check_exportable, dit_dims, to_sat_config
 
 DTYPES = {"fp32": np.dtype(np.float32), "bf16": np.dtype(ml_dtypes.bfloat16), "fp16": np.dtype(np.float16)}
 SOURCE_BUFFERS = "sat_buffers.safetensors"  # written by `jaxstage import`: the source's buffers verbatim
@@ -79,7 +79,7 @@ def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None,
     (EDM objective, timestep features other than 256), before any checkpoint is read.
     """
     from jaxstage.config import load_json
-    from jaxstage.train.restore import load_run
+    from jaxstage.inference.load import load_run
 
     workdir = Path(workdir)
     if dtype not in DTYPES:

@@ -12,7 +12,7 @@ import pytest
 
 def require_reference():
     """(torch, DiffusionTransformer class), or skip (fail under CI) when the reference is absent."""
-    from jaxstage.export.sat_reference import load_dit_class
+    from jaxstage.tools.export.sat_reference import load_dit_class
 
     try:
         dit_cls = load_dit_class()

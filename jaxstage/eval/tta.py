@@ -22,7 +22,7 @@ from jaxstage.config import Config
 from jaxstage.eval.classifier_metrics import clap_score, inception_score, paired_kl
 from jaxstage.eval.frechet import frechet_distance_of
 from jaxstage.eval.spectral_embedding import spectral_embedding
-from jaxstage.train.sampling import Generator
+from jaxstage.inference.sampling import Generator
 
 
 class PromptSet:

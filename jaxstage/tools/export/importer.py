@@ -24,9 +24,9 @@ import numpy as np
 
 from jaxstage import config as config_lib
 from jaxstage.config import ConfigError
-from jaxstage.export import key_map, safetensors_io
-from jaxstage.export.exporter import BUFFER_RTOL, SOURCE_BUFFERS
-from jaxstage.export.sat_config import SAT_VERSION, jaxstage_config
+from jaxstage.tools.export import key_map, safetensors_io
+from jaxstage.tools.export.exporter import BUFFER_RTOL, SOURCE_BUFFERS
+from jaxstage.tools.export.sat_config import SAT_VERSION, jaxstage_config
 
 WRAPPER_PREFIXES = (key_map.PREFIX, "diffusion.model.model.", "diffusion_ema.ema_model.model.model.")
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -114,7 +114,7 @@ def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Pa
     Returns the import report (also written to ``out/import.json``).
     """
     from jaxstage.data.pipeline import BatchStream
-    from jaxstage.train import checkpoint as ckpt_lib
+    from jaxstage.run import checkpoint as ckpt_lib
     from jaxstage.train.loop import fresh_state, prepare_workdir
     from jaxstage.train.state import build_experiment
 

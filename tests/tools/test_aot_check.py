@@ -13,7 +13,7 @@ import jax
 import pytest
 
 from jaxstage.config import load_config
-from jaxstage.train.aot_check import check_memory
+from jaxstage.tools.aot_check import check_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")

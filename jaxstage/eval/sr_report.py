@@ -24,8 +24,8 @@ from jaxstage.data.pipeline import held_out_count, sr_held_out_batch
 from jaxstage.eval.sr_baselines import oracle_noise_fill
 from jaxstage.eval.sr_metrics import evaluate_pair
 from jaxstage.models.band_replace import replace_low_band
-from jaxstage.train.logging import RunLogger
-from jaxstage.train.sr_sampling import SRGenerator
+from jaxstage.run.logging import RunLogger
+from jaxstage.inference.sr_sampling import SRGenerator
 from jaxstage.train.state import TrainState
 
 METRICS = ("lsd", "lsd_hf", "lsd_lf", "si_sdr")

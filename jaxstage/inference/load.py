@@ -7,7 +7,7 @@ from pathlib import Path
 from jax.sharding import Mesh
 
 from jaxstage.config import Config
-from jaxstage.train import checkpoint as ckpt_lib
+from jaxstage.run import checkpoint as ckpt_lib
 from jaxstage.train.state import Experiment, TrainState, build_experiment
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxstage.export import key_map
-from jaxstage.export.sat_config import dit_config
-from jaxstage.export.sat_reference import build_wrapped_dit
+from jaxstage.tools.export import key_map
+from jaxstage.tools.export.sat_config import dit_config
+from jaxstage.tools.export.sat_reference import build_wrapped_dit
 from jaxstage.models.dit import DiffusionTransformer
 from jaxstage.models.transformer import Buffer
 from sat_torch import require_reference, torch_forward

@@ -25,11 +25,11 @@ class PeriodicEval:
     def __call__(self, state: TrainState) -> dict[str, float]:
         cfg = self.cfg
         if cfg.task == "sr":
-            from jaxstage.train.sr_report import sr_eval
+            from jaxstage.eval.sr_report import sr_eval
 
             mean = sr_eval(self.generator, state, cfg, cfg.eval.num, baselines=False)["mean"]["output_replaced"]
             return {f"eval_{k}": v for k, v in mean.items()}
-        from jaxstage.train.tta_eval import generate, held_out_prompts, score
+        from jaxstage.eval.tta import generate, held_out_prompts, score
 
         if self._prompts is None:
             self._prompts = held_out_prompts(cfg, cfg.eval.num)

@@ -11,11 +11,11 @@ import pytest
 
 from jaxstage.cli import main
 from jaxstage.config import load_config, load_json
-from jaxstage.export import key_map, safetensors_io
-from jaxstage.export.exporter import export_run
-from jaxstage.export.sat_reference import build_wrapped_dit
+from jaxstage.tools.export import key_map, safetensors_io
+from jaxstage.tools.export.exporter import export_run
+from jaxstage.tools.export.sat_reference import build_wrapped_dit
 from jaxstage.train.loop import train
-from jaxstage.train.restore import load_run
+from jaxstage.inference.load import load_run
 from sat_torch import require_reference, torch_forward
 
 ROOT = Path(__file__).resolve().parents[2]
