@@ -21,9 +21,9 @@ from jaxstage.posttrain.state import ARCExperiment, ARCState, arc_restore_target
 from jaxstage.posttrain.step import compile_arc_step
 from jaxstage.run import checkpoint as ckpt_lib
 from jaxstage.run.logging import RunLogger
+from jaxstage.eval.run_outputs import attribute_check, write_samples
 from jaxstage.train.loop import (
-    RunResult, StopFlag, TrainingError, _write_metrics, attribute_check, enable_compilation_cache, prepare_workdir,
-    write_samples,
+    RunResult, StopFlag, TrainingError, _write_metrics, enable_compilation_cache, prepare_workdir,
 )
 from jaxstage.inference.sampling import Generator
 

@@ -35,6 +35,7 @@ from jaxstage.train.state import (
     Experiment, TrainState, abstract_state, build_experiment, fit_codec_stats, init_state, state_shardings,
 )
 from jaxstage.train.step import CompiledStep, compile_train_step
+from jaxstage.eval.run_outputs import attribute_check, write_samples
 
 # Keys that may differ when an existing run directory is resumed: cadence, length, sampling, and
 # the mesh (checkpoints restore onto any mesh).
@@ -358,48 +359,3 @@ def _json_value(value):
     if array.dtype.kind in "iu":
         return array.tolist()
     return [float(x) if math.isfinite(float(x)) else None for x in array.ravel()]
-
-
-def write_samples(logger: RunLogger, generator: Generator, state: TrainState, cfg: Config, step: int) -> None:
-    """Generate ``sample.num`` clips from held-out prompts with the EMA weights; WAV + TensorBoard.
-
-    Synthetic data: prompts from ``sample.seed``. Prepared data: the captions of the last
-    ``sample.num`` records (held out when ``sample.num <= regime.monitor_size``), conditioned on the
-    records' own text (precomputed embeddings, or the hash-tokenized caption).
-    """
-    if cfg.data.source == "prepared":
-        batch, prompts = held_out_batch(cfg, cfg.sample.num)
-        audio = generator.from_text(state.ema_params, state.codec_stats, batch[generator.exp.text_key], batch["text_mask"],
-                                    seed=cfg.sample.seed + step)
-        logger.audio(step, prompts, audio, cfg.data.sample_rate)
-        return
-    from jaxstage.data.synthetic import prompt_set
-
-    prompts = [p for p, _ in prompt_set(cfg.sample.seed, cfg.sample.num)]
-    audio = generator(state.ema_params, state.codec_stats, prompts, seed=cfg.sample.seed + step)
-    logger.audio(step, prompts, audio, cfg.data.sample_rate)
-
-
-def attribute_check(logger: RunLogger, generator: Generator, state: TrainState, cfg: Config, workdir: Path
-                    ) -> dict[str, float]:
-    """Judge generated audio against held-out prompts by signal analysis; write attributes.json."""
-    from jaxstage.data.synthetic import prompt_set
-    from jaxstage.eval.attributes import analyze, attribute_accuracy, chance_levels
-
-    prompts = prompt_set(cfg.sample.seed + 1, cfg.sample.final_eval_prompts)
-    predicted, truth = [], []
-    chunk = max(1, cfg.sample.num * 8)
-    for i in range(0, len(prompts), chunk):
-        part = prompts[i:i + chunk]
-        audio = generator(state.ema_params, state.codec_stats, [p for p, _ in part], seed=cfg.sample.seed + i)
-        predicted += [analyze(a, cfg.data.sample_rate) for a in audio]
-        truth += [attrs for _, attrs in part]
-    accuracy = attribute_accuracy(predicted, truth)
-    report = {"step": int(state.step), "num_prompts": len(prompts), "sampler": cfg.sample.sampler,
-              "steps": cfg.sample.steps, "cfg_scale": cfg.sample.cfg_scale,
-              "accuracy": accuracy, "chance": chance_levels()}
-    if jax.process_index() == 0:
-        (workdir / "attributes.json").write_text(json.dumps(report, indent=2))
-    logger.info("attribute accuracy of generated audio: " + ", ".join(
-        f"{k} {v:.2f} (chance {report['chance'][k]:.2f})" for k, v in accuracy.items()))
-    return accuracy
