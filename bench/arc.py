@@ -6,7 +6,7 @@
 Rows: the pretrained run (EMA weights) with multi-step samplers (Heun and DPM-Solver++(2M), 50 steps,
 CFG 3; its training-time Euler 32), the pretrained run with the few-step settings (ping-pong without
 CFG, 1 to 8 steps), and the post-trained generator (EMA) with ping-pong at 1, 2, 4, 8 steps, no CFG. Quality
-(jaxstage.eval.tta on the held-out synthetic prompts): attribute accuracy (4 attributes and
+(jaxstage.eval.tta on the jaxstage.eval.held_out synthetic prompts): attribute accuracy (4 attributes and
 their mean) and FD on the spectral embedding against reference clips. Latency: wall time of one
 jitted generation (text encoder, sampler, codec decode) for batch 1 and batch 16 after a warm-up,
 the median of --repeats runs, per second of generated audio; the rows are timed interleaved so both
@@ -42,7 +42,8 @@ def main() -> None:
     from jaxstage.config import load_json
     from jaxstage.inference.load import load_run
     from jaxstage.inference.sampling import Generator
-    from jaxstage.eval.tta import generate, held_out_prompts, score
+    from jaxstage.eval.held_out import held_out_prompts
+    from jaxstage.eval.tta import generate, score
 
     runs = {}
     for name, path in (("pretrained", args.pretrained), ("post-trained", args.posttrained)):

@@ -78,7 +78,7 @@ def run_one(task: str, recipe: str, seed: int, out: Path, steps: int, eval_every
     """Train one (task, recipe, seed) unless its result.json exists; return the result."""
     from jaxstage.config import load_config
     from jaxstage.run.report import read_metrics
-    from jaxstage.train.loop import train
+    from jaxstage.train.trainer import train
 
     workdir = out / task / recipe / f"seed{seed}"
     done = workdir / "result.json"

@@ -36,7 +36,7 @@ def build(path: Path, overrides: list[str]):
     from jaxstage import parallel
     from jaxstage.config import load_config
     from jaxstage.data.pipeline import BatchStream
-    from jaxstage.train.loop import fresh_state
+    from jaxstage.train.trainer import fresh_state
     from jaxstage.train.state import build_experiment
     from jaxstage.train.step import compile_train_step
 

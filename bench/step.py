@@ -50,7 +50,7 @@ def bench_config(name: str, path: Path, overrides: list[str], steps: int, with_d
     from jaxstage import parallel
     from jaxstage.config import load_config
     from jaxstage.data.pipeline import BatchStream
-    from jaxstage.train.loop import fresh_state
+    from jaxstage.train.trainer import fresh_state
     from jaxstage.train.state import build_experiment
     from jaxstage.train.step import compile_train_step
 
@@ -308,7 +308,7 @@ def prepare_recipe(size: DiTSize, *, warmup: int) -> Contender:
     from jaxstage import parallel
     from jaxstage.config import load_config
     from jaxstage.data.pipeline import BatchStream
-    from jaxstage.train.loop import fresh_state
+    from jaxstage.train.trainer import fresh_state
     from jaxstage.train.state import build_experiment
     from jaxstage.train.step import compile_train_step
 

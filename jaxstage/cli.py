@@ -200,7 +200,7 @@ def cmd_posttrain(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
 
     def run():
-        from jaxstage.posttrain.loop import posttrain
+        from jaxstage.posttrain.trainer import posttrain
 
         return posttrain(cfg, args.workdir, init_from=args.init_from)
 
@@ -303,13 +303,41 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    if args.task == "tta":
-        return _eval_tta_run(args)
-    for flag in ("prompts", "ast", "clap", "cfg"):
-        if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag} is for --task tta")
-    if args.workdir is not None:
-        return _eval_sr_run(args)
+    if args.task == "sr":
+        for flag in ("prompts", "ast", "clap", "cfg"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} is for --task tta")
+        if args.workdir is None:
+            return _eval_sr_files(args)
+        if args.ref is not None or args.est is not None or args.input_sr is not None:
+            raise ValueError("--workdir scores the run's own held-out clips: drop --ref/--est/--input-sr")
+    elif args.workdir is None:
+        raise ValueError("--task tta needs --workdir RUN (a text-to-audio run directory)")
+    elif args.ref is not None or args.est is not None or args.input_sr is not None:
+        raise ValueError("--task tta scores a run: drop --ref/--est/--input-sr")
+    from jaxstage.eval import saved_run
+
+    workdir, cfg = _run_config(args.workdir)
+    _check_steps(args.steps)
+    common = dict(n=args.n, sampler=args.sampler, steps=args.steps, step=args.step, out=args.out)
+    if args.task == "sr":
+        report, out = saved_run.evaluate_sr(workdir, cfg, **common)
+        for name, m in report["mean"].items():
+            print(f"{name:18s} LSD {m['lsd']:.3f}  LSD-HF {m['lsd_hf']:.3f}  LSD-LF {m['lsd_lf']:.3f}  "
+                  f"SI-SDR {m['si_sdr']:.2f} dB")
+        print(f"sr eval: {report['count']} held-out clips of {workdir} at step {report['step']} -> {out}",
+              file=sys.stderr)
+        return 0
+    import json
+
+    report, out = saved_run.evaluate_tta(workdir, cfg, prompts_file=args.prompts, ast_dir=args.ast,
+                                         clap_dir=args.clap, cfg_scale=args.cfg, seed=args.seed, **common)
+    print(json.dumps(report["metrics"], indent=2))
+    print(f"tta eval: {report['count']} prompts of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
+    return 0
+
+
+def _eval_sr_files(args: argparse.Namespace) -> int:
     if args.ref is None or args.est is None:
         raise ValueError("--task sr needs --ref DIR and --est DIR (or --workdir RUN to score a run's held-out clips)")
     if args.input_sr is None:
@@ -325,95 +353,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_sr_run(args: argparse.Namespace) -> int:
-    import json
-
-    if args.ref is not None or args.est is not None or args.input_sr is not None:
-        raise ValueError("--workdir scores the run's own held-out clips: drop --ref/--est/--input-sr")
-    workdir, cfg = _run_config(args.workdir)
-    if cfg.task != "sr":
-        raise ValueError(f"{workdir} is task={cfg.task}; --task sr --workdir needs a super-resolution run")
-    count = cfg.sample.final_eval_prompts if args.n is None else args.n
-    if count < 1:
-        raise ValueError(f"--n {count}: need at least one held-out clip")
-    if args.sampler:
-        cfg.sample.sampler = args.sampler
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps={args.steps} must be >= 1")
-        cfg.sample.steps = args.steps
-    from jaxstage.inference.load import load_run
-    from jaxstage.eval.sr_report import sr_eval
-    from jaxstage.inference.sr_sampling import SRGenerator
-
-    exp, state = load_run(cfg, workdir, step=args.step)
-    report = sr_eval(SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16)), state, cfg, count)
-    out = Path(args.out) if args.out else workdir / "sr_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    for name, m in report["mean"].items():
-        print(f"{name:18s} LSD {m['lsd']:.3f}  LSD-HF {m['lsd_hf']:.3f}  LSD-LF {m['lsd_lf']:.3f}  "
-              f"SI-SDR {m['si_sdr']:.2f} dB")
-    print(f"sr eval: {report['count']} held-out clips of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
-    return 0
-
-
-def _eval_tta_run(args: argparse.Namespace) -> int:
-    import json
-
-    if args.workdir is None:
-        raise ValueError("--task tta needs --workdir RUN (a text-to-audio run directory)")
-    if args.ref is not None or args.est is not None or args.input_sr is not None:
-        raise ValueError("--task tta scores a run: drop --ref/--est/--input-sr")
-    workdir, cfg = _run_config(args.workdir)
-    if cfg.task != "t2a":
-        raise ValueError(f"{workdir} is task={cfg.task}; --task tta needs a text-to-audio run")
-    n = (cfg.sample.final_eval_prompts or 90) if args.n is None else args.n
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps={args.steps} must be >= 1")
-    from jaxstage.eval.tta import generate, held_out_prompts, score
-
-    prompts = held_out_prompts(cfg, n, args.prompts)  # a bad prompts file fails before any model loads
-    if args.prompts and cfg.text.kind != "learned":
-        raise ValueError(f"--prompts: {workdir} conditions on precomputed text embeddings; free text needs its encoder")
-    ast = clap = None
-    if args.ast:
-        from jaxstage.eval.hf_audio_models import ASTClassifier
-
-        ast = ASTClassifier(args.ast)
-    if args.clap:
-        from jaxstage.eval.hf_audio_models import CLAPModel
-
-        clap = CLAPModel(args.clap)
-    from jaxstage.inference.load import load_run
-    from jaxstage.inference.sampling import Generator
-
-    exp, state = load_run(cfg, workdir, step=args.step)
-    s = cfg.sample
-    sampler, steps = args.sampler or s.sampler, args.steps or s.steps
-    scale = s.cfg_scale if args.cfg is None else args.cfg
-    audio = generate(Generator(exp), state.ema_params, state.codec_stats, prompts, sampler=sampler, steps=steps,
-                     cfg_scale=scale, seed=args.seed)
-    metrics = score(cfg, prompts, audio, ast=ast, clap=clap)
-    report = {"step": int(state.step), "count": len(prompts.captions), "sampler": sampler, "steps": steps,
-              "cfg_scale": scale, "prompts": args.prompts or ("held-out records" if cfg.data.source == "prepared"
-                                                             else f"synthetic held-out, seed {s.seed + 1}"),
-              "ast": args.ast, "clap": args.clap, "metrics": metrics}
-    out = Path(args.out) if args.out else workdir / "tta_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(metrics, indent=2))
-    print(f"tta eval: {report['count']} prompts of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
-    return 0
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from jaxstage.config import load_config
 
     cfg = load_config(args.config, args.overrides)
 
     def run():
-        from jaxstage.train.loop import train
+        from jaxstage.train.trainer import train
 
         return train(cfg, args.workdir)
 
@@ -434,108 +380,40 @@ def _run_config(workdir_arg: str):
     return workdir, load_json(workdir / "config.json")
 
 
+def _check_steps(steps: int | None) -> None:
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps={steps} must be >= 1")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps={args.steps} must be >= 1")
+    _check_steps(args.steps)
     workdir, cfg = _run_config(args.workdir)
+    from jaxstage.inference import wav_files
+
+    settings = dict(step=args.step, ema=not args.no_ema, sampler=args.sampler, steps=args.steps, seed=args.seed)
     if cfg.task == "sr":
-        return _sample_sr(args, cfg, workdir)
+        if args.prompt:
+            raise ValueError(f"{workdir} is a super-resolution run (task=sr): give --input, not --prompt")
+        if args.input is None:
+            raise ValueError(f"{workdir} is a super-resolution run (task=sr): give --input LOW.wav (or a folder)")
+        if args.cfg is not None and args.cfg != 1.0:
+            raise ValueError(f"--cfg {args.cfg:g}: super-resolution samples without classifier-free guidance")
+        inputs = wav_files.read_low_band_inputs(cfg, args.input, args.out, args.cutoff)
+        for item, _ in inputs:
+            if item.warning:
+                print(f"jaxstage sample: warning: {item.warning}", file=sys.stderr)
+        for item, dest in wav_files.super_resolve_to_wav(workdir, cfg, inputs, replace=args.replace_low_band,
+                                                         **settings):
+            print(f"wrote {dest} ({item.file_rate} Hz input, cutoff {item.cutoff_hz:g} Hz)", file=sys.stderr)
+        return 0
     if args.input is not None or args.cutoff is not None or args.replace_low_band is not None:
         raise ValueError(f"--input/--cutoff/--replace-low-band are for super-resolution runs; {workdir} is "
                          f"task={cfg.task} (give --prompt)")
     if not args.prompt:
         raise ValueError(f"{workdir} is a text-to-audio run: give at least one --prompt")
-    return _sample_t2a(args, cfg, workdir)
-
-
-def _sample_t2a(args: argparse.Namespace, cfg, workdir: Path) -> int:
-    import soundfile as sf
-
-    from jaxstage.inference.load import load_run
-    from jaxstage.inference.sampling import Generator
-
-    exp, state = load_run(cfg, workdir, step=args.step)
-    params = state.params if args.no_ema else state.ema_params
-    audio = Generator(exp)(params, state.codec_stats, args.prompt, sampler=args.sampler, steps=args.steps,
-                           cfg_scale=args.cfg, seed=args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out] if len(audio) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
-    for path, clip in zip(paths, audio):
-        sf.write(str(path), clip, cfg.data.sample_rate, subtype="PCM_16")
+    for path in wav_files.text_to_wav(workdir, cfg, args.prompt, args.out, cfg_scale=args.cfg, **settings):
         print(f"wrote {path}", file=sys.stderr)
     return 0
-
-
-def _sr_jobs(input_arg: str, out_arg: str) -> list[tuple[Path, Path]]:
-    """(input file, output file) pairs: one file, or every audio file under a folder (mirrored as .wav)."""
-    from jaxstage.eval.sr_files import index_audio
-
-    src, out = Path(input_arg), Path(out_arg)
-    if src.is_dir():
-        files = index_audio(src, "input")
-        if not files:
-            raise FileNotFoundError(f"{src}: no audio files (.wav/.flac/.ogg/.mp3) in the input folder")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out}: exists and is not a folder (the input {src} is a folder)")
-        return [(path, out / f"{key}.wav") for key, path in files.items()]
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: input file not found")
-    if out.is_dir():
-        raise ValueError(f"--out {out}: is a folder; give an output file for the single input {src}")
-    return [(src, out)]
-
-
-def _sample_sr(args: argparse.Namespace, cfg, workdir: Path) -> int:
-    from tqdm import tqdm
-
-    from jaxstage.data.sr_input import load_low_band
-
-    if args.prompt:
-        raise ValueError(f"{workdir} is a super-resolution run (task=sr): give --input, not --prompt")
-    if args.input is None:
-        raise ValueError(f"{workdir} is a super-resolution run (task=sr): give --input LOW.wav (or a folder)")
-    if args.cfg is not None and args.cfg != 1.0:
-        raise ValueError(f"--cfg {args.cfg:g}: super-resolution samples without classifier-free guidance")
-    jobs = _sr_jobs(args.input, args.out)
-    trained = (cfg.sr.cutoff_min_hz, cfg.sr.cutoff_max_hz)
-    # every input is read and checked before the checkpoint is loaded: a bad file fails in seconds
-    inputs = [load_low_band(src, cfg.data.sample_rate, args.cutoff, trained) for src, _ in jobs]
-    for item in inputs:
-        if item.warning:
-            print(f"jaxstage sample: warning: {item.warning}", file=sys.stderr)
-    from jaxstage.inference.load import load_run
-    from jaxstage.inference.sr_sampling import SRGenerator
-
-    exp, state = load_run(cfg, workdir, step=args.step)
-    params = state.params if args.no_ema else state.ema_params
-    generator = SRGenerator(exp)
-    for item, (_, dest) in zip(tqdm(inputs, desc="super-resolving", unit="file", disable=len(inputs) < 2), jobs):
-        audio = generator.upsample(params, state.codec_stats, item.audio, item.cutoff_hz, sampler=args.sampler,
-                                   steps=args.steps, seed=args.seed, replace=args.replace_low_band)
-        _write_wav_atomic(dest, audio, cfg.data.sample_rate)
-        print(f"wrote {dest} ({item.file_rate} Hz input, cutoff {item.cutoff_hz:g} Hz)", file=sys.stderr)
-    return 0
-
-
-def _write_wav_atomic(path: Path, audio, sample_rate: int) -> None:
-    """16-bit WAV written beside ``path`` and renamed into place (no half-written file on failure)."""
-    import os
-    import tempfile
-
-    import soundfile as sf
-
-    from jaxstage.tools.export.safetensors_io import publish_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
-    os.close(fd)
-    try:
-        sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
-        publish_file(tmp, path)  # umask permissions (mkstemp makes 0600), then rename into place
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

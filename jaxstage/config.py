@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jaxstage.stage.guidance import AlignmentConfig
+from jaxstage.stage.regime import MODES, ProgressConfig
+from jaxstage.stage.structure import KINDS, StructureConfig
+from jaxstage.stage.timesteps import AdaptiveTimestepConfig
+
 
 class ConfigError(ValueError):
     """A bad config file, key or value; the message is one line naming the culprit."""
@@ -183,39 +188,38 @@ class MeshConfig:
     )
 
 
-@dataclass
-class RegimeConfig:
-    """The progress variable p (SPEC §3.1-3.2): monitor, estimator and ablation modes."""
+class _StageSection:
+    """Base of the sections that extend a ``jaxstage.stage`` config, whose hyperparameters (and
+    defaults) they inherit: such a section is checked by :func:`validate` (a ``ConfigError`` naming
+    the key), not by the stage class's ``__post_init__``; ``make_recipe`` builds the checked stage
+    config from it. ``INTERNAL``: stage fields that are not config keys (they keep their default)."""
 
-    mode: str = "off"  # adaptive | linear | switch_at | random | off
+    INTERNAL: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        pass
+
+
+@dataclass
+class RegimeConfig(_StageSection, ProgressConfig):
+    """The progress variable p (SPEC §3.1-3.2): the estimator and ablation modes
+    (:class:`~jaxstage.stage.regime.ProgressConfig`), plus the monitor that measures D."""
+
+    mode: str = "off"  # adaptive | linear | switch_at | random | off (off: a static recipe)
     every: int = 50  # monitor cadence in steps (one no-grad forward on the monitor batch)
     discrepancy: str = "alignment"  # alignment | output
     monitor_size: int = 64  # clips in the fixed monitor batch
     monitor_levels: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)  # RF-time levels (EDM: their sigma equivalents)
     monitor_seed: int = 7
-    beta: float = 0.8  # smoothing per event
-    window: int = 8  # ring buffer length W
-    eps: float = 1e-6
-    rho_min: float = 1e-3  # floor of the reference rate
-    max_delta: float = 0.05  # largest rise of p per event
-    warmup_steps: int = 0
-    linear_start: int = 0  # mode=linear
-    linear_end: int = 10_000
-    switch_step: int = 5_000  # mode=switch_at
-    random_low: int = 1_000  # mode=random: switch step drawn in [low, high] from seed
-    random_high: int = 9_000
-    seed: int = 0
 
 
 @dataclass
-class GuidanceConfig:
-    """Mechanism 1 (SPEC §3.3): REPA alignment to SSL targets with weight λ0(1-p)^γ."""
+class GuidanceConfig(_StageSection, AlignmentConfig):
+    """Mechanism 1 (SPEC §3.3): REPA alignment to SSL targets with weight λ0(1-p)^γ
+    (:class:`~jaxstage.stage.guidance.AlignmentConfig`), plus the source of the targets."""
 
+    INTERNAL = ("eps",)
     lambda0: float = 0.0  # 0 disables alignment (and the projector)
-    gamma: float = 1.0
-    p_off: float = 0.9
-    layer: int = -1  # 1-based block whose output is aligned (as REPA's encoder_depth); -1 means depth // 3
-    hidden: int = 2048  # projector MLP width
     ssl: str = "spectral"  # spectral (stand-in computed from audio) | precomputed (the records' ssl; prepared data)
     #                        | encoder (a wav2vec2/HuBERT/WavLM directory run in JAX inside the step)
     ssl_encoder_dir: str = ""  # encoder only: a saved transformers model directory (converted at start-up)
@@ -228,29 +232,28 @@ class GuidanceConfig:
 
 
 @dataclass
-class TimestepConfig:
-    """Mechanism 2 (SPEC §3.4): the level distribution's location moves with p."""
-
+class _TimestepSwitch:
     adaptive: bool = False
-    rf_early: float = 0.8  # logit-normal location at p = 0 (v and rf)
-    rf_late: float = -0.4
-    edm_early: float = -0.4  # lognormal P_mean at p = 0 (edm)
-    edm_late: float = -1.2
 
 
 @dataclass
-class StructConfig:
-    """Mechanism 3 (SPEC §3.5): structure-aware regularization over transformer blocks."""
+class TimestepConfig(_StageSection, AdaptiveTimestepConfig, _TimestepSwitch):
+    """Mechanism 2 (SPEC §3.4): the level distribution's location moves with p when ``adaptive``
+    (:class:`~jaxstage.stage.timesteps.AdaptiveTimestepConfig`; ``adaptive`` leads the keys)."""
 
+
+@dataclass
+class _StructSwitch:
     enabled: bool = False
     every: int = 100  # structure check cadence in steps
-    num_groups: int = 3
-    delta: float = 0.02
-    patience: int = 3  # P_stable
-    p_struct: float = 0.3
-    weight: float = 0.1  # λ_s
-    ramp_steps: int = 5000
-    kind: str = "decorrelation"  # decorrelation | anchoring
+
+
+@dataclass
+class StructConfig(_StageSection, StructureConfig, _StructSwitch):
+    """Mechanism 3 (SPEC §3.5): structure-aware regularization over transformer blocks when ``enabled``
+    (:class:`~jaxstage.stage.structure.StructureConfig`; ``enabled``, ``every`` lead the keys)."""
+
+    INTERNAL = ("eps", "freeze_groups")
 
 
 @dataclass
@@ -338,10 +341,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.objective": ("edm", "v", "rf"),
     "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
     "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
-    "regime.mode": ("adaptive", "linear", "switch_at", "random", "off"),
+    "regime.mode": MODES,
     "regime.discrepancy": ("alignment", "output"),
     "guidance.ssl": ("spectral", "precomputed", "encoder"),
-    "struct.kind": ("decorrelation", "anchoring"),
+    "struct.kind": KINDS,
 }
 
 POSITIVE = (
@@ -353,7 +356,7 @@ POSITIVE = (
     "sample.num", "optim.lr", "regime.every", "regime.monitor_size", "regime.window", "regime.eps",
     "regime.rho_min", "guidance.hidden", "guidance.ssl_n_mels", "guidance.ssl_n_mfcc", "struct.every",
     "struct.num_groups", "struct.patience", "struct.ramp_steps", "train.steps", "train.batch_size", "train.log_every",
-    "train.ckpt_every", "train.ckpt_keep", "eval.num",
+    "train.ckpt_every", "train.ckpt_keep", "eval.num", "arc.disc_depth", "arc.gen_lr", "arc.disc_lr", "arc.r1_sigma",
 )
 
 PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_dropout", "optim.ema_decay",
@@ -430,6 +433,24 @@ def validate(cfg: Config) -> Config:
     lo, hi = cfg.sample.cfg_interval
     if not 0 <= lo <= hi:
         raise ConfigError(f"sample.cfg_interval={cfg.sample.cfg_interval!r} must satisfy 0 <= lo <= hi")
+    if not 0.0 <= cfg.arc.ema_decay < 1.0:
+        raise ConfigError(f"arc.ema_decay={cfg.arc.ema_decay} must be in [0, 1)")
+    return cfg
+
+
+def validate_posttrain(cfg: Config) -> Config:
+    """:func:`validate`, then what ARC post-training (``jaxstage posttrain``) needs of the pretrained run."""
+    validate(cfg)
+    if cfg.task != "t2a":
+        raise ConfigError(f"task={cfg.task}: ARC post-training is implemented for text-to-audio (task=t2a)")
+    if cfg.diffusion.objective != "rf":
+        raise ConfigError(f"diffusion.objective={cfg.diffusion.objective}: ARC post-trains a rectified-flow "
+                          f"model (rf)")
+    if cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size}: the contrastive loss rolls prompts within "
+                          f"the batch and needs at least 2 clips")
+    if cfg.arc.disc_depth > cfg.model.depth:  # >= 1: validate
+        raise ConfigError(f"arc.disc_depth={cfg.arc.disc_depth} must be in [1, model.depth={cfg.model.depth}]")
     return cfg
 
 
@@ -497,7 +518,8 @@ def _validate_sr(cfg: Config) -> None:
 
 
 def _fields(obj: Any) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(obj)}
+    """The config keys of a section: its fields less a stage section's INTERNAL ones."""
+    return {f.name: f for f in dataclasses.fields(obj) if f.name not in getattr(obj, "INTERNAL", ())}
 
 
 def all_keys(obj: Any = None, prefix: str = "") -> list[str]:
@@ -625,8 +647,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict (tuples become lists in JSON)."""
-    return dataclasses.asdict(cfg)
+    """Plain nested dict of the config keys (tuples become lists in JSON)."""
+    return {k: to_dict(v) if dataclasses.is_dataclass(v := getattr(cfg, k)) else v for k in _fields(cfg)}
 
 
 def from_dict(data: dict[str, Any], source: str = "config.json") -> Config:
@@ -675,6 +697,6 @@ __all__ = [
     "Config", "ConfigError", "DataConfig", "CodecConfig", "TextConfig", "ModelConfig",
     "DiffusionConfig", "SampleConfig", "OptimConfig", "MeshConfig", "RegimeConfig", "GuidanceConfig",
     "TimestepConfig", "StructConfig", "TrainConfig", "SRConfig", "EvalConfig",
-    "load_config", "apply_overrides", "validate", "save_json", "load_json", "to_dict", "from_dict",
+    "load_config", "apply_overrides", "validate", "validate_posttrain", "save_json", "load_json", "to_dict", "from_dict",
     "all_keys", "get_value", "set_value",
 ]

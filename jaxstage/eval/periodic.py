@@ -2,8 +2,8 @@
 
 t2a: attribute accuracy (synthetic data) and FD-spectral on the first ``eval.num`` prompts of the
 end-of-run set; sr: LSD / LSD-HF / LSD-LF of the EMA output with low-band replacement on the first
-``eval.num`` held-out clips. EMA weights, ``sample.*`` sampler settings, a fixed seed, so successive
-evaluations differ only by the weights.
+``eval.num`` held-out clips (both from :mod:`jaxstage.eval.held_out`). EMA weights, ``sample.*``
+sampler settings, a fixed seed, so successive evaluations differ only by the weights.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from jaxstage.config import Config
-from jaxstage.train.state import TrainState
 
 
 class PeriodicEval:
@@ -22,14 +21,15 @@ class PeriodicEval:
         self.generator = generator
         self._prompts = None
 
-    def __call__(self, state: TrainState) -> dict[str, float]:
+    def __call__(self, state) -> dict[str, float]:
         cfg = self.cfg
         if cfg.task == "sr":
             from jaxstage.eval.sr_report import sr_eval
 
             mean = sr_eval(self.generator, state, cfg, cfg.eval.num, baselines=False)["mean"]["output_replaced"]
             return {f"eval_{k}": v for k, v in mean.items()}
-        from jaxstage.eval.tta import generate, held_out_prompts, score
+        from jaxstage.eval.held_out import held_out_prompts
+        from jaxstage.eval.tta import generate, score
 
         if self._prompts is None:
             self._prompts = held_out_prompts(cfg, cfg.eval.num)

@@ -1,12 +1,10 @@
 """Super-resolution during and after training (task=sr): sample WAVs and the held-out LSD check.
 
-The held-out clips are :func:`jaxstage.data.pipeline.sr_held_out_batch` at offset
-``regime.monitor_size`` (speech-like source: never read by training and disjoint from the monitor's
-clips; prepared data: the held-out tail). Each clip is scored against its full-band reference with the
-SPEC §4 metrics four times: the model's output, the same output with low-band replacement, the
-unprocessed low-band input (the baseline a super-resolver has to beat) and an oracle noise fill (the
-input plus noise shaped like the reference's average high-band spectrum: a stronger yardstick). The LSD-HF/LF split of each clip is at its own cutoff
-(``input_sr = 2 · cutoff``).
+The held-out clips are :func:`jaxstage.eval.held_out.sr_clips`. Each clip is scored against its
+full-band reference with the SPEC §4 metrics four times: the model's output, the same output with
+low-band replacement, the unprocessed low-band input (the baseline a super-resolver has to beat) and
+an oracle noise fill (the input plus noise shaped like the reference's average high-band spectrum: a
+stronger yardstick). The LSD-HF/LF split of each clip is at its own cutoff (``input_sr = 2 · cutoff``).
 """
 
 from __future__ import annotations
@@ -20,32 +18,19 @@ import jax
 import numpy as np
 
 from jaxstage.config import Config
-from jaxstage.data.pipeline import held_out_count, sr_held_out_batch
+from jaxstage.eval.held_out import sr_clips
 from jaxstage.eval.sr_baselines import oracle_noise_fill
 from jaxstage.eval.sr_metrics import evaluate_pair
 from jaxstage.models.band_replace import replace_low_band
 from jaxstage.run.logging import RunLogger
 from jaxstage.inference.sr_sampling import SRGenerator
-from jaxstage.train.state import TrainState
 
 METRICS = ("lsd", "lsd_hf", "lsd_lf", "si_sdr")
 
 
-def eval_offset(cfg: Config) -> int:
-    """Where the evaluation clips start in the held-out set (after the monitor's, when there is room)."""
-    return 0 if cfg.data.source == "prepared" else cfg.regime.monitor_size
-
-
-def eval_batch(cfg: Config, count: int) -> dict[str, np.ndarray]:
-    """``count`` held-out SR clips (prepared data: at most the held-out tail)."""
-    if cfg.data.source == "prepared":
-        count = min(count, held_out_count(cfg))
-    return sr_held_out_batch(cfg, count, offset=eval_offset(cfg))
-
-
-def write_sr_samples(logger: RunLogger, generator: SRGenerator, state: TrainState, cfg: Config, step: int) -> None:
+def write_sr_samples(logger: RunLogger, generator: SRGenerator, state, cfg: Config, step: int) -> None:
     """``sample.num`` held-out clips as low-band input, EMA-model output and reference WAVs."""
-    batch = eval_batch(cfg, cfg.sample.num)
+    batch = sr_clips(cfg, cfg.sample.num)
     out = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"],
                           seed=cfg.sample.seed + step)
     labels, clips = [], []
@@ -72,14 +57,16 @@ def replaced(cfg: Config, output: np.ndarray, low: np.ndarray, cutoff: np.ndarra
     return np.clip(np.asarray(fn(output, low, cutoff), np.float32), -1.0, 1.0)
 
 
-def sr_eval(generator: SRGenerator, state: TrainState, cfg: Config, count: int, *,
-            baselines: bool = True) -> dict[str, Any]:
+def sr_eval(generator: SRGenerator, state, cfg: Config, count: int, *, baselines: bool = True,
+            sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
     """Score the EMA model (raw and with low-band replacement), the unprocessed input and the oracle
     noise fill (:mod:`jaxstage.eval.sr_baselines`) on ``count`` held-out clips (SPEC §4 metrics).
-    Both model rows come from the same samples; ``baselines=False`` scores the model rows only."""
-    batch = eval_batch(cfg, count)
-    raw = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"], seed=cfg.sample.seed,
-                          replace=False)
+    Both model rows come from the same samples; ``baselines=False`` scores the model rows only.
+    ``sampler``/``steps`` default to ``sample.*``."""
+    sampler, steps = sampler or cfg.sample.sampler, steps or cfg.sample.steps
+    batch = sr_clips(cfg, count)
+    raw = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"], sampler=sampler,
+                          steps=steps, seed=cfg.sample.seed, replace=False)
     candidates = {"output": raw, "output_replaced": replaced(cfg, raw, batch["low"], batch["cutoff"])}
     if baselines:
         candidates["input"] = batch["low"]
@@ -96,12 +83,12 @@ def sr_eval(generator: SRGenerator, state: TrainState, cfg: Config, count: int, 
             clip[name] = evaluate_pair(batch["audio"][j], audio[j], sr, input_sr)
             rows[name].append(clip[name])
         per_clip.append(clip)
-    return {"step": int(state.step), "count": len(per_clip), "sample_rate": sr, "sampler": cfg.sample.sampler,
-            "steps": cfg.sample.steps, "replace_low_band": cfg.sr.replace_low_band,
+    return {"step": int(state.step), "count": len(per_clip), "sample_rate": sr, "sampler": sampler,
+            "steps": steps, "replace_low_band": cfg.sr.replace_low_band,
             "mean": {name: _mean(r) for name, r in rows.items()}, "per_clip": per_clip}
 
 
-def sr_final_eval(logger: RunLogger, generator: SRGenerator, state: TrainState, cfg: Config,
+def sr_final_eval(logger: RunLogger, generator: SRGenerator, state, cfg: Config,
                   workdir: Path) -> dict[str, Any]:
     """:func:`sr_eval` on ``sample.final_eval_prompts`` clips, written to ``WORKDIR/sr_eval.json``."""
     report = sr_eval(generator, state, cfg, cfg.sample.final_eval_prompts)

@@ -1,10 +1,4 @@
-"""Text-to-audio evaluation of a trained run: generate for held-out prompts, score, report as a dict.
-
-Prompt sets:
-- synthetic data: the held-out single-source prompts of ``prompt_examples(sample.seed + 1, n)`` (the
-  same set the end-of-run attribute check uses), with reference clips rendered from their attributes;
-- prepared data: the held-out tail records (their captions/text and audio as references);
-- a prompts file (one prompt per line): no references, so only reference-free metrics.
+"""Text-to-audio evaluation: generate for a prompt set (:mod:`jaxstage.eval.held_out`) and score it.
 
 Metrics (SPEC §4): attribute accuracy (synthetic), FD on the weight-free spectral embedding
 (``fd_spectral``), and, given local model directories, FD / KL (both directions, named) / Inception
@@ -13,7 +7,6 @@ Score on an AST AudioSet classifier and CLAP score plus FD on CLAP audio embeddi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,52 +14,9 @@ import numpy as np
 from jaxstage.config import Config
 from jaxstage.eval.classifier_metrics import clap_score, inception_score, paired_kl
 from jaxstage.eval.frechet import frechet_distance_of
+from jaxstage.eval.held_out import PromptSet
 from jaxstage.eval.spectral_embedding import spectral_embedding
 from jaxstage.inference.sampling import Generator
-
-
-class PromptSet:
-    """Captions, optional references [n, N], optional attribute dicts and the encoded text condition."""
-
-    def __init__(self, captions: list[str], references: np.ndarray | None = None,
-                 attributes: list[dict] | None = None, text: np.ndarray | None = None,
-                 text_mask: np.ndarray | None = None):
-        self.captions, self.references, self.attributes = captions, references, attributes
-        self.text, self.text_mask = text, text_mask
-
-
-def read_prompts_file(path: str | Path) -> list[str]:
-    """Non-empty, stripped lines of a UTF-8 text file; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: prompts file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise ValueError(f"{path}: no prompts (one per line expected)")
-    return prompts
-
-
-def held_out_prompts(cfg: Config, n: int, prompts_file: str | Path | None = None) -> PromptSet:
-    """The evaluation prompts for ``cfg`` (see the module docstring)."""
-    if n < 1:
-        raise ValueError(f"need at least one prompt, got n={n}")
-    if prompts_file is not None:
-        return PromptSet(read_prompts_file(prompts_file)[:n])
-    if cfg.data.source == "prepared":
-        from jaxstage.data.pipeline import held_out_batch, held_out_count
-
-        batch, captions = held_out_batch(cfg, min(n, held_out_count(cfg)))
-        key = "text_emb" if cfg.text.kind == "precomputed" else "text_ids"
-        return PromptSet(captions, batch["audio"], text=batch[key], text_mask=batch["text_mask"])
-    from jaxstage.data.synthetic import prompt_examples
-
-    examples = prompt_examples(cfg.sample.seed + 1, n, cfg.data.sample_rate, cfg.num_samples, mix_prob=0.0)
-    return PromptSet([e["caption"] for e in examples], np.stack([e["audio"] for e in examples]),
-                     [e["attributes"] for e in examples])
 
 
 def generate(generator: Generator, params: Any, stats: Any, prompts: PromptSet, *, chunk: int = 32,

@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from jaxstage import parallel
-from jaxstage.config import Config, ConfigError
+from jaxstage.config import Config, validate_posttrain
 from jaxstage.models.codecs import CodecStats
 from jaxstage.posttrain.discriminator import Discriminator, from_pretrained
 from jaxstage.train.state import Experiment, Params, build_experiment, optimizer_shardings
@@ -73,28 +73,9 @@ def make_player_optimizer(cfg: Config, lr: float) -> optax.GradientTransformatio
     return optax.chain(*parts)
 
 
-def check_arc_config(cfg: Config) -> None:
-    """What ARC post-training needs from the (pretrained) config; one-line errors."""
-    if cfg.task != "t2a":
-        raise ConfigError(f"task={cfg.task}: ARC post-training is implemented for text-to-audio (task=t2a)")
-    if cfg.diffusion.objective != "rf":
-        raise ConfigError(f"diffusion.objective={cfg.diffusion.objective}: ARC post-trains a rectified-flow "
-                          f"model (rf)")
-    if cfg.train.batch_size < 2:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size}: the contrastive loss rolls prompts within "
-                          f"the batch and needs at least 2 clips")
-    if not 1 <= cfg.arc.disc_depth <= cfg.model.depth:
-        raise ConfigError(f"arc.disc_depth={cfg.arc.disc_depth} must be in [1, model.depth={cfg.model.depth}]")
-    for name in ("gen_lr", "disc_lr", "r1_sigma"):
-        if getattr(cfg.arc, name) <= 0:
-            raise ConfigError(f"arc.{name}={getattr(cfg.arc, name)} must be > 0")
-    if not 0.0 <= cfg.arc.ema_decay < 1.0:
-        raise ConfigError(f"arc.ema_decay={cfg.arc.ema_decay} must be in [0, 1)")
-
-
 def build_arc_experiment(cfg: Config, mesh=None) -> ARCExperiment:
     """Generator experiment (the pretrained model's graph) + discriminator graph, optimizers, shardings."""
-    check_arc_config(cfg)
+    validate_posttrain(cfg)
     gen = build_experiment(cfg, mesh)
     abstract_disc = nnx.eval_shape(lambda: Discriminator(cfg, gen.io_channels, text_dim=gen.text_dim,
                                                          rngs=nnx.Rngs(0)))

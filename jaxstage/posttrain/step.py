@@ -14,18 +14,16 @@ The three discriminator passes (real, fake, real with rolled prompts) run as one
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxstage import parallel
 from jaxstage.diffusion.noise import sample_levels
 from jaxstage.models.codecs import normalize
 from jaxstage.posttrain import arc_losses
+from jaxstage.run.compiled_step import CompiledStep, compile_step
 from jaxstage.posttrain.state import ARCExperiment, ARCState, arc_state_shardings
 from jaxstage.train.step import Batch, Metrics, abstract_batch
 
@@ -113,37 +111,8 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
     return arc_step
 
 
-@dataclass
-class CompiledARCStep:
-    """The ARC step compiled once (AOT) for fixed shapes and shardings."""
-
-    compiled: Any
-    compile_seconds: float
-    trace_count: int
-
-    def __call__(self, state: ARCState, batch: Batch) -> tuple[ARCState, Metrics]:
-        return self.compiled(state, batch)
-
-
-def compile_arc_step(ax: ARCExperiment, state_like: ARCState) -> CompiledARCStep:
-    """Compile ``arc_step`` once, ahead of time.
-
-    jit boundary: in/out shardings are the ARC state's (both players' params by the logical rules,
-    moments mirroring them, the rest replicated) and the batch split over (data, fsdp); the state is
-    donated; metrics come back replicated.
-    """
-    traces = {"n": 0}
-    step_fn = make_arc_step(ax)
-
-    def counted(state, batch):
-        traces["n"] += 1
-        return step_fn(state, batch)
-
-    shardings = arc_state_shardings(ax, state_like)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_like, shardings)
-    jitted = jax.jit(counted, in_shardings=(shardings, ax.gen.batch_sharding),
-                     out_shardings=(shardings, parallel.replicated(ax.mesh)), donate_argnums=0)
-    start = time.perf_counter()
-    with jax.set_mesh(ax.mesh):
-        compiled = jitted.lower(abstract, abstract_batch(ax.gen)).compile()
-    return CompiledARCStep(compiled, time.perf_counter() - start, traces["n"])
+def compile_arc_step(ax: ARCExperiment, state_like: ARCState) -> CompiledStep:
+    """Compile ``arc_step`` once (see ``run.compiled_step``): both players' params by the logical
+    rules, moments mirroring them, the rest replicated; the state is donated."""
+    return compile_step(make_arc_step(ax), state_like, arc_state_shardings(ax, state_like), abstract_batch(ax.gen),
+                        ax.mesh, ax.gen.batch_sharding)

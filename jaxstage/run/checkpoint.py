@@ -1,6 +1,6 @@
 """Orbax checkpoints of the train state, the data position and the resolved config.
 
-Each checkpoint step holds three items: ``state`` (the TrainState pytree, regime included),
+Each checkpoint step holds three items: ``state`` (the trainer's state pytree, e.g. TrainState),
 ``data`` (the input iterator position, JSON) and ``config`` (the resolved config, JSON). Restoring
 takes sharded abstract targets, so a checkpoint lands on whatever mesh the new run uses. A
 checkpoint that fails to restore raises :class:`CheckpointError` naming it; it never falls back to
@@ -63,6 +63,26 @@ class Checkpointer:
         except Exception as err:  # name the checkpoint; never start fresh silently
             raise CheckpointError(f"checkpoint {path} failed to restore: {type(err).__name__}: {err}") from err
         return restored.state, restored.data
+
+    def restore_fields(self, step: int, target: dict[str, Any]) -> dict[str, Any]:
+        """Restore only the top-level state fields named by ``target``'s keys (e.g. the weights and
+        codec statistics, without the optimizer moments) into ``target``'s shapes and shardings."""
+        path = self.directory / str(step)
+        restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
+        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(target, restore_args=restore_args,
+                                                               partial_restore=True))
+        try:
+            return dict(self.manager.restore(step, args=args).state)
+        except Exception as err:  # name the checkpoint; never start fresh silently
+            raise CheckpointError(f"checkpoint {path} failed to restore: {type(err).__name__}: {err}") from err
+
+    def state_metadata(self, step: int) -> Any:
+        """Shapes and dtypes of the saved state at ``step`` (a tree of array metadata), read without the data."""
+        path = self.directory / str(step) / "state"
+        try:
+            return ocp.PyTreeCheckpointer().metadata(path).item_metadata
+        except Exception as err:
+            raise CheckpointError(f"checkpoint {path} has no readable metadata: {type(err).__name__}: {err}") from err
 
     def wait(self) -> None:
         """Block until any asynchronous save has finished."""

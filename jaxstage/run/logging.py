@@ -16,8 +16,9 @@ import numpy as np
 class RunLogger:
     """Writes one JSON object per log step, TensorBoard events, WAV samples and a tqdm bar."""
 
-    def __init__(self, workdir: Path, *, enabled: bool = True, progress_bar: bool = True):
+    def __init__(self, workdir: Path, *, enabled: bool = True, progress_bar: bool = True, headline: str = "loss"):
         self.workdir = Path(workdir)
+        self.headline = headline  # the metric shown on the progress bar
         self.enabled = enabled
         self._bar = None
         self._show_bar = progress_bar and enabled
@@ -70,7 +71,7 @@ class RunLogger:
                     if v is not None:
                         self._tb.add_scalar(f"loss_bucket/{i}", v, step)
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{values['loss']:.4f}", p=f"{values.get('progress') or 0:.2f}", sps=f"{values.get('steps_per_s', 0):.1f}",
+            self._bar.set_postfix(**{self.headline: f"{values[self.headline]:.4f}"}, p=f"{values.get('progress') or 0:.2f}", sps=f"{values.get('steps_per_s', 0):.1f}",
                                   refresh=False)
 
     def eval_metrics(self, step: int, values: dict[str, float]) -> None:

@@ -23,10 +23,11 @@ Axes = tuple[str | None, str | None]
 PROJECTOR_AXES: tuple[Axes, Axes, Axes] = (("embed", "mlp"), ("mlp", "embed"), ("embed", None))
 
 
-@dataclasses.dataclass(frozen=True)
-class GuidanceConfig:
+@dataclasses.dataclass(unsafe_hash=True)
+class AlignmentConfig:
     """λ₀, γ, p_off of λ_ssl(p); `layer`: align the output of block `layer` (1-based, as REPA's
-    encoder_depth; -1 = depth // 3, at least 1); `hidden`: projector width; `eps`: cosine eps."""
+    encoder_depth; -1 = depth // 3, at least 1); `hidden`: projector width; `eps`: cosine eps.
+    Hashed by value; not frozen, as the app's ``guidance.*`` section extends it."""
 
     lambda0: float = 0.5
     gamma: float = 1.0
@@ -125,7 +126,7 @@ def guided_alignment(
     projector_fn: Callable[[jax.Array], jax.Array],
     targets: jax.Array,
     p: jax.Array | float,
-    cfg: GuidanceConfig = GuidanceConfig(),
+    cfg: AlignmentConfig = AlignmentConfig(),
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """λ₀·L_align(h_ψ(route_gradient(H, λ_ssl(p)/λ₀)), y) and its metrics.
 

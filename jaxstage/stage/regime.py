@@ -2,7 +2,8 @@
 
 p = 0 is semantic acquisition (early), p = 1 refinement (late). ``ProgressState`` is a pytree of
 arrays that lives inside the compiled train state and is checkpointed with it; ``ProgressConfig``
-holds the static hyperparameters (hashable, so it can be a ``static_argnames`` of ``jax.jit``).
+holds the static hyperparameters (hashed by value, so it can be a ``static_argnames`` of ``jax.jit``;
+not frozen, since the app's ``regime.*`` config section extends it: do not mutate one in use).
 
 ``update_progress`` is one monitor event, SPEC §3.2 steps 1–7 (mode ``adaptive``):
 
@@ -51,17 +52,17 @@ MODES: tuple[str, ...] = ("adaptive", "linear", "switch_at", "random", "off")
 SWITCH_MODES: tuple[str, ...] = ("switch_at", "random")
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class ProgressConfig:
     """Static hyperparameters of the progress variable (SPEC §3.2); hashable."""
 
+    mode: str = "adaptive"
     beta: float = 0.8  # smoothing of D per event
     window: int = 8  # W, ring-buffer length (events) for the OLS slope
     eps: float = 1e-6  # floor of D̃ in ρ = −s / max(D̃, ε)
     rho_min: float = 1e-3  # floor of ρ_ref: relative rate per event that counts as flat
     max_delta: float = 0.05  # Δ_max, largest rise of p per event
     warmup_steps: int = 0  # p stays 0 before this step (adaptive mode)
-    mode: str = "adaptive"
     linear_start: int = 0  # linear mode: p = 0 at this step ...
     linear_end: int = 10_000  # ... and 1 at this step
     switch_step: int = 5_000  # switch_at mode: p jumps 0 → 1 at this step

@@ -42,9 +42,10 @@ DEFAULT_EPS = 1e-8
 # ----------------------------------------------------------------------------- config and state
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class StructureConfig:
-    """Gate and regularizer constants (hashable: pass as a static jit argument).
+    """Gate and regularizer constants (hashed by value: pass as a static jit argument; not frozen, as
+    the app's ``struct.*`` section extends it).
 
     `freeze_groups`: once on, keep the partition found at the switch (the regularizer's groups do
     not move under it); the check keeps measuring stability against that partition.

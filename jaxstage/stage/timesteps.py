@@ -33,19 +33,15 @@ def level_location(p: jax.Array | float, early: jax.Array | float, late: jax.Arr
     return early + p * (jnp.asarray(late, jnp.float32) - early)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(unsafe_hash=True)
 class AdaptiveTimestepConfig:
-    """Endpoints of the location (RF: logit t; EDM: ln σ) and the uniform-floor probability ε_u."""
+    """Endpoints of the location (RF: logit t; EDM: ln σ). Hashed by value; not frozen, as the app's
+    ``timesteps.*`` section extends it."""
 
-    rf_early: float = 0.8
+    rf_early: float = 0.8  # logit-normal location at p = 0 (v and rf)
     rf_late: float = -0.4
-    edm_early: float = -0.4
+    edm_early: float = -0.4  # lognormal P_mean at p = 0 (edm)
     edm_late: float = -1.2
-    uniform_prob: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.uniform_prob <= 1.0:
-            raise ValueError(f"uniform_prob must be in [0, 1], got {self.uniform_prob}")
 
     def endpoints(self, objective_name: str) -> tuple[float, float]:
         """(early, late) for "rf" or "edm"."""

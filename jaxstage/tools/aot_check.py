@@ -99,7 +99,7 @@ def sharded_bytes(tree) -> int:
 
 def check_memory(cfg: Config, device_memory: int | None = None) -> MemoryReport:
     """Compile ``cfg``'s train step on the current devices with ``cfg.mesh`` and report its memory."""
-    from jaxstage.train.loop import restore_target
+    from jaxstage.train.trainer import restore_target
     from jaxstage.train.state import build_experiment
     from jaxstage.train.step import compile_train_step
 

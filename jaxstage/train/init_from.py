@@ -21,7 +21,7 @@ CODEC_KEYS = ("codec.kind", "codec.n_fft", "codec.hop_length", "codec.compress",
               "codec.f_min", "codec.f_max", "codec.per_channel_stats", "data.sample_rate")
 
 
-def _shapes(tree) -> dict[tuple[str, ...], tuple]:
+def shapes(tree) -> dict[tuple[str, ...], tuple]:
     return {p: (tuple(np.shape(v)), str(getattr(v, "dtype", ""))) for p, v in flatten(tree).items()}
 
 
@@ -30,10 +30,10 @@ def merge_params(fresh: dict, source: dict, *, source_name: str) -> tuple[dict, 
     merged, copied, kept = dict(fresh), [], []
     for part, value in fresh.items():
         theirs = source.get(part)
-        same = theirs is not None and _shapes(theirs) == _shapes(value)
+        same = theirs is not None and shapes(theirs) == shapes(value)
         if part in REQUIRED_PARTS and not same:
             raise ConfigError(f"train.init_from={source_name}: its {part} differs from this config's "
-                              f"({_first_difference(value, theirs)})")
+                              f"({first_difference(value, theirs)})")
         if same:
             merged[part] = theirs
             copied.append(part)
@@ -42,10 +42,10 @@ def merge_params(fresh: dict, source: dict, *, source_name: str) -> tuple[dict, 
     return merged, copied, kept
 
 
-def _first_difference(ours: dict, theirs: dict | None) -> str:
+def first_difference(ours: dict, theirs: dict | None) -> str:
     if theirs is None:
         return "absent in the source"
-    a, b = _shapes(ours), _shapes(theirs)
+    a, b = shapes(ours), shapes(theirs)
     for path in sorted(set(a) | set(b)):
         if a.get(path) != b.get(path):
             return f"{'.'.join(path)}: here {a.get(path, 'absent')}, source {b.get(path, 'absent')}"

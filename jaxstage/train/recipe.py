@@ -8,6 +8,7 @@ structure gate are all traced values read from ``TrainState.regime``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import flax
@@ -58,7 +59,7 @@ class Recipe:
 
     progress: regime_lib.ProgressConfig
     structure: structure_lib.StructureConfig
-    guidance: guidance_lib.GuidanceConfig | None  # None: no alignment, no projector
+    guidance: guidance_lib.AlignmentConfig | None  # None: no alignment, no projector
     timesteps: AdaptiveTimestepConfig | None  # None: static level distribution
     ssl: SpectralSSL | NeuralSSL | None  # None: no in-step features (none needed, or guidance.ssl=precomputed)
     target_dim: int  # d_ssl of the alignment targets (spectral: ssl.dim; precomputed: the data's; 0: none)
@@ -92,31 +93,24 @@ def ssl_resolutions(cfg: Config) -> tuple[tuple[int, int], ...]:
     return ((n_fft, hop), (max(n_fft // 2, hop), hop))
 
 
+def _stage(cls, section, **derived):
+    """The stage config ``cls`` (checked, hashable) with the values of ``section``, the config section
+    that extends it (its extra fields dropped), and the ``derived`` ones."""
+    return cls(**{**{f.name: getattr(section, f.name) for f in dataclasses.fields(cls)}, **derived})
+
+
 def make_recipe(cfg: Config, ssl_dim: int = 0, neural_ssl: NeuralSSL | None = None) -> Recipe:
     """Translate the config sections regime/guidance/timesteps/struct into stage configs.
 
     ``ssl_dim``: width of precomputed SSL targets (read from the data; needed with guidance.ssl=precomputed).
     ``neural_ssl``: the loaded encoder (guidance.ssl=encoder; its weights stay with the Experiment).
     """
-    r = cfg.regime
-    progress = regime_lib.ProgressConfig(
-        beta=r.beta, window=r.window, eps=r.eps, rho_min=r.rho_min, max_delta=r.max_delta,
-        warmup_steps=r.warmup_steps, mode=r.mode, linear_start=r.linear_start, linear_end=r.linear_end,
-        switch_step=r.switch_step, random_low=r.random_low, random_high=r.random_high, seed=r.seed,
-    )
-    s = cfg.struct
-    structure = structure_lib.StructureConfig(
-        num_groups=min(s.num_groups, cfg.model.depth), delta=s.delta, patience=s.patience,
-        p_struct=s.p_struct, weight=s.weight, ramp_steps=s.ramp_steps, kind=s.kind,
-    )
-    g = cfg.guidance
-    guidance = None
+    r, g, s = cfg.regime, cfg.guidance, cfg.struct
+    progress = _stage(regime_lib.ProgressConfig, r)
+    structure = _stage(structure_lib.StructureConfig, s, num_groups=min(s.num_groups, cfg.model.depth))
+    guidance = _stage(guidance_lib.AlignmentConfig, g) if g.lambda0 > 0 else None
+    hidden_layer = None if guidance is None else guidance.hidden_layer(cfg.model.depth)
     ssl = None
-    hidden_layer = None
-    if g.lambda0 > 0:
-        guidance = guidance_lib.GuidanceConfig(lambda0=g.lambda0, gamma=g.gamma, p_off=g.p_off,
-                                               layer=g.layer, hidden=g.hidden)
-        hidden_layer = guidance.hidden_layer(cfg.model.depth)
     target_dim = 0
     if g.ssl == "precomputed":
         if g.lambda0 > 0 and ssl_dim <= 0:
@@ -130,15 +124,10 @@ def make_recipe(cfg: Config, ssl_dim: int = 0, neural_ssl: NeuralSSL | None = No
         ssl = SpectralSSL(sample_rate=cfg.data.sample_rate, resolutions=ssl_resolutions(cfg),
                           n_mels=g.ssl_n_mels, n_mfcc=g.ssl_n_mfcc)
         target_dim = ssl.dim
-    t = cfg.timesteps
-    timesteps = None
-    if t.adaptive:
-        timesteps = AdaptiveTimestepConfig(rf_early=t.rf_early, rf_late=t.rf_late, edm_early=t.edm_early,
-                                           edm_late=t.edm_late, uniform_prob=cfg.diffusion.uniform_prob)
+    timesteps = _stage(AdaptiveTimestepConfig, cfg.timesteps) if cfg.timesteps.adaptive else None
     return Recipe(progress=progress, structure=structure, guidance=guidance, timesteps=timesteps, ssl=ssl,
-                  target_dim=target_dim,
-                  hidden_layer=hidden_layer, discrepancy=r.discrepancy, monitor_every=r.every, struct_enabled=s.enabled,
-                  struct_every=s.every, depth=cfg.model.depth)
+                  target_dim=target_dim, hidden_layer=hidden_layer, discrepancy=r.discrepancy,
+                  monitor_every=r.every, struct_enabled=s.enabled, struct_every=s.every, depth=cfg.model.depth)
 
 
 def init_regime(recipe: Recipe) -> RegimeState:

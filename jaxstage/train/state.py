@@ -2,8 +2,9 @@
 
 ``TrainState`` holds only device arrays (step, params, optimizer state, EMA params, RNG key, the
 regime sub-state and the codec normalization), so it can be donated, sharded, checkpointed and
-restored onto any mesh. ``Experiment`` holds the static parts built from the config: the NNX
-graph definition, the codec, the objective, the optimizer and the shardings.
+restored onto any mesh. ``Experiment`` holds the static parts built from the config: the
+denoiser's (``inference.model.InferenceModel``: graph, codec, objective, shardings) plus the
+optimizer and the stage-adaptive recipe.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxstage import parallel
 from jaxstage.config import Config
-from jaxstage.data.pipeline import ExampleSpec, example_spec
-from jaxstage.diffusion.objectives import make_objective
-from jaxstage.models.codecs import CodecStats, make_codec
+from jaxstage.data.pipeline import example_spec
+from jaxstage.inference.model import InferenceModel, Params, inference_parts
+from jaxstage.models.codecs import CodecStats
 from jaxstage.models.denoiser import Denoiser
 from jaxstage.train.recipe import MonitorBatch, Recipe, RegimeState, init_regime, make_recipe
-
-Params = dict[str, Any]
-
 
 @flax.struct.dataclass
 class TrainState:
@@ -57,93 +55,29 @@ def make_optimizer(cfg: Config) -> tuple[optax.GradientTransformation, optax.Sch
 
 
 @dataclass
-class Experiment:
-    """Static pieces of a run, built once from the config."""
+class Experiment(InferenceModel):
+    """Static pieces of a training run, built once from the config: the denoiser's (as for
+    sampling) plus the optimizer, the recipe and the frozen SSL encoder."""
 
-    cfg: Config
-    mesh: Mesh
-    rules: dict[str, tuple[str, ...]]
-    codec: Any
-    objective: Any
-    graphdef: nnx.GraphDef
-    buffers: Params  # non-trainable model variables (constants captured by jit)
-    abstract_params: Params
-    param_shardings: Params
-    batch_sharding: NamedSharding
     tx: optax.GradientTransformation
     lr_schedule: optax.Schedule
     recipe: Recipe
-    example_spec: ExampleSpec  # batch key -> (per-example shape, dtype); prepared data: from dataset.json
     ssl_params: Any = None  # frozen SSL encoder weights, replicated on the mesh (guidance.ssl=encoder)
-
-    @property
-    def io_channels(self) -> int:
-        return self.codec.channels
-
-    @property
-    def text_key(self) -> str:
-        """The batch key holding the text condition: ``text_emb`` (precomputed) or ``text_ids``."""
-        return "text_emb" if "text_emb" in self.example_spec else "text_ids"
-
-    @property
-    def text_dim(self) -> int:
-        """Width of precomputed text embeddings (0 with the learned encoder)."""
-        return self.example_spec["text_emb"][0][-1] if "text_emb" in self.example_spec else 0
-
-    def model(self, params: Params) -> Denoiser:
-        """A Denoiser module bound to ``params`` (use inside jit)."""
-        return nnx.merge(self.graphdef, params, self.buffers)
-
-
-def codec_from_config(cfg: Config):
-    """The codec named by ``codec.kind`` with the config's hyperparameters."""
-    c = cfg.codec
-    if c.kind == "stft":
-        return make_codec("stft", sample_rate=cfg.data.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
-                          compress=c.compress, scale=c.scale)
-    return make_codec("mel", sample_rate=cfg.data.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
-                      n_mels=c.n_mels, f_min=c.f_min, f_max=c.f_max or cfg.data.sample_rate / 2,
-                      griffin_lim_iters=c.griffin_lim_iters)
-
-
-def objective_from_config(cfg: Config):
-    """The diffusion objective named by ``diffusion.objective``."""
-    if cfg.diffusion.objective == "edm":
-        return make_objective("edm", sigma_data=cfg.diffusion.sigma_data)
-    return make_objective(cfg.diffusion.objective)
 
 
 def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
     """Codec, objective, model graph, optimizer and shardings for ``cfg`` on ``mesh``."""
     mesh = parallel.make_mesh(cfg.mesh) if mesh is None else mesh
-    rules = parallel.rules_dict(cfg.mesh.rules)
-    codec = codec_from_config(cfg)
     spec = example_spec(cfg)
     neural_ssl, ssl_params = load_ssl_encoder(cfg, mesh)
     recipe = make_recipe(cfg, ssl_dim=spec["ssl_targets"][0][-1] if "ssl_targets" in spec else 0,
                          neural_ssl=neural_ssl)
-    ssl_dim = recipe.projector_dim
-    text_dim = spec["text_emb"][0][-1] if "text_emb" in spec else 0
-    abstract_model = nnx.eval_shape(
-        lambda: Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, text_dim=text_dim, rngs=nnx.Rngs(0)))
-    graphdef, abstract_param_state, _ = nnx.split(abstract_model, nnx.Param, ...)
-    # Buffers (non-Param variables, e.g. fixed frequencies) are deterministic constants; under jit
-    # XLA computes only them (the parameter initializers are dead code).
-    buffers = jax.jit(lambda: nnx.to_pure_dict(
-        nnx.split(Denoiser(cfg, codec.channels, ssl_dim=ssl_dim, text_dim=text_dim, rngs=nnx.Rngs(0)),
-                  nnx.Param, ...)[2]))()
-    tx, schedule = make_optimizer(cfg)
-    divisor = parallel.batch_divisor(mesh, rules)
+    parts = inference_parts(cfg, mesh, projector_dim=recipe.projector_dim, spec=spec)
+    divisor = parallel.batch_divisor(mesh, parts["rules"])
     if cfg.train.batch_size % divisor:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by the batch mesh axes ({divisor} ways)")
-    return Experiment(
-        cfg=cfg, mesh=mesh, rules=rules, codec=codec, objective=objective_from_config(cfg),
-        graphdef=graphdef, buffers=buffers,
-        abstract_params=nnx.to_pure_dict(abstract_param_state),
-        param_shardings=parallel.state_shardings(mesh, abstract_param_state, rules),
-        batch_sharding=parallel.batch_sharding(mesh, rules), tx=tx, lr_schedule=schedule, recipe=recipe,
-        example_spec=spec, ssl_params=ssl_params,
-    )
+    tx, schedule = make_optimizer(cfg)
+    return Experiment(**parts, tx=tx, lr_schedule=schedule, recipe=recipe, ssl_params=ssl_params)
 
 
 def load_ssl_encoder(cfg: Config, mesh: Mesh):

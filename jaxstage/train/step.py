@@ -9,18 +9,17 @@ Metrics are device arrays returned in a dict (fetched by the host loop one log s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxstage import parallel
 from jaxstage.diffusion.noise import sample_levels
 from jaxstage.models.codecs import denormalize, normalize
 from jaxstage.models.dit import block_weight_matrices
 from jaxstage.models.ssl import resample_frames
+from jaxstage.run.compiled_step import CompiledStep, compile_step
 from jaxstage.stage import guidance as guidance_lib
 from jaxstage.stage import regime as regime_lib
 from jaxstage.stage import structure as structure_lib
@@ -192,35 +191,6 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
     return train_step
 
 
-@dataclass
-class CompiledStep:
-    """The train step compiled once (AOT) for fixed state/batch shapes and shardings."""
-
-    compiled: Any
-    compile_seconds: float
-    trace_count: int = 0
-    calls: int = field(default=0)
-    ssl_params: Any = None  # frozen encoder weights passed on every call (guidance.ssl=encoder)
-
-    def __call__(self, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        self.calls += 1
-        if self.ssl_params is None:
-            return self.compiled(state, batch)
-        return self.compiled(state, batch, self.ssl_params)
-
-    def memory_analysis(self) -> str:
-        """Human-readable per-device memory figures of the compiled step."""
-        try:
-            m = self.compiled.memory_analysis()
-        except Exception as err:  # some backends do not implement it
-            return f"memory analysis unavailable: {err}"
-        if m is None:
-            return "memory analysis unavailable"
-        mib = 1 << 20
-        return (f"per device: arguments {m.argument_size_in_bytes / mib:.1f} MiB, outputs {m.output_size_in_bytes / mib:.1f} MiB, "
-                f"temporaries {m.temp_size_in_bytes / mib:.1f} MiB, generated code {m.generated_code_size_in_bytes / mib:.1f} MiB")
-
-
 def abstract_batch(exp: Experiment) -> Batch:
     """Shapes of one global batch: the data pipeline's per-example spec (``exp.example_spec``:
     audio, text ids or precomputed embeddings, mask, precomputed SSL targets; task=sr: low, cutoff)
@@ -231,33 +201,8 @@ def abstract_batch(exp: Experiment) -> Batch:
 
 
 def compile_train_step(exp: Experiment, state: TrainState) -> CompiledStep:
-    """Compile ``train_step`` once, ahead of time, for ``state``'s shapes and the mesh.
-
-    jit boundary: in/out shardings are the train-state shardings (params FSDP/TP by the logical
-    rules, the rest replicated) and the batch split over (data, fsdp); metrics come back replicated.
-    The state argument is donated, so parameters and optimizer moments are updated in place.
-    An AOT-compiled step cannot silently retrace: a shape or sharding change raises instead.
-    """
-    import time
-
-    traces = {"n": 0}
-    step_fn = make_train_step(exp)
-
-    def counted(state, batch, *frozen):
-        traces["n"] += 1  # runs once per trace, never per step
-        return step_fn(state, batch, *frozen)
-
-    shardings = state_shardings(exp, state.codec_stats, state.monitor)
-    rep = parallel.replicated(exp.mesh)
-    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-    in_shardings, args = (shardings, exp.batch_sharding), (abstract_state, abstract_batch(exp))
-    if exp.ssl_params is not None:
-        # the frozen SSL encoder: a third, replicated, non-donated argument (never optimized or saved)
-        in_shardings += (jax.tree.map(lambda _: rep, exp.ssl_params),)
-        args += (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), exp.ssl_params),)
-    jitted = jax.jit(counted, in_shardings=in_shardings, out_shardings=(shardings, rep), donate_argnums=0)
-    start = time.perf_counter()
-    with jax.set_mesh(exp.mesh):
-        compiled = jitted.lower(*args).compile()
-    return CompiledStep(compiled=compiled, compile_seconds=time.perf_counter() - start, trace_count=traces["n"],
-                        ssl_params=exp.ssl_params)
+    """Compile ``train_step`` once for ``state``'s shapes and the mesh (see ``run.compiled_step``);
+    with guidance.ssl=encoder the frozen encoder's weights are a third, replicated argument."""
+    frozen = () if exp.ssl_params is None else (exp.ssl_params,)
+    return compile_step(make_train_step(exp), state, state_shardings(exp, state.codec_stats, state.monitor),
+                        abstract_batch(exp), exp.mesh, exp.batch_sharding, frozen)

@@ -14,7 +14,7 @@ from jaxstage.data.pipeline import BatchStream
 from jaxstage.tools.export.key_map import flatten
 from jaxstage.posttrain.state import build_arc_experiment, init_arc_state
 from jaxstage.posttrain.step import compile_arc_step
-from jaxstage.train.loop import fresh_state
+from jaxstage.train.trainer import fresh_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")

@@ -106,4 +106,4 @@ def test_a_training_run_cannot_be_resumed_as_a_posttrain_run(tmp_path, pretraine
     done = subprocess.run(_cli("posttrain", "--config", TINY, "--workdir", str(pretrained), "--init-from",
                                str(pretrained), *sets), env=_env(), timeout=600, capture_output=True, text=True)
     assert done.returncode == 2
-    assert "holds checkpoints of a training run, not a post-training run" in done.stderr.strip().splitlines()[-1]
+    assert "holds checkpoints of a `jaxstage train` run, not a `jaxstage posttrain` run" in done.stderr.strip().splitlines()[-1]

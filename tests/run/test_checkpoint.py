@@ -6,7 +6,7 @@ import numpy as np
 from jaxstage import parallel
 from jaxstage.config import MeshConfig, load_config
 from jaxstage.run.checkpoint import Checkpointer
-from jaxstage.train.loop import fresh_state, restore_target
+from jaxstage.train.trainer import fresh_state, restore_target
 from jaxstage.train.state import build_experiment
 
 

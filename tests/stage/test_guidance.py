@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from jaxstage.stage.guidance import (
-    GuidanceConfig,
+    AlignmentConfig,
     Projector,
     alignment_loss,
     guided_alignment,
@@ -15,7 +15,7 @@ from jaxstage.stage.guidance import (
     ssl_weight,
 )
 
-CFG = GuidanceConfig(hidden=32)
+CFG = AlignmentConfig(hidden=32)
 B, T, D_IN, D_MODEL, D_SSL = 2, 6, 5, 8, 7
 P_VALUES = (0.0, 0.3, 0.7, 0.95)
 
@@ -118,12 +118,12 @@ def test_projector_shapes_and_tokenwise(projector):
 )
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=field):
-        GuidanceConfig(**{field: value})
+        AlignmentConfig(**{field: value})
 
 
 def test_hidden_layer_default_depth_third():
-    assert GuidanceConfig().hidden_layer(12) == 3  # output of block 4 (REPA's encoder_depth for 12 blocks)
-    assert GuidanceConfig().hidden_layer(2) == 0
-    assert GuidanceConfig(layer=5).hidden_layer(8) == 4
+    assert AlignmentConfig().hidden_layer(12) == 3  # output of block 4 (REPA's encoder_depth for 12 blocks)
+    assert AlignmentConfig().hidden_layer(2) == 0
+    assert AlignmentConfig(layer=5).hidden_layer(8) == 4
     with pytest.raises(ValueError, match="layer"):
-        GuidanceConfig(layer=9).hidden_layer(8)
+        AlignmentConfig(layer=9).hidden_layer(8)

@@ -15,6 +15,7 @@ MEAN_TOL = 0.02
 # Binomial std of a fraction near 0.1 over 1e5 draws is ~0.001.
 FRACTION_TOL = 0.006
 CFG = AdaptiveTimestepConfig()
+UNIFORM_PROB = 0.1  # the floor probability ε_u (diffusion.uniform_prob's default)
 CASES = [  # objective, dist, scale, level -> location space (logit t | ln σ), endpoints
     (RectifiedFlow(), "logit_normal", 1.0, lambda t: np.log(t) - np.log1p(-t), (CFG.rf_early, CFG.rf_late)),
     (EDM(), "lognormal", 1.2, np.log, (CFG.edm_early, CFG.edm_late)),
@@ -32,10 +33,10 @@ def test_location_moves_from_early_to_late_with_floor(case):
     for p, want in ((0.0, early), (1.0, late)):
         params = adaptive_level_params(jnp.float32(p), objective.name, dist, scale, CFG)
         key = jax.random.key(int(10 * p) + 1)
-        with_floor = np.asarray(sample_levels(key, N, objective, dist, params, CFG.uniform_prob), np.float64)
+        with_floor = np.asarray(sample_levels(key, N, objective, dist, params, UNIFORM_PROB), np.float64)
         main = np.asarray(sample_levels(key, N, objective, dist, params, 0.0), np.float64)
         from_floor = with_floor != main
-        assert abs(from_floor.mean() - CFG.uniform_prob) < FRACTION_TOL
+        assert abs(from_floor.mean() - UNIFORM_PROB) < FRACTION_TOL
         located = to_space(with_floor[~from_floor])
         assert abs(located.mean() - want) < MEAN_TOL, (p, located.mean(), want)
         assert abs(located.std() - scale) < MEAN_TOL
@@ -52,8 +53,6 @@ def test_rejects_unknown_dist_and_objective():
         adaptive_level_params(0.0, "rf", "uniform", 1.0, CFG)
     with pytest.raises(ValueError, match="'v'"):
         adaptive_level_params(0.0, "v", "logit_normal", 1.0, CFG)
-    with pytest.raises(ValueError, match="uniform_prob"):
-        AdaptiveTimestepConfig(uniform_prob=1.5)
 
 
 def test_one_trace_for_many_p():
@@ -63,7 +62,7 @@ def test_one_trace_for_many_p():
     def draw(p, key):
         traces.append(1)  # runs only while tracing
         params = adaptive_level_params(p, "rf", "logit_normal", 1.0, CFG)
-        return params["loc"], sample_levels(key, 64, RectifiedFlow(), "logit_normal", params, CFG.uniform_prob)
+        return params["loc"], sample_levels(key, 64, RectifiedFlow(), "logit_normal", params, UNIFORM_PROB)
 
     for p in np.linspace(0.0, 1.0, 7, dtype=np.float32):
         loc, levels = draw(jnp.float32(p), jax.random.key(0))

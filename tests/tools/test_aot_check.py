@@ -42,7 +42,7 @@ def test_model_remat_reaches_the_train_step():
     """`model.remat=true` wraps every block of the step in jax.checkpoint. (The CPU compiler drops
     the optimization barriers that keep recomputation apart, so CPU figures cannot show remat's
     saving: see docs/scaling.md.)"""
-    from jaxstage.train.loop import restore_target
+    from jaxstage.train.trainer import restore_target
     from jaxstage.train.state import build_experiment
     from jaxstage.train.step import abstract_batch, make_train_step
 

@@ -12,7 +12,7 @@ from jaxstage.config import ConfigError, load_config
 from jaxstage.models.codecs import denormalize
 from jaxstage.models.ssl import resample_frames
 from jaxstage.stage.guidance import alignment_loss
-from jaxstage.train.loop import fresh_state, train
+from jaxstage.train.trainer import fresh_state, train
 from jaxstage.train.state import build_experiment
 from jaxstage.train.step import make_discrepancy
 

@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from jaxstage.config import ConfigError, load_config  # noqa: E402
-from jaxstage.train.loop import train  # noqa: E402
+from jaxstage.train.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxstage.config import load_config
-from jaxstage.train.loop import train
+from jaxstage.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")
@@ -118,7 +118,7 @@ def test_sigterm_then_resume_is_bitwise_identical(tmp_path):
 
 def test_resume_refuses_changed_model(tmp_path):
     from jaxstage.config import ConfigError
-    from jaxstage.train.loop import prepare_workdir
+    from jaxstage.run.workdir import prepare_workdir
 
     cfg = load_config(TINY)
     prepare_workdir(cfg, tmp_path)

@@ -19,7 +19,7 @@ from jaxstage.data.pipeline import BatchStream
 from jaxstage.data.prepared import PreparedSource
 from jaxstage.data.records import DATASET_JSON, FORMAT_VERSION, encode_record
 from jaxstage.parallel import global_batch
-from jaxstage.train.loop import fresh_state, train
+from jaxstage.train.trainer import fresh_state, train
 from jaxstage.train.state import build_experiment
 from jaxstage.train.step import compile_train_step
 

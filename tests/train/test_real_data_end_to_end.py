@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 from jaxstage.config import load_config  # noqa: E402
 from jaxstage.data.encoders import HFAudioEncoder, HFTextEncoder  # noqa: E402
 from jaxstage.data.prepare import prepare  # noqa: E402
-from jaxstage.train.loop import train  # noqa: E402
+from jaxstage.train.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "data"))

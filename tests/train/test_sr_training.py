@@ -9,7 +9,7 @@ import pytest
 
 from jaxstage.config import ConfigError, load_config
 from jaxstage.data.pipeline import example_spec, make_dataset, make_source, sr_held_out_batch
-from jaxstage.train.loop import train
+from jaxstage.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")

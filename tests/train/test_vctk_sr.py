@@ -10,7 +10,7 @@ import soundfile as sf
 from jaxstage.cli import main
 from jaxstage.config import load_config
 from jaxstage.data.manifests import ManifestError, read_manifest
-from jaxstage.train.loop import train
+from jaxstage.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 VCTK_CONFIG = str(ROOT / "configs" / "vctk_sr.py")

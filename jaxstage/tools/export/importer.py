@@ -115,7 +115,8 @@ def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Pa
     """
     from jaxstage.data.pipeline import BatchStream
     from jaxstage.run import checkpoint as ckpt_lib
-    from jaxstage.train.loop import fresh_state, prepare_workdir
+    from jaxstage.run.workdir import prepare_workdir
+    from jaxstage.train.trainer import fresh_state
     from jaxstage.train.state import build_experiment
 
     out = Path(out)

@@ -14,7 +14,7 @@ from jaxstage.config import load_config, load_json
 from jaxstage.tools.export import key_map, safetensors_io
 from jaxstage.tools.export.exporter import export_run
 from jaxstage.tools.export.sat_reference import build_wrapped_dit
-from jaxstage.train.loop import train
+from jaxstage.train.trainer import train
 from jaxstage.inference.load import load_run
 from sat_torch import require_reference, torch_forward
 
@@ -151,7 +151,7 @@ def test_import_then_export_is_bit_exact(tmp_path, suffix):
 
 
 def test_init_from_starts_a_new_run_from_the_imported_weights(run, exported, tmp_path):
-    from jaxstage.train.loop import state_from_run
+    from jaxstage.train.trainer import state_from_run
     from jaxstage.train.state import build_experiment
 
     cfg = load_config(TINY, RUN_OVERRIDES + [f"train.init_from={run}", "guidance.lambda0=0.5"])

@@ -10,7 +10,7 @@ import pytest
 from jaxstage.cli import main
 from jaxstage.config import load_config
 from jaxstage.run.report import read_metrics
-from jaxstage.train.loop import train
+from jaxstage.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from jaxstage.cli import main
 from jaxstage.config import load_config
-from jaxstage.train.loop import train
+from jaxstage.train.trainer import train
 from jaxstage.inference.sr_sampling import crossfade_windows, split_windows
 
 ROOT = Path(__file__).resolve().parents[2]

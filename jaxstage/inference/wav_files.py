@@ -1,0 +1,100 @@
+"""Sample a saved run into WAV files (``jaxstage sample``): text prompts to clips (task=t2a), low-band
+files of any length to super-resolved files (task=sr). Sampler settings are arguments (``None``: the
+run's ``sample.*``); the run's config is never changed. Every file is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from jaxstage.config import Config
+from jaxstage.data.sr_input import LowBandInput, load_low_band
+
+
+def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """16-bit WAV written beside ``path`` and renamed into place (no half-written file on failure)."""
+    import soundfile as sf
+
+    from jaxstage.tools.export.safetensors_io import publish_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
+    os.close(fd)
+    try:
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
+        publish_file(tmp, path)  # umask permissions (mkstemp makes 0600), then rename into place
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def text_to_wav(workdir: str | Path, cfg: Config, prompts: list[str], out: str | Path, *, step: int | None = None,
+                ema: bool = True, sampler: str | None = None, steps: int | None = None,
+                cfg_scale: float | None = None, seed: int = 0) -> list[Path]:
+    """One clip per prompt from a text-to-audio run: ``out``, or ``out`` numbered _0, _1, ... for
+    several prompts. Returns the paths written."""
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sampling import Generator
+
+    exp, state = load_run(cfg, workdir, step=step)
+    audio = Generator(exp)(state.ema_params if ema else state.params, state.codec_stats, prompts, sampler=sampler,
+                           steps=steps, cfg_scale=cfg_scale, seed=seed)
+    out = Path(out)
+    paths = [out] if len(audio) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
+    for path, clip in zip(paths, audio):
+        write_wav_atomic(path, clip, cfg.data.sample_rate)
+    return paths
+
+
+def sr_jobs(input_path: str | Path, out: str | Path) -> list[tuple[Path, Path]]:
+    """(input file, output file) pairs: one file, or every audio file under a folder (mirrored as .wav)."""
+    from jaxstage.eval.sr_files import index_audio
+
+    src, out = Path(input_path), Path(out)
+    if src.is_dir():
+        files = index_audio(src, "input")
+        if not files:
+            raise FileNotFoundError(f"{src}: no audio files (.wav/.flac/.ogg/.mp3) in the input folder")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: exists and is not a folder (the input {src} is a folder)")
+        return [(path, out / f"{key}.wav") for key, path in files.items()]
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: input file not found")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give an output file for the single input {src}")
+    return [(src, out)]
+
+
+def read_low_band_inputs(cfg: Config, input_path: str | Path, out: str | Path, cutoff_hz: float | None = None
+                         ) -> list[tuple[LowBandInput, Path]]:
+    """Every input decoded and checked (a bad file fails in seconds, before any checkpoint loads),
+    paired with its output path; ``cutoff_hz`` default: each file's Nyquist."""
+    trained = (cfg.sr.cutoff_min_hz, cfg.sr.cutoff_max_hz)
+    return [(load_low_band(src, cfg.data.sample_rate, cutoff_hz, trained), dest)
+            for src, dest in sr_jobs(input_path, out)]
+
+
+def super_resolve_to_wav(workdir: str | Path, cfg: Config, inputs: list[tuple[LowBandInput, Path]], *,
+                         step: int | None = None, ema: bool = True, sampler: str | None = None,
+                         steps: int | None = None, seed: int = 0, replace: bool | None = None
+                         ) -> Iterator[tuple[LowBandInput, Path]]:
+    """Super-resolve each input of :func:`read_low_band_inputs` into its output WAV, yielding each
+    (input, path) once written. ``replace``: low-band replacement (default ``sr.replace_low_band``)."""
+    from tqdm import tqdm
+
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sr_sampling import SRGenerator
+
+    exp, state = load_run(cfg, workdir, step=step)
+    params = state.ema_params if ema else state.params
+    generator = SRGenerator(exp)
+    for item, dest in tqdm(inputs, desc="super-resolving", unit="file", disable=len(inputs) < 2):
+        audio = generator.upsample(params, state.codec_stats, item.audio, item.cutoff_hz, sampler=sampler,
+                                   steps=steps, seed=seed, replace=replace)
+        write_wav_atomic(dest, audio, cfg.data.sample_rate)
+        yield item, dest

@@ -1,0 +1,152 @@
+"""Pre-training (`jaxstage train`): the trainer of the stage-adaptive diffusion recipe, plugged into
+the shared host loop (``jaxstage.run.loop``). It supplies the experiment (``train.state``), the
+compiled step (``train.step``), the fresh state (codec statistics fitted, the fixed monitor batch
+built, or weights from ``train.init_from``) and the restore target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstage.config import Config
+from jaxstage.data.pipeline import held_out_batch, make_source, num_training, sr_held_out_batch
+from jaxstage.run import checkpoint as ckpt_lib
+from jaxstage.run.compiled_step import CompiledStep
+from jaxstage.run.logging import RunLogger
+from jaxstage.run.loop import run
+from jaxstage.run.trainer import RunResult, Trainer
+from jaxstage.train.recipe import MonitorBatch, build_monitor
+from jaxstage.train.state import (
+    Experiment, TrainState, abstract_state, build_experiment, fit_codec_stats, init_state, state_shardings,
+)
+from jaxstage.train.step import compile_train_step
+
+
+class PretrainTrainer(Trainer):
+    """The stage-adaptive pre-training run: TrainState (regime inside), one compiled train step."""
+
+    kind = "train"
+    title = "training"
+    finite_metric = "loss"
+    init_from_key = "train.init_from"
+
+    def build(self) -> None:
+        self.exp = build_experiment(self.cfg)
+
+    @property
+    def mesh(self):
+        return self.exp.mesh
+
+    @property
+    def batch_sharding(self):
+        return self.exp.batch_sharding
+
+    @property
+    def sampling_model(self) -> Experiment:
+        return self.exp
+
+    def restore_target(self) -> TrainState:
+        return restore_target(self.exp)
+
+    def fresh_state(self, workdir: Path, logger: RunLogger) -> TrainState:
+        if not self.cfg.train.init_from:
+            return fresh_state(self.exp)
+        state, note = state_from_run(self.exp, self.cfg.train.init_from)
+        logger.info(note)
+        return state
+
+    def compile(self, state: TrainState) -> CompiledStep:
+        return compile_train_step(self.exp, state)
+
+
+def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
+    """Train ``cfg`` into ``workdir`` (default ``cfg.train.workdir``), resuming if it has checkpoints."""
+    return run(PretrainTrainer(cfg), workdir)
+
+
+def fresh_state(exp: Experiment) -> TrainState:
+    """A newly initialized train state: codec normalization fitted, monitor batch built."""
+    stats = fit_codec_stats(exp, _stats_audio(exp.cfg))
+    return init_state(exp, stats, make_monitor(exp, stats))
+
+
+def state_from_run(exp: Experiment, init_from: str) -> tuple[TrainState, str]:
+    """A fresh state whose weights (and codec statistics, same codec only) come from another run's
+    newest checkpoint; returns it with a log line saying what was copied."""
+    from jaxstage.train.init_from import merge_params, same_codec, source_run
+    from jaxstage.inference.load import load_run
+
+    path, source_cfg = source_run(init_from)
+    _, source = load_run(source_cfg, path, mesh=exp.mesh)
+    reuse_stats = same_codec(exp.cfg, source_cfg)
+    stats = source.codec_stats if reuse_stats else fit_codec_stats(exp, _stats_audio(exp.cfg))
+    state = init_state(exp, stats, make_monitor(exp, stats))
+    params, copied, kept = merge_params(state.params, source.params, source_name=init_from)
+    ema, _, _ = merge_params(state.ema_params, source.ema_params, source_name=init_from)
+    # jit boundary of the next step: the copied weights must sit on this run's parameter shardings
+    state = state.replace(params=jax.device_put(params, exp.param_shardings),
+                          ema_params=jax.device_put(ema, exp.param_shardings))
+    note = (f"initialized from {path} (step {int(source.step)}): weights of {', '.join(copied)}"
+            f"{'; fresh: ' + ', '.join(kept) if kept else ''}; codec statistics "
+            f"{'copied' if reuse_stats else 'refitted (codec differs)'}")
+    return state, note
+
+
+def restore_target(exp: Experiment):
+    """Sharded abstract train state for restoring onto ``exp``'s mesh (no data rendered)."""
+    stats, monitor = jax.eval_shape(lambda: _abstract_stats_and_monitor(exp))
+    return ckpt_lib.abstract_target(abstract_state(exp, stats, monitor), state_shardings(exp, stats, monitor))
+
+
+def _abstract_stats_and_monitor(exp: Experiment):
+    cfg = exp.cfg
+    m = cfg.regime.monitor_size
+    batch = {k: jnp.zeros((m, *shape), dtype) for k, (shape, dtype) in exp.example_spec.items()}
+    stats = fit_codec_stats(exp, batch["audio"][:1])
+    return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
+                                batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
+                                ssl_params=exp.ssl_params, low_audio=batch.get("low"), cutoff=batch.get("cutoff"))
+
+
+def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
+    """The fixed monitor batch from held-out clips.
+
+    Synthetic data: clips rendered from ``regime.monitor_seed`` (disjoint from training's seeds).
+    Prepared data: the last ``regime.monitor_size`` records of the directory, which training never
+    reads (see ``jaxstage.data.pipeline``), with their precomputed text and SSL targets when used.
+    SR (task=sr): the speech-like clips at the indices just past ``data.num_examples`` (never read
+    by training), with their low bands and cutoffs.
+    """
+    cfg = exp.cfg
+    if not exp.recipe.monitor_enabled:
+        return None
+    if cfg.task == "sr":
+        batch = sr_held_out_batch(cfg, cfg.regime.monitor_size)
+        return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
+                             batch[exp.text_key], batch["text_mask"], ssl_params=exp.ssl_params,
+                             low_audio=batch["low"], cutoff=batch["cutoff"])
+    if cfg.data.source == "prepared":
+        batch, _ = held_out_batch(cfg, cfg.regime.monitor_size)
+        return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
+                             batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
+                             ssl_params=exp.ssl_params)
+    from jaxstage.data.synthetic import prompt_examples
+    from jaxstage.models.text import HashTokenizer
+
+    examples = prompt_examples(cfg.regime.monitor_seed, cfg.regime.monitor_size, cfg.data.sample_rate,
+                               cfg.num_samples, mix_prob=cfg.data.mix_prob)
+    audio = np.stack([e["audio"] for e in examples]).astype(np.float32)
+    ids, mask = HashTokenizer(cfg.text.vocab_size)([e["caption"] for e in examples], cfg.data.text_max_length)
+    return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, mask,
+                         ssl_params=exp.ssl_params)
+
+
+def _stats_audio(cfg: Config) -> np.ndarray:
+    """The first ``codec.stats_examples`` training clips of the data source (fixed, order-independent)."""
+    source = make_source(cfg)
+    n = min(cfg.codec.stats_examples, num_training(cfg, source))
+    return np.stack([source[i]["audio"] for i in range(n)])
