@@ -21,6 +21,7 @@ from flax import nnx
 from jaxstage import parallel
 from jaxstage.config import Config, validate_posttrain
 from jaxstage.models.codecs import CodecStats
+from jaxstage.run.checkpoint import abstract_target
 from jaxstage.posttrain.discriminator import Discriminator, from_pretrained
 from jaxstage.train.state import Experiment, Params, build_experiment, optimizer_shardings
 
@@ -141,6 +142,5 @@ def arc_restore_target(ax: ARCExperiment) -> ARCState:
                         rng=jax.random.PRNGKey(0), codec_stats=stats)
 
     abstract = jax.eval_shape(build)
-    shardings = arc_state_shardings(ax, abstract)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+    return abstract_target(abstract, arc_state_shardings(ax, abstract))
 

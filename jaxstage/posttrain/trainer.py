@@ -26,28 +26,13 @@ from jaxstage.train.init_from import first_difference, shapes, source_run
 SOURCE_RECORD = LEGACY_ARC_MARKER  # posttrain.json: where the generator came from
 
 
-class ARCTrainer(Trainer):
+class ARCTrainer(Trainer, kind="posttrain", title="ARC post-training", finite_metric="loss_g",
+                 init_from_key="arc.init_from"):
     """Both ARC players and the generator EMA in one ARCState, one compiled step."""
-
-    kind = "posttrain"
-    title = "ARC post-training"
-    finite_metric = "loss_g"
-    init_from_key = "arc.init_from"
 
     def build(self) -> None:
         self.ax = build_arc_experiment(self.cfg)
-
-    @property
-    def mesh(self):
-        return self.ax.mesh
-
-    @property
-    def batch_sharding(self):
-        return self.ax.gen.batch_sharding
-
-    @property
-    def sampling_model(self):
-        return self.ax.gen
+        self.sampling_model = self.ax.gen
 
     def restore_target(self) -> ARCState:
         return arc_restore_target(self.ax)

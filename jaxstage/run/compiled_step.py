@@ -10,6 +10,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 
 from jaxstage import parallel
+from jaxstage.run.checkpoint import abstract_target
 
 
 @dataclass
@@ -54,10 +55,8 @@ def compile_step(step_fn: Callable, state_like: Any, state_shardings: Any, abstr
         return step_fn(state, batch, *frozen_args)
 
     rep = parallel.replicated(mesh)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_like,
-                            state_shardings)
-    frozen_abstract = tuple(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), f)
-                            for f in frozen)
+    abstract = abstract_target(state_like, state_shardings)
+    frozen_abstract = tuple(abstract_target(f, jax.tree.map(lambda _: rep, f)) for f in frozen)
     in_shardings = (state_shardings, batch_sharding, *(jax.tree.map(lambda _: rep, f) for f in frozen))
     jitted = jax.jit(counted, in_shardings=in_shardings, out_shardings=(state_shardings, rep), donate_argnums=0)
     start = time.perf_counter()

@@ -1,7 +1,9 @@
-"""``jaxstage report``: draw a run's convergence behaviour (SPEC §3.7) from metrics.jsonl into report.png.
+"""``jaxstage report``: draw a run's metrics.jsonl into report.png.
 
-Panels against step: loss terms; discrepancy D̃ and rate ρ; progress p, λ_ssl and the structure
-weight / gate; the level-distribution location t_loc; the diffusion loss per noise-level bucket.
+A pre-training run (SPEC §3.7), panels against step: loss terms; discrepancy D̃ and rate ρ;
+progress p, λ_ssl and the structure weight / gate; the level-distribution location t_loc; the
+diffusion loss per noise-level bucket. Any other run (ARC post-training, ...): one panel per family
+of its own scalar metrics (``loss_*``, ``d_*``, ``grad_*``, ``eval_*``), see ``metric_panels``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
+UNPLOTTED = {"step", "steps_per_s"}
+
+
+def metric_panels(records: list[dict]) -> dict[str, list[str]]:
+    """The scalar metrics of ``records`` grouped by family (the name up to its first ``_``: ``loss_g`` and
+    ``loss_d`` share a panel), in order of first appearance."""
+    panels: dict[str, list[str]] = {}
+    for record in records:
+        for key, value in record.items():
+            if key not in UNPLOTTED and isinstance(value, (int, float)):
+                family = panels.setdefault(key.split("_")[0], [])
+                if key not in family:
+                    family.append(key)
+    return panels
+
+
 def write_report(workdir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.png`` (or ``out``) for the run in ``workdir``; returns its path."""
     import matplotlib
@@ -49,6 +67,21 @@ def write_report(workdir: str | Path, out: str | Path | None = None) -> Path:
 
     records = read_metrics(workdir)
     out = Path(out) if out is not None else Path(workdir) / "report.png"
+    if not any("progress" in r for r in records):  # not a pre-training run: its own metric families
+        panels = metric_panels(records)
+        fig, axes = plt.subplots(-(-len(panels) // 2), 2, figsize=(12, 3.6 * -(-len(panels) // 2)),
+                                 constrained_layout=True, squeeze=False)
+        for ax, (family, keys) in zip(axes.ravel(), panels.items()):
+            for key in keys:
+                ax.plot(*_series(records, key), label=key)
+            ax.set(title=family, xlabel="step")
+            ax.legend(fontsize=8)
+        for ax in axes.ravel()[len(panels):]:
+            ax.axis("off")
+        fig.suptitle(f"jaxstage run: {Path(workdir).resolve().name}")
+        fig.savefig(out, dpi=90)
+        plt.close(fig)
+        return out
     fig, axes = plt.subplots(3, 2, figsize=(12, 11), constrained_layout=True)
     (ax_loss, ax_disc), (ax_p, ax_t), (ax_buckets, ax_groups) = axes
 

@@ -39,32 +39,33 @@ class RunResult:
 
 
 class Trainer:
-    """Base class of the trainers; subclasses set the class attributes and implement the methods."""
+    """Base class of the trainers: subclasses set the class attributes and implement the methods.
+    ``build`` sets ``sampling_model``: the model ``Generator``/``SRGenerator`` sample from (an
+    ``Experiment``), whose mesh and batch sharding the loop uses."""
 
-    kind: str = ""  # the command that runs it, recorded in run.json (``train``, ``posttrain``)
-    title: str = ""  # how log lines name the run ("training", "ARC post-training")
-    finite_metric: str = "loss"  # a non-finite value of it stops the run
-    init_from_key: str = ""  # the config key naming the run a fresh state starts from
+    kind: str  # the command that runs it, recorded in run.json (``train``, ``posttrain``)
+    title: str  # how log lines name the run ("training", "ARC post-training")
+    finite_metric: str  # a non-finite value of it stops the run
+    init_from_key: str  # the config key naming the run a fresh state starts from
+
+    def __init_subclass__(cls, *, kind: str, title: str, finite_metric: str, init_from_key: str = "", **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.kind, cls.title, cls.finite_metric, cls.init_from_key = kind, title, finite_metric, init_from_key
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-
-    # ---- supplied by each trainer
-    def build(self) -> None:
-        """Build the static experiment from ``self.cfg`` (called once, before any state exists)."""
-        raise NotImplementedError
+        self.sampling_model: Any = None
 
     @property
     def mesh(self) -> Mesh:
-        raise NotImplementedError
+        return self.sampling_model.mesh
 
     @property
     def batch_sharding(self) -> NamedSharding:
-        raise NotImplementedError
+        return self.sampling_model.batch_sharding
 
-    @property
-    def sampling_model(self) -> Any:
-        """The static model that ``Generator``/``SRGenerator`` sample from (an ``Experiment``)."""
+    def build(self) -> None:
+        """Build the static experiment from ``self.cfg`` (once, before any state exists)."""
         raise NotImplementedError
 
     def restore_target(self) -> Any:
@@ -72,8 +73,7 @@ class Trainer:
         raise NotImplementedError
 
     def fresh_state(self, workdir: Path, logger: RunLogger) -> Any:
-        """The state at step 0 (its ``.step``, ``.params``, ``.ema_params``, ``.codec_stats`` fields are read
-        by the loop's sampling and evaluation)."""
+        """The state at step 0; sampling reads its ``step``, ``params``, ``ema_params``, ``codec_stats``."""
         raise NotImplementedError
 
     def compile(self, state: Any) -> CompiledStep:

@@ -26,28 +26,12 @@ from jaxstage.train.state import (
 from jaxstage.train.step import compile_train_step
 
 
-class PretrainTrainer(Trainer):
+class PretrainTrainer(Trainer, kind="train", title="training", finite_metric="loss",
+                      init_from_key="train.init_from"):
     """The stage-adaptive pre-training run: TrainState (regime inside), one compiled train step."""
 
-    kind = "train"
-    title = "training"
-    finite_metric = "loss"
-    init_from_key = "train.init_from"
-
     def build(self) -> None:
-        self.exp = build_experiment(self.cfg)
-
-    @property
-    def mesh(self):
-        return self.exp.mesh
-
-    @property
-    def batch_sharding(self):
-        return self.exp.batch_sharding
-
-    @property
-    def sampling_model(self) -> Experiment:
-        return self.exp
+        self.exp = self.sampling_model = build_experiment(self.cfg)
 
     def restore_target(self) -> TrainState:
         return restore_target(self.exp)

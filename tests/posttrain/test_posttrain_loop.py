@@ -107,3 +107,62 @@ def test_a_training_run_cannot_be_resumed_as_a_posttrain_run(tmp_path, pretraine
                                str(pretrained), *sets), env=_env(), timeout=600, capture_output=True, text=True)
     assert done.returncode == 2
     assert "holds checkpoints of a `jaxstage train` run, not a `jaxstage posttrain` run" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_posttrain_gets_periodic_evaluation_and_its_own_report(tmp_path, pretrained):
+    """Through the shared loop: eval.every rows in metrics.jsonl and a report of ARC's own losses."""
+    from jaxstage.run.report import metric_panels
+    from jaxstage.run.report import read_metrics as merged_metrics
+
+    run = tmp_path / "arc"
+    sets = [a for kv in ARC + ["train.steps=4", "eval.every=2", "eval.num=2"] for a in ("--set", kv)]
+    done = subprocess.run(_cli("posttrain", "--config", TINY, "--init-from", str(pretrained), "--workdir", str(run),
+                               *sets), env=_env(), timeout=900, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evals = [r for r in read_metrics(run) if any(k.startswith("eval_") for k in r)]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert "eval_fd_spectral" in evals[0] and any(k.startswith("eval_acc_") for k in evals[0])
+    assert (run / "report.png").stat().st_size > 10_000
+    panels = metric_panels(merged_metrics(run))
+    assert {"loss_g", "loss_d", "loss_c"} <= set(panels["loss"])
+    assert {"d_real", "d_fake", "d_rolled"} <= set(panels["d"]) and "eval_fd_spectral" in panels["eval"]
+    assert json.loads((run / "run.json").read_text())["kind"] == "posttrain"
+
+
+def test_load_run_builds_no_optimizer_state(tmp_path, pretrained, monkeypatch):
+    """Sampling a pre-trained and a post-trained run restores weights only: no optimizer, no SSL
+    encoder, no discriminator is built or read, and the weights equal a full restore's."""
+    import jax
+    import numpy as np
+
+    from jaxstage.config import load_json
+    from jaxstage.inference.load import load_run
+    from jaxstage.run.checkpoint import Checkpointer
+    from jaxstage.train.state import build_experiment
+    from jaxstage.train.trainer import restore_target
+
+    arc = tmp_path / "arc"
+    sets = [a for kv in ARC + ["train.steps=2"] for a in ("--set", kv)]
+    subprocess.run(_cli("posttrain", "--config", TINY, "--init-from", str(pretrained), "--workdir", str(arc), *sets),
+                   check=True, env=_env(), timeout=900, capture_output=True)
+    cfg = load_json(pretrained / "config.json")
+    full = Checkpointer(pretrained / "checkpoints", keep=2, async_save=False)
+    reference, _ = full.restore(full.latest_step(), restore_target(build_experiment(cfg)))
+    full.close()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("load_run built training state")
+
+    for target in ("jaxstage.train.state.make_optimizer", "jaxstage.train.state.load_ssl_encoder",
+                   "jaxstage.posttrain.state.make_player_optimizer", "optax.adamw", "optax.adam"):
+        monkeypatch.setattr(target, forbidden)
+    for run in (pretrained, arc):
+        model, weights = load_run(load_json(run / "config.json"), run)
+        assert not hasattr(weights, "opt_state") and not hasattr(weights, "disc_params")
+        assert not hasattr(model, "tx")
+        assert jax.tree.structure(weights.ema_params) == jax.tree.structure(reference.ema_params)
+    _, weights = load_run(cfg, pretrained)
+    for ours, theirs in zip(jax.tree.leaves(weights.ema_params), jax.tree.leaves(reference.ema_params)):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    assert int(weights.step) == int(reference.step)
