@@ -41,6 +41,12 @@ def test_unknown_key_names_key_and_close_match():
     ("model.depth", "must look like key=value"),
     ("model.num_heads=3", "not divisible by model.num_heads=3"),
     ("regime.mode=sometimes", "regime.mode=.sometimes. is not one of adaptive"),
+    ("arc.gen_lr=0", "arc.gen_lr=0.0 must be > 0"),
+    ("arc.r1_sigma=-1", "arc.r1_sigma=-1.0 must be > 0"),
+    ("arc.ema_decay=1", r"arc.ema_decay=1.0 must be in \[0, 1\)"),
+    ("arc.disc_depth=0", "arc.disc_depth=0 must be > 0"),
+    ("guidance.eps=1", "unknown config key 'guidance.eps'"),  # stage constants that are not keys
+    ("struct.freeze_groups=false", "unknown config key 'struct.freeze_groups'"),
 ])
 def test_bad_values_rejected_with_one_line(override, message):
     with pytest.raises(ConfigError, match=message) as info:
@@ -81,3 +87,33 @@ def test_every_config_file_loads():
         cfg = load_config(path)
         assert isinstance(cfg, Config)
         assert "jaxstage train" in open(path).read().split('"""')[1], f"{path} docstring lacks its run command"
+
+
+def test_stage_sections_extend_the_stage_configs():
+    """regime/guidance/timesteps/struct inherit the stage hyperparameters; make_recipe builds the
+    (hashable, checked) stage configs from them, derived values applied."""
+    from jaxstage.stage import guidance, regime, structure, timesteps
+    from jaxstage.train.recipe import make_recipe
+
+    cfg = apply_overrides(Config(), ["model.depth=2", "struct.num_groups=3", "regime.mode=linear",
+                                     "guidance.lambda0=0.5", "timesteps.adaptive=true", "regime.beta=0.5"])
+    assert isinstance(cfg.guidance, guidance.AlignmentConfig) and isinstance(cfg.struct, structure.StructureConfig)
+    recipe = make_recipe(cfg)
+    assert recipe.progress == regime.ProgressConfig(mode="linear", beta=0.5)
+    assert recipe.structure == structure.StructureConfig(num_groups=2)
+    assert recipe.guidance == guidance.AlignmentConfig(lambda0=0.5)
+    assert recipe.timesteps == timesteps.AdaptiveTimestepConfig()
+    hash((recipe.progress, recipe.structure, recipe.guidance, recipe.timesteps))
+    assert "eps" not in config_lib.to_dict(cfg)["guidance"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("diffusion.objective=v", "diffusion.objective=v: ARC post-trains a rectified-flow model"),
+    ("arc.disc_depth=5", r"arc.disc_depth=5 must be in \[1, model.depth=4\]"),
+])
+def test_posttrain_checks(override, message):
+    config_lib.validate_posttrain(Config())
+    cfg = Config()
+    config_lib.set_value(cfg, *override.split("="))
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate_posttrain(cfg)

@@ -303,10 +303,10 @@ def test_nothing_imports_the_cli(real_graph):
 def test_forbidden_edge_added_to_real_graph_is_reported(real_graph):
     graph = {m: set(t) for m, t in real_graph.items()}
     before = set(violations(graph))
-    assert "jaxstage.config" not in graph["jaxstage.stage.regime"]
-    graph["jaxstage.stage.regime"].add("jaxstage.config")
+    assert "jaxstage.config" not in graph["jaxstage.diffusion.noise"]
+    graph["jaxstage.diffusion.noise"].add("jaxstage.config")
     added = set(violations(graph)) - before
-    assert added == {f"{RULE_PURE}: jaxstage.stage.regime imports jaxstage.config"}
+    assert added == {f"{RULE_PURE}: jaxstage.diffusion.noise imports jaxstage.config"}
 
 
 # --------------------------------------------------------------------------------------------------
