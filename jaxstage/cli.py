@@ -315,13 +315,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--task tta needs --workdir RUN (a text-to-audio run directory)")
     elif args.ref is not None or args.est is not None or args.input_sr is not None:
         raise ValueError("--task tta scores a run: drop --ref/--est/--input-sr")
-    from jaxstage.eval import saved_run
+    from jaxstage.eval import sr_report, tta
 
     workdir, cfg = _run_config(args.workdir)
     _check_steps(args.steps)
     common = dict(n=args.n, sampler=args.sampler, steps=args.steps, step=args.step, out=args.out)
     if args.task == "sr":
-        report, out = saved_run.evaluate_sr(workdir, cfg, **common)
+        report, out = sr_report.evaluate_run(workdir, cfg, **common)
         for name, m in report["mean"].items():
             print(f"{name:18s} LSD {m['lsd']:.3f}  LSD-HF {m['lsd_hf']:.3f}  LSD-LF {m['lsd_lf']:.3f}  "
                   f"SI-SDR {m['si_sdr']:.2f} dB")
@@ -330,8 +330,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     import json
 
-    report, out = saved_run.evaluate_tta(workdir, cfg, prompts_file=args.prompts, ast_dir=args.ast,
-                                         clap_dir=args.clap, cfg_scale=args.cfg, seed=args.seed, **common)
+    report, out = tta.evaluate_run(workdir, cfg, prompts_file=args.prompts, ast_dir=args.ast, clap_dir=args.clap,
+                                   cfg_scale=args.cfg, seed=args.seed, **common)
     print(json.dumps(report["metrics"], indent=2))
     print(f"tta eval: {report['count']} prompts of {workdir} at step {report['step']} -> {out}", file=sys.stderr)
     return 0

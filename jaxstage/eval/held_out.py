@@ -1,22 +1,14 @@
-"""The held-out prompts and clips that run samples and every evaluation use, chosen here only.
+"""The held-out prompts and clips that run samples and every evaluation use (chosen here only).
 
-Text-to-audio:
-- samples written during a run (:func:`sample_prompts`): synthetic data, ``prompt_set(sample.seed, n)``;
-  prepared data, the last ``n`` records (held out when ``n <= regime.monitor_size``), conditioned on
-  their own text (precomputed embeddings or the hash-tokenized caption);
-- evaluation (:func:`held_out_prompts`: periodic ``eval_*``, the end-of-run attribute check,
-  ``jaxstage eval --task tta``, bench/): synthetic data, the single-source prompts of
-  ``prompt_examples(sample.seed + 1, n)`` with reference clips rendered from their attributes (the
-  first ``eval.num`` of them are the periodic set); prepared data, the held-out tail records (their
-  text and audio as references); or a prompts file (one prompt per line, no references).
-
-Super-resolution (:func:`sr_clips`): :func:`jaxstage.data.pipeline.sr_held_out_batch` at offset
-``regime.monitor_size`` (speech-like source: never read by training and disjoint from the monitor's
-clips); prepared data, the held-out tail.
+Samples (:func:`sample_prompts`): ``prompt_set(sample.seed, n)``, or the last ``n`` prepared records.
+Evaluation (:func:`held_out_prompts`: periodic ``eval_*``, the attribute check, ``jaxstage eval``,
+bench/): ``prompt_examples(sample.seed + 1, n)`` with rendered references, the prepared held-out
+tail, or a prompts file. SR (:func:`sr_clips`): held-out clips after the monitor's (prepared: the tail).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +17,16 @@ from jaxstage.config import Config
 from jaxstage.data.pipeline import held_out_batch, held_out_count, sr_held_out_batch
 
 
+@dataclasses.dataclass
 class PromptSet:
-    """Captions, optional references [n, N], optional attribute dicts, the encoded text condition
-    (prepared data) and ``source``, a description of where the prompts come from."""
-
-    def __init__(self, captions: list[str], references: np.ndarray | None = None,
-                 attributes: list[dict] | None = None, text: np.ndarray | None = None,
-                 text_mask: np.ndarray | None = None, source: str = ""):
-        self.captions, self.references, self.attributes = captions, references, attributes
-        self.text, self.text_mask, self.source = text, text_mask, source
+    """Captions, optional references [n, N], attribute dicts, encoded text condition (prepared data),
+    and where the prompts come from."""
+    captions: list[str]
+    references: np.ndarray | None = None
+    attributes: list[dict] | None = None
+    text: np.ndarray | None = None
+    text_mask: np.ndarray | None = None
+    source: str = ""
 
 
 def read_prompts_file(path: str | Path) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxstage.data.encoders import _import_torch
+from jaxstage.eval.classifier_metrics import softmax
 
 
 def _model_dir(model_dir: str | Path, what: str) -> Path:
@@ -86,9 +87,7 @@ class ASTClassifier:
                 logits.append(self.model.classifier(pooled).double().cpu().numpy())
             embedding.append(pooled.double().cpu().numpy())
         logits_np = np.concatenate(logits)
-        shifted = np.exp(logits_np - logits_np.max(-1, keepdims=True))
-        return {"logits": logits_np, "probs": shifted / shifted.sum(-1, keepdims=True),
-                "embedding": np.concatenate(embedding)}
+        return {"logits": logits_np, "probs": softmax(logits_np), "embedding": np.concatenate(embedding)}
 
 
 class CLAPModel:

@@ -38,6 +38,7 @@ import numpy as np
 EPS = 1e-12  # ssr_eval's EPS: added to the estimate's magnitude and inside the log
 SI_SDR_FLOOR = 1e-20  # relative noise-energy floor: SI-SDR is at most 200 dB
 SILENT_RMS = 1e-10  # a zero-mean reference with RMS at or below this is silent (SI-SDR undefined)
+METRICS = ("lsd", "lsd_hf", "lsd_lf", "si_sdr")  # what evaluate_pair returns, in this order
 PAD_MODE = "reflect"
 
 
@@ -140,23 +141,6 @@ def lsd_bands_np(ref: Any, est: Any, sr: int, input_sr: int | None = None, *, to
     return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
 
 
-def lsd_np(ref: Any, est: Any, sr: int, *, tolerance: int | None = None, pad_mode: str = PAD_MODE) -> Any:
-    """Log-spectral distance over all bins."""
-    return lsd_bands_np(ref, est, sr, tolerance=tolerance, pad_mode=pad_mode)["lsd"]
-
-
-def lsd_hf_np(ref: Any, est: Any, sr: int, input_sr: int, *, tolerance: int | None = None,
-              pad_mode: str = PAD_MODE) -> Any:
-    """LSD over bins above the input's Nyquist bin."""
-    return lsd_bands_np(ref, est, sr, input_sr, tolerance=tolerance, pad_mode=pad_mode)["lsd_hf"]
-
-
-def lsd_lf_np(ref: Any, est: Any, sr: int, input_sr: int, *, tolerance: int | None = None,
-              pad_mode: str = PAD_MODE) -> Any:
-    """LSD over bins at or below the input's Nyquist bin."""
-    return lsd_bands_np(ref, est, sr, input_sr, tolerance=tolerance, pad_mode=pad_mode)["lsd_lf"]
-
-
 def si_sdr_np(ref: Any, est: Any, *, tolerance: int = 0) -> Any:
     """Scale-invariant SDR in dB; ValueError if the (zero-mean) reference is silent."""
     ref, est = _np_pair(ref, est, tolerance)
@@ -173,7 +157,7 @@ def evaluate_pair(ref: Any, est: Any, sr: int, input_sr: int, *, tolerance: int 
     tolerance = _default_tolerance(sr, tolerance)
     out = lsd_bands_np(ref, est, sr, input_sr, tolerance=tolerance, pad_mode=pad_mode)
     out["si_sdr"] = si_sdr_np(ref, est, tolerance=tolerance)
-    return {k: float(out[k]) for k in ("lsd", "lsd_hf", "lsd_lf", "si_sdr")}
+    return {k: float(out[k]) for k in METRICS}
 
 
 # ---------------------------------------------------------------- JAX (in-graph evaluation)
@@ -192,23 +176,6 @@ def lsd_bands(ref: jax.Array, est: jax.Array, sr: int, input_sr: int | None = No
     """JAX `lsd_bands_np`: {'lsd'} (plus 'lsd_lf', 'lsd_hf' given `input_sr`), shape [B] or []."""
     ref, est = _jax_pair(ref, est, _default_tolerance(sr, tolerance))
     return _bands(_log_distance(ref, est, sr, jnp, pad_mode), sr, input_sr, jnp)
-
-
-def lsd(ref: jax.Array, est: jax.Array, sr: int, tolerance: int | None = None, pad_mode: str = PAD_MODE) -> jax.Array:
-    """JAX log-spectral distance, [B] or []."""
-    return lsd_bands(ref, est, sr, tolerance=tolerance, pad_mode=pad_mode)["lsd"]
-
-
-def lsd_hf(ref: jax.Array, est: jax.Array, sr: int, input_sr: int, tolerance: int | None = None,
-           pad_mode: str = PAD_MODE) -> jax.Array:
-    """JAX LSD above the input's Nyquist bin."""
-    return lsd_bands(ref, est, sr, input_sr, tolerance=tolerance, pad_mode=pad_mode)["lsd_hf"]
-
-
-def lsd_lf(ref: jax.Array, est: jax.Array, sr: int, input_sr: int, tolerance: int | None = None,
-           pad_mode: str = PAD_MODE) -> jax.Array:
-    """JAX LSD at or below the input's Nyquist bin."""
-    return lsd_bands(ref, est, sr, input_sr, tolerance=tolerance, pad_mode=pad_mode)["lsd_lf"]
 
 
 @partial(jax.jit, static_argnames=("tolerance",))

@@ -20,12 +20,10 @@ import numpy as np
 from jaxstage.config import Config
 from jaxstage.eval.held_out import sr_clips
 from jaxstage.eval.sr_baselines import oracle_noise_fill
-from jaxstage.eval.sr_metrics import evaluate_pair
+from jaxstage.eval.sr_metrics import METRICS, evaluate_pair
+from jaxstage.inference.sr_sampling import SRGenerator
 from jaxstage.models.band_replace import replace_low_band
 from jaxstage.run.logging import RunLogger
-from jaxstage.inference.sr_sampling import SRGenerator
-
-METRICS = ("lsd", "lsd_hf", "lsd_lf", "si_sdr")
 
 
 def write_sr_samples(logger: RunLogger, generator: SRGenerator, state, cfg: Config, step: int) -> None:
@@ -39,10 +37,6 @@ def write_sr_samples(logger: RunLogger, generator: SRGenerator, state, cfg: Conf
             labels.append(f"{j} {role} cutoff {float(cutoff):.0f} Hz")
             clips.append(audio)
     logger.audio(step, labels, np.stack(clips), cfg.data.sample_rate)
-
-
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,18 +68,17 @@ def sr_eval(generator: SRGenerator, state, cfg: Config, count: int, *, baselines
             oracle_noise_fill(ref, low, float(c), cfg.data.sample_rate, seed=j)
             for j, (ref, low, c) in enumerate(zip(batch["audio"], batch["low"], batch["cutoff"]))])
     sr = cfg.data.sample_rate
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name in candidates}
     per_clip = []
     for j, cutoff in enumerate(batch["cutoff"]):
         input_sr = int(round(2 * float(cutoff)))
         clip: dict[str, Any] = {"cutoff_hz": float(cutoff)}
         for name, audio in candidates.items():
             clip[name] = evaluate_pair(batch["audio"][j], audio[j], sr, input_sr)
-            rows[name].append(clip[name])
         per_clip.append(clip)
     return {"step": int(state.step), "count": len(per_clip), "sample_rate": sr, "sampler": sampler,
             "steps": steps, "replace_low_band": cfg.sr.replace_low_band,
-            "mean": {name: _mean(r) for name, r in rows.items()}, "per_clip": per_clip}
+            "mean": {name: {k: float(np.mean([c[name][k] for c in per_clip])) for k in METRICS} for name in candidates},
+            "per_clip": per_clip}
 
 
 def sr_final_eval(logger: RunLogger, generator: SRGenerator, state, cfg: Config,
@@ -99,3 +92,25 @@ def sr_final_eval(logger: RunLogger, generator: SRGenerator, state, cfg: Config,
         f"{name} {m['lsd']:.3f} / {m['lsd_hf']:.3f} / {m['lsd_lf']:.3f} / {m['si_sdr']:.2f}"
         for name, m in mean.items()))
     return report
+
+
+def evaluate_run(workdir: str | Path, cfg: Config, *, n: int | None = None, sampler: str | None = None,
+                 steps: int | None = None, step: int | None = None, out: str | Path | None = None
+                 ) -> tuple[dict[str, Any], Path]:
+    """``jaxstage eval --task sr --workdir``: :func:`sr_eval` of a saved run on ``n`` held-out clips
+    (default ``sample.final_eval_prompts``) -> (report, ``out`` or WORKDIR/sr_eval.json)."""
+    from jaxstage.inference.load import load_run
+
+    workdir = Path(workdir)
+    if cfg.task != "sr":
+        raise ValueError(f"{workdir} is task={cfg.task}; --task sr --workdir needs a super-resolution run")
+    count = cfg.sample.final_eval_prompts if n is None else n
+    if count < 1:
+        raise ValueError(f"--n {count}: need at least one held-out clip")
+    exp, state = load_run(cfg, workdir, step=step)
+    generator = SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16))
+    report = sr_eval(generator, state, cfg, count, sampler=sampler, steps=steps)
+    out = Path(out or workdir / "sr_eval.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return report, out

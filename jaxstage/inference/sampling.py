@@ -6,7 +6,7 @@ generation takes precomputed embeddings (``Generator.from_text``, e.g. from prep
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +70,7 @@ class Generator:
     def __init__(self, exp: Experiment):
         self.exp = exp
         self.tokenizer = HashTokenizer(exp.cfg.text.vocab_size)
-        self._fns: dict[tuple[str, int, bool], Any] = {}
+        self._fn = functools.cache(functools.partial(make_generate_fn, exp))  # one executable per setting
 
     def __call__(self, params: Params, stats: CodecStats, prompts: list[str], *, sampler: str | None = None,
                  steps: int | None = None, cfg_scale: float | None = None, seed: int = 0) -> np.ndarray:
@@ -87,16 +87,10 @@ class Generator:
                   seed: int = 0) -> np.ndarray:
         """Waveforms [B, N] from an encoded condition: token ids [B, L] or embeddings [B, L, D]."""
         if self.exp.cfg.task != "t2a":
-            raise ValueError(f"task={self.exp.cfg.task}: sampling from low-band inputs is not implemented yet; "
-                             f"the Generator samples text-to-audio runs only")
+            raise ValueError(f"task={self.exp.cfg.task}: the Generator samples text-to-audio runs (SR: SRGenerator)")
         s = self.exp.cfg.sample
-        sampler = sampler or s.sampler
-        steps = steps or s.steps
         scale = s.cfg_scale if cfg_scale is None else cfg_scale
-        guided = scale != 1.0
-        fn = self._fns.get((sampler, steps, guided))
-        if fn is None:
-            fn = self._fns[(sampler, steps, guided)] = make_generate_fn(self.exp, sampler, steps, guided)
+        fn = self._fn(sampler or s.sampler, steps or s.steps, scale != 1.0)
         audio = fn(params, stats, jnp.asarray(text), jnp.asarray(text_mask), jax.random.PRNGKey(seed),
                    jnp.asarray(scale, jnp.float32))
         return np.clip(np.asarray(jax.device_get(audio), np.float32), -1.0, 1.0)

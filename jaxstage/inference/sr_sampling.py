@@ -10,8 +10,8 @@ the training length, super-resolved in fixed-size batches (one compilation) and 
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -103,7 +103,7 @@ class SRGenerator:
             raise ValueError(f"SRGenerator needs a task=sr run, got task={exp.cfg.task}")
         self.exp = exp
         self.batch_size = max(1, int(batch_size))
-        self._fns: dict[tuple[str, int, bool], Any] = {}
+        self._fn = functools.cache(functools.partial(make_sr_generate_fn, exp))  # one executable per setting
 
     def clips(self, params: Params, stats: CodecStats, low: np.ndarray, cutoff: np.ndarray, *,
               sampler: str | None = None, steps: int | None = None, seed: int = 0,
@@ -120,9 +120,7 @@ class SRGenerator:
         s = self.exp.cfg.sample
         sampler, steps = sampler or s.sampler, steps or s.steps
         replace = self.exp.cfg.sr.replace_low_band if replace is None else bool(replace)
-        fn = self._fns.get((sampler, steps, replace))
-        if fn is None:
-            fn = self._fns[(sampler, steps, replace)] = make_sr_generate_fn(self.exp, sampler, steps, replace)
+        fn = self._fn(sampler, steps, replace)
         out = []
         for g, start in enumerate(range(0, low.shape[0], self.batch_size)):
             part, cut = low[start: start + self.batch_size], cutoff[start: start + self.batch_size]

@@ -1,6 +1,5 @@
-"""Sample a saved run into WAV files (``jaxstage sample``): text prompts to clips (task=t2a), low-band
-files of any length to super-resolved files (task=sr). Sampler settings are arguments (``None``: the
-run's ``sample.*``); the run's config is never changed. Every file is written whole or not at all.
+"""Sample a saved run into WAV files (``jaxstage sample``): prompts to clips (task=t2a), low-band files
+of any length to super-resolved files (task=sr). Sampler settings ``None`` mean the run's ``sample.*``.
 """
 
 from __future__ import annotations
@@ -51,8 +50,10 @@ def text_to_wav(workdir: str | Path, cfg: Config, prompts: list[str], out: str |
     return paths
 
 
-def sr_jobs(input_path: str | Path, out: str | Path) -> list[tuple[Path, Path]]:
-    """(input file, output file) pairs: one file, or every audio file under a folder (mirrored as .wav)."""
+def read_low_band_inputs(cfg: Config, input_path: str | Path, out: str | Path, cutoff_hz: float | None = None
+                         ) -> list[tuple[LowBandInput, Path]]:
+    """(input, output file) for one file, or every audio file under a folder (mirrored as .wav), each
+    decoded and checked before any checkpoint loads; ``cutoff_hz`` default: each file's Nyquist."""
     from jaxstage.eval.sr_files import index_audio
 
     src, out = Path(input_path), Path(out)
@@ -62,21 +63,15 @@ def sr_jobs(input_path: str | Path, out: str | Path) -> list[tuple[Path, Path]]:
             raise FileNotFoundError(f"{src}: no audio files (.wav/.flac/.ogg/.mp3) in the input folder")
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out}: exists and is not a folder (the input {src} is a folder)")
-        return [(path, out / f"{key}.wav") for key, path in files.items()]
-    if not src.is_file():
+        jobs = [(path, out / f"{key}.wav") for key, path in files.items()]
+    elif not src.is_file():
         raise FileNotFoundError(f"{src}: input file not found")
-    if out.is_dir():
+    elif out.is_dir():
         raise ValueError(f"--out {out}: is a folder; give an output file for the single input {src}")
-    return [(src, out)]
-
-
-def read_low_band_inputs(cfg: Config, input_path: str | Path, out: str | Path, cutoff_hz: float | None = None
-                         ) -> list[tuple[LowBandInput, Path]]:
-    """Every input decoded and checked (a bad file fails in seconds, before any checkpoint loads),
-    paired with its output path; ``cutoff_hz`` default: each file's Nyquist."""
+    else:
+        jobs = [(src, out)]
     trained = (cfg.sr.cutoff_min_hz, cfg.sr.cutoff_max_hz)
-    return [(load_low_band(src, cfg.data.sample_rate, cutoff_hz, trained), dest)
-            for src, dest in sr_jobs(input_path, out)]
+    return [(load_low_band(path, cfg.data.sample_rate, cutoff_hz, trained), dest) for path, dest in jobs]
 
 
 def super_resolve_to_wav(workdir: str | Path, cfg: Config, inputs: list[tuple[LowBandInput, Path]], *,

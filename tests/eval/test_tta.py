@@ -1,4 +1,5 @@
-"""Periodic evaluation (eval.every) into metrics.jsonl, and `jaxstage eval --task tta` on a tiny run."""
+"""Periodic evaluation (eval.every) into metrics.jsonl, `jaxstage eval --task tta` and `jaxstage sample`
+on a tiny text-to-audio run."""
 
 import json
 import sys
@@ -77,3 +78,20 @@ def test_eval_tta_with_random_config_ast_and_clap(t2a_run, tmp_path):
         assert np.isfinite(m[key]) and m[key] >= 0, key
     assert 1.0 <= m["is_ast"] <= 5.0 and 1.0 <= m["is_ast_reference"] <= 5.0  # 5 classes in the tiny AST
     assert -1.0 <= m["clap_score"] <= 1.0 and -1.0 <= m["clap_score_reference"] <= 1.0
+
+
+def test_sample_cli_writes_numbered_wavs_and_leaves_the_config_alone(t2a_run, tmp_path, capsys):
+    import soundfile as sf
+
+    before = (t2a_run / "config.json").read_text()
+    out = tmp_path / "clip.wav"
+    assert main(["sample", "--workdir", str(t2a_run), "--prompt", "a high sine tone", "--prompt", "a low square tone",
+                 "--out", str(out), "--sampler", "heun", "--steps", "2", "--cfg", "1"]) == 0
+    paths = [tmp_path / "clip_0.wav", tmp_path / "clip_1.wav"]
+    assert capsys.readouterr().err.split() == [w for p in paths for w in ("wrote", str(p))]
+    for path in paths:
+        info = sf.info(str(path))
+        assert info.subtype == "PCM_16" and info.frames > 0
+    assert (t2a_run / "config.json").read_text() == before and not out.exists()
+    assert main(["sample", "--workdir", str(t2a_run), "--prompt", "x", "--out", str(out), "--steps", "0"]) == 2
+    assert "--steps=0 must be >= 1" in capsys.readouterr().err

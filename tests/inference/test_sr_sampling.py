@@ -10,8 +10,8 @@ import soundfile as sf
 
 from jaxstage.cli import main
 from jaxstage.config import load_config
-from jaxstage.train.trainer import train
 from jaxstage.inference.sr_sampling import crossfade_windows, split_windows
+from jaxstage.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")
