@@ -6,6 +6,7 @@ Only process 0 writes (``enabled``); other processes get a logger that does noth
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -23,11 +24,39 @@ class RunLogger:
         self._bar = None
         self._show_bar = progress_bar and enabled
         self._jsonl = open(self.workdir / "metrics.jsonl", "a") if enabled else None
-        self._tb = None
-        if enabled:
+        self._tb_writer = None
+        self._purge_step: int | None = None
+
+    @property
+    def _tb(self):
+        """The TensorBoard writer, opened on first use (after ``resume_at``)."""
+        if self._tb_writer is None and self.enabled:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.workdir / "tb"))
+            self._tb_writer = SummaryWriter(str(self.workdir / "tb"), purge_step=self._purge_step)
+        return self._tb_writer
+
+    def resume_at(self, step: int) -> None:
+        """One trajectory per run: rows that an interrupted attempt logged after the restored ``step``
+        (and a line torn by a kill) move to ``metrics.discarded.jsonl``; TensorBoard hides its events
+        after ``step`` (``purge_step``)."""
+        if not self.enabled:
+            return
+        self._purge_step = step + 1
+        path = self.workdir / "metrics.jsonl"
+        keep, drop = [], []
+        for line in path.read_text().splitlines(keepends=True):
+            try:
+                (keep if json.loads(line)["step"] <= step and line.endswith("\n") else drop).append(line)
+            except (ValueError, KeyError, TypeError):
+                drop.append(line)
+        if drop:
+            self._jsonl.close()
+            with open(self.workdir / "metrics.discarded.jsonl", "a") as aside:
+                aside.writelines(line if line.endswith("\n") else line + "\n" for line in drop)
+            (self.workdir / "metrics.jsonl.tmp").write_text("".join(keep))
+            os.replace(self.workdir / "metrics.jsonl.tmp", path)
+            self._jsonl = open(path, "a")
 
     # ---- progress
     def start_progress(self, start: int, total: int) -> None:
@@ -104,8 +133,8 @@ class RunLogger:
         self.close_progress()
         if self._jsonl is not None:
             self._jsonl.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self._tb_writer is not None:
+            self._tb_writer.close()
 
 
 def slug(text: str, max_length: int = 40) -> str:

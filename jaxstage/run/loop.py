@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxstage import config as config_lib
 from jaxstage import distributed, parallel
+from jaxstage.config import ConfigError
 from jaxstage.data.pipeline import BatchStream
 from jaxstage.run import checkpoint as ckpt_lib
 from jaxstage.run.logging import RunLogger
@@ -80,6 +81,8 @@ def run(trainer: Trainer, workdir: str | Path | None = None) -> RunResult:
                 stopped_by = stop.signal_name
                 break
             if step % cfg.train.ckpt_every == 0:
+                if pending is not None:  # its row is written before the checkpoint that a resume starts after
+                    last_fetch, pending = write_metrics(logger, pending, last_fetch, trainer.finite_metric), None
                 ckpt.save(step, state, stream.get_state(), config_dict)
         if pending is not None:
             write_metrics(logger, pending, last_fetch, trainer.finite_metric)
@@ -105,7 +108,12 @@ def run(trainer: Trainer, workdir: str | Path | None = None) -> RunResult:
 def restore_or_init(trainer: Trainer, ckpt: ckpt_lib.Checkpointer, stream: BatchStream, workdir: Path,
                     logger: RunLogger) -> tuple[Any, int]:
     """Restore the newest checkpoint (state + data position), or the trainer's fresh state."""
-    step = ckpt.latest_step()
+    step, chosen = ckpt.latest_step(), trainer.cfg.train.resume_step
+    if chosen:
+        if chosen not in ckpt.all_steps():
+            raise ConfigError(f"train.resume_step={chosen}: {ckpt.directory} has no finished checkpoint at that step "
+                              f"(finished: {ckpt.all_steps() or 'none'})")
+        step = chosen
     if step is None:
         return trainer.fresh_state(workdir, logger), 0
     if trainer.init_from_key and config_lib.get_value(trainer.cfg, trainer.init_from_key):
@@ -114,6 +122,9 @@ def restore_or_init(trainer: Trainer, ckpt: ckpt_lib.Checkpointer, stream: Batch
     stream.set_state(data_position)
     if int(state.step) != step:
         raise TrainingError(f"checkpoint {ckpt.directory / str(step)} holds step {int(state.step)}, expected {step}")
+    if newer := ckpt.set_aside_after(step):
+        logger.info(f"resuming from step {step}: newer checkpoints {newer} moved to {workdir / 'checkpoints_set_aside'}")
+    logger.resume_at(step)
     return state, step
 
 

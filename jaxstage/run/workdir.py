@@ -25,7 +25,7 @@ LEGACY_ARC_MARKER = "posttrain.json"
 RESUMABLE_CHANGES = {
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules", "model.remat",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
-    "train.compilation_cache", "train.init_from", "arc.init_from", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
+    "train.compilation_cache", "train.init_from", "train.resume_step", "arc.init_from", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
     "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed", "eval.every", "eval.num",
 }
 

@@ -151,8 +151,11 @@ def test_train_on_precomputed_text_and_ssl_compiles_once_and_resumes(prepared, t
     shutil.rmtree(resumed_dir / "checkpoints" / "6")
     resumed = train(prepared_config(prepared, "train.ckpt_every=1000"), resumed_dir)
     assert resumed.final_step == 6 and resumed.compile_count == 1
-    again = _metrics(resumed_dir)[6:]
-    assert [r["step"] for r in again] == [4, 5, 6]
+    # one trajectory: the rows 4-6 of the first attempt moved aside, the resumed ones in their place
+    aside = [json.loads(line)["step"] for line in (resumed_dir / "metrics.discarded.jsonl").read_text().splitlines()]
+    assert aside == [4, 5, 6]
+    again = _metrics(resumed_dir)[3:]
+    assert [r["step"] for r in _metrics(resumed_dir)] == [1, 2, 3, 4, 5, 6]
     for want, got in zip(records[3:], again):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
 
