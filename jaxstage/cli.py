@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config field, e.g. --set model.depth=4 (repeatable)")
-    add_distributed_flags(train)
+    add_run_flags(train)
 
     sample = sub.add_parser("sample", help="generate audio from a trained run (text-to-audio or super-resolution)")
     sample.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
     post.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override one config field, e.g. --set arc.disc_depth=2 (repeatable)")
-    add_distributed_flags(post)
+    add_run_flags(post)
 
     aot = sub.add_parser("aot-check", help="compile the train step for a mesh and model size without running it; "
                                            "print the memory each device needs")
@@ -141,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
-    """The multi-process flags of `train` and `posttrain`."""
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of `train` and `posttrain` beyond the config: resuming, multi-process start-up."""
+    parser.add_argument("--resume-step", type=int, default=None, metavar="N",
+                        help="resume from the finished checkpoint at step N instead of the newest (e.g. when the "
+                             "newest is damaged); = --set train.resume_step=N")
     parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                         help="multi-process run: process 0's address (with --num-processes/--process-id; or "
                              "JAXSTAGE_COORDINATOR etc.; SLURM and TPU VM slices are detected)")
@@ -194,10 +197,16 @@ def parse_size(text: str, flag: str = "--max-shard-size") -> int:
     return int(value)
 
 
-def cmd_posttrain(args: argparse.Namespace) -> int:
+def run_config(args: argparse.Namespace):
+    """The config of `train`/`posttrain`: the config file, ``--set`` overrides and ``--resume-step``."""
     from jaxstage.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    resume = [] if args.resume_step is None else [f"train.resume_step={args.resume_step}"]
+    return load_config(args.config, args.overrides + resume)
+
+
+def cmd_posttrain(args: argparse.Namespace) -> int:
+    cfg = run_config(args)
 
     def run():
         from jaxstage.posttrain.trainer import posttrain
@@ -354,9 +363,7 @@ def _eval_sr_files(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from jaxstage.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
+    cfg = run_config(args)
 
     def run():
         from jaxstage.train.trainer import train
@@ -428,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         print(f"jaxstage {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:  # CheckpointError, TrainingError
+    except (RuntimeError, OSError) as err:  # CheckpointError, TrainingError, a full disk, ...
         print(f"jaxstage {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -10,6 +10,7 @@ This is the only place constants live: the training code reads every knob from h
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib.util
@@ -272,6 +273,9 @@ class TrainConfig:
     # (raw and EMA) and codec statistics start this run; optimizer, step and regime start fresh.
     # Read only when the workdir has no checkpoint yet (a resume continues from its own).
     init_from: str = ""
+    # resume from this finished checkpoint instead of the newest (0: the newest); newer ones are moved
+    # to checkpoints_set_aside/ and their metrics rows to metrics.discarded.jsonl (`--resume-step N`)
+    resume_step: int = 0
     progress_bar: bool = True
     compilation_cache: str = "~/.cache/jaxstage/jax_cache"  # "" disables the persistent cache
 
@@ -420,7 +424,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"regime.monitor_levels={cfg.regime.monitor_levels!r} must be RF times in (0, 1)")
     if cfg.regime.monitor_size % len(cfg.regime.monitor_levels):
         raise ConfigError(f"regime.monitor_size={cfg.regime.monitor_size} must be a multiple of the "
-                          f"{len(cfg.regime.monitor_levels)} monitor levels")
+                          f"{len(cfg.regime.monitor_levels)} regime.monitor_levels")
     if cfg.struct.enabled and cfg.struct.num_groups > cfg.model.depth:
         raise ConfigError(f"struct.num_groups={cfg.struct.num_groups} exceeds model.depth={cfg.model.depth}")
     if not (cfg.guidance.layer == -1 or 1 <= cfg.guidance.layer <= cfg.model.depth):
@@ -428,6 +432,9 @@ def validate(cfg: Config) -> Config:
     if cfg.timesteps.adaptive and cfg.diffusion.level_dist not in ("logit_normal", "lognormal"):
         raise ConfigError(f"timesteps.adaptive needs diffusion.level_dist logit_normal or lognormal, "
                           f"not {cfg.diffusion.level_dist!r}")
+    if not 1 <= cfg.data.sample_rate * cfg.data.clip_seconds < 2 ** 31:
+        raise ConfigError(f"data.sample_rate * data.clip_seconds = {cfg.data.sample_rate * cfg.data.clip_seconds:g} "
+                          "must be between 1 and 2**31 samples")
     _validate_data(cfg)
     _validate_sr(cfg)
     lo, hi = cfg.sample.cfg_interval
@@ -506,12 +513,12 @@ def _validate_sr(cfg: Config) -> None:
         raise ConfigError(f"sr.cutoff_features={s.cutoff_features} must be a positive even number")
     if s.replace_n_fft < 16 or s.replace_n_fft // 2 >= cfg.num_samples:
         raise ConfigError(f"sr.replace_n_fft={s.replace_n_fft} must be >= 16 and below twice the clip length "
-                          f"({cfg.num_samples} samples)")
+                          f"(data.sample_rate * data.clip_seconds = {cfg.num_samples} samples)")
     if s.replace_transition_hz < 0:
         raise ConfigError(f"sr.replace_transition_hz={s.replace_transition_hz:g} must be >= 0")
     if not 0 <= s.window_overlap_seconds * cfg.data.sample_rate <= cfg.num_samples / 2:
         raise ConfigError(f"sr.window_overlap_seconds={s.window_overlap_seconds:g} must be in [0, half a clip "
-                          f"({cfg.data.clip_seconds / 2:g} s)]")
+                          f"(data.clip_seconds / 2 = {cfg.data.clip_seconds / 2:g} s)]")
 
 
 # ------------------------------------------------------------------------ keys and overrides
@@ -552,8 +559,7 @@ def get_value(cfg: Config, key: str) -> Any:
 
 
 def _parse(key: str, text: str, hint: Any) -> Any:
-    """Parse an override string into the field's declared type."""
-    origin = typing.get_origin(hint)
+    """Parse an override string into the field's declared type (tuples: JSON or a Python literal)."""
     try:
         if hint is bool:
             lowered = text.strip().lower()
@@ -562,37 +568,35 @@ def _parse(key: str, text: str, hint: Any) -> Any:
             if lowered in ("false", "0", "no", "off"):
                 return False
             raise ValueError
-        if hint is int:
-            return int(text)
-        if hint is float:
-            value = float(text)
-            if not math.isfinite(value):
-                raise ValueError
-            return value
-        if hint is str:
-            return text
-        if origin is tuple:
-            value = json.loads(text.replace("(", "[").replace(")", "]"))
-            return _coerce_tuple(value, typing.get_args(hint))
-    except (ValueError, TypeError, json.JSONDecodeError):
+        if typing.get_origin(hint) is tuple:
+            try:
+                return _coerce(json.loads(text), hint)
+            except (ValueError, RecursionError):
+                return _coerce(ast.literal_eval(text), hint)
+        return _coerce({int: int, float: float, str: str}[hint](text), hint)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
         pass
     raise ConfigError(f"{key}={text!r} is not a valid {_type_name(hint)}")
 
 
-def _coerce_tuple(value: Any, args: tuple) -> tuple:
-    if not isinstance(value, list):
+def _coerce(value: Any, hint: Any) -> Any:
+    """A parsed (JSON or literal) value as the type ``hint`` exactly: no truncation of 1.5 to int, no
+    str() of numbers, finite floats, 64-bit ints; ValueError otherwise."""
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        args = args[:1] * len(value) if isinstance(value, list | tuple) and args[1:] == (Ellipsis,) else args
+        if not isinstance(value, list | tuple) or len(args) != len(value):
+            raise ValueError
+        return tuple(_coerce(v, a) for a, v in zip(args, value))
+    value = float(value) if hint is float and type(value) is int else value  # OverflowError past 1.8e308
+    if (type(value) is not hint or hint is float and not math.isfinite(value)
+            or hint is int and not -2 ** 63 <= value < 2 ** 63):
         raise ValueError
-    if len(args) == 2 and args[1] is Ellipsis:
-        inner = args[0]
-        return tuple(_coerce_tuple(v, typing.get_args(inner)) if typing.get_origin(inner) is tuple
-                     else inner(v) for v in value)
-    if len(args) != len(value):
-        raise ValueError
-    return tuple(a(v) for a, v in zip(args, value))
+    return value
 
 
 def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint))
+    return hint.__name__ if isinstance(hint, type) else str(hint)  # int, tuple[float, float]
 
 
 def set_value(cfg: Config, key: str, text: str) -> None:
@@ -657,16 +661,20 @@ def from_dict(data: dict[str, Any], source: str = "config.json") -> Config:
 
     def fill(obj: Any, values: dict[str, Any], prefix: str) -> None:
         hints = typing.get_type_hints(type(obj))
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the config'} is not a JSON object")
         for name, value in values.items():
             if name not in _fields(obj):
                 raise ConfigError(f"{source}: unknown config key {prefix + name!r}")
             current = getattr(obj, name)
             if dataclasses.is_dataclass(current):
                 fill(current, value, f"{prefix}{name}.")
-            elif typing.get_origin(hints[name]) is tuple:
-                setattr(obj, name, _coerce_tuple(value, typing.get_args(hints[name])))
             else:
-                setattr(obj, name, value)
+                try:
+                    setattr(obj, name, _coerce(value, hints[name]))
+                except (ValueError, TypeError, OverflowError):
+                    raise ConfigError(f"{source}: {prefix + name}={value!r} is not a valid "
+                                      f"{_type_name(hints[name])}") from None
 
     fill(cfg, data, "")
     return validate(cfg)

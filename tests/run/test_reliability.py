@@ -20,9 +20,10 @@ SETS = ["train.log_every=1", "train.ckpt_every=2", "train.ckpt_keep=10", "train.
 
 def _train(workdir: Path, steps: int, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    sets = [a for kv in SETS + [f"train.steps={steps}", *extra] for a in ("--set", kv)]
+    flags = [e for e in extra if e.startswith("--")]
+    sets = [a for kv in SETS + [f"train.steps={steps}"] + [e for e in extra if e not in flags] for a in ("--set", kv)]
     done = subprocess.run([sys.executable, "-m", "jaxstage.cli", "train", "--config", TINY, "--workdir", str(workdir),
-                           *sets], env=env, timeout=900, capture_output=True, text=True)
+                           *sets, *flags], env=env, timeout=900, capture_output=True, text=True)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -82,7 +83,7 @@ def test_damaged_newest_checkpoint_is_named_and_an_older_one_resumes(tmp_path, r
     assert "older finished checkpoints: [2, 4, 6]" in last and "--resume-step" in last, last
     assert not (run / "checkpoints" / "10").exists()  # nothing started fresh or went on
 
-    _train(run, 10, "train.resume_step=6")
+    _train(run, 10, "--resume-step=6")
     assert _rows(run) == _rows(reference)  # steps 1-6 from before, 7-10 resumed: one trajectory, bit for bit
     assert sorted(p.name.split(".")[0] for p in (run / "checkpoints_set_aside").iterdir()) == ["8"]
     assert [json.loads(line)["step"] for line in (run / "metrics.discarded.jsonl").read_text().splitlines()] == [7, 8]

@@ -18,7 +18,7 @@ from jaxstage.train.trainer import train
 from jaxstage.inference.load import load_run
 from sat_torch import require_reference, torch_forward
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = str(ROOT / "configs" / "tiny_t2a.py")
 RUN_OVERRIDES = ["train.steps=2", "train.log_every=1", "train.progress_bar=false", "model.timestep_features_dim=256",
                  "mesh.data=1", "mesh.fsdp=8", "codec.stats_examples=4", "data.num_examples=64", "optim.lr=0.01",
