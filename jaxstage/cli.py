@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     sample.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
+    sample.add_argument("--raw-levels", action="store_true",
+                        help="write the model's levels as they are (16-bit PCM clips them above full scale; "
+                             "default: a clip peaking above full scale is scaled to sample.peak_level)")
 
     report = sub.add_parser("report", help="draw a run's regime and losses into report.png")
     report.add_argument("--workdir", required=True)
@@ -397,7 +400,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     workdir, cfg = _run_config(args.workdir)
     from jaxstage.inference import wav_files
 
-    settings = dict(step=args.step, ema=not args.no_ema, sampler=args.sampler, steps=args.steps, seed=args.seed)
+    settings = dict(step=args.step, ema=not args.no_ema, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                    raw_levels=args.raw_levels)
     if cfg.task == "sr":
         if args.prompt:
             raise ValueError(f"{workdir} is a super-resolution run (task=sr): give --input, not --prompt")
@@ -409,18 +413,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
         for item, _ in inputs:
             if item.warning:
                 print(f"jaxstage sample: warning: {item.warning}", file=sys.stderr)
-        for item, dest in wav_files.super_resolve_to_wav(workdir, cfg, inputs, replace=args.replace_low_band,
-                                                         **settings):
-            print(f"wrote {dest} ({item.file_rate} Hz input, cutoff {item.cutoff_hz:g} Hz)", file=sys.stderr)
+        for item, dest, peak in wav_files.super_resolve_to_wav(workdir, cfg, inputs, replace=args.replace_low_band,
+                                                               **settings):
+            print(f"wrote {dest} ({item.file_rate} Hz input, cutoff {item.cutoff_hz:g} Hz; "
+                  f"{_level_note(peak, cfg, args.raw_levels)})", file=sys.stderr)
         return 0
     if args.input is not None or args.cutoff is not None or args.replace_low_band is not None:
         raise ValueError(f"--input/--cutoff/--replace-low-band are for super-resolution runs; {workdir} is "
                          f"task={cfg.task} (give --prompt)")
     if not args.prompt:
         raise ValueError(f"{workdir} is a text-to-audio run: give at least one --prompt")
-    for path in wav_files.text_to_wav(workdir, cfg, args.prompt, args.out, cfg_scale=args.cfg, **settings):
-        print(f"wrote {path}", file=sys.stderr)
+    for path, peak in wav_files.text_to_wav(workdir, cfg, args.prompt, args.out, cfg_scale=args.cfg, **settings):
+        print(f"wrote {path} ({_level_note(peak, cfg, args.raw_levels)})", file=sys.stderr)
     return 0
+
+
+def _level_note(peak: float, cfg, raw_levels: bool) -> str:
+    if peak <= 1.0:
+        return f"peak {peak:.2f}"
+    if raw_levels:
+        return f"peak {peak:.2f}: above full scale, clipped (--raw-levels)"
+    return f"peak {peak:.2f}: above full scale, scaled to {cfg.sample.peak_level:g}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,6 +143,10 @@ class SampleConfig:
     final_eval_prompts: int = 90  # at the end (0 = off): t2a, held-out prompts judged by signal analysis;
     #   sr, held-out clips scored by LSD / LSD-HF against the unprocessed input (sr_eval.json)
     seed: int = 1234
+    # every WAV jaxstage writes: a clip whose peak exceeds full scale (1.0) is scaled down to this peak
+    # instead of being clipped by 16-bit PCM; raw_levels=true writes the model's levels as they are
+    peak_level: float = 0.98
+    raw_levels: bool = False
 
 
 @dataclass
@@ -437,6 +441,8 @@ def validate(cfg: Config) -> Config:
                           "must be between 1 and 2**31 samples")
     _validate_data(cfg)
     _validate_sr(cfg)
+    if not 0.0 < cfg.sample.peak_level <= 1.0:
+        raise ConfigError(f"sample.peak_level={cfg.sample.peak_level!r} must be in (0, 1] (full scale is 1)")
     lo, hi = cfg.sample.cfg_interval
     if not 0 <= lo <= hi:
         raise ConfigError(f"sample.cfg_interval={cfg.sample.cfg_interval!r} must satisfy 0 <= lo <= hi")

@@ -149,3 +149,12 @@ def fit_length(signal: np.ndarray, num_samples: int) -> tuple[np.ndarray, np.nda
     mask = np.zeros(num_samples, bool)
     mask[:length] = True
     return out, mask
+
+
+def fit_full_scale(audio: np.ndarray, peak_level: float | None) -> tuple[np.ndarray, float]:
+    """(``audio`` scaled down to peak at ``peak_level`` when its peak exceeds full scale (1.0), else
+    unchanged; its original peak). ``peak_level=None`` keeps raw levels (16-bit PCM then clips)."""
+    peak = float(np.max(np.abs(audio))) if np.size(audio) else 0.0
+    if peak_level is None or peak <= 1.0 or not math.isfinite(peak):
+        return audio, peak
+    return (audio * (peak_level / peak)).astype(audio.dtype), peak

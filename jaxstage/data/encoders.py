@@ -13,6 +13,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from jaxstage.data.audio_io import resample
+
 INSTALL_HINT = 'needs torch and transformers: pip install -e ".[torch]"'
 DEFAULT_SSL_RATE = 16000
 
@@ -70,9 +72,9 @@ class HFTextEncoder:
         self.model = model.float().eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         self._torch = torch
-        self.dim = int(self._encode(["probe"])[0].shape[-1])
+        self.dim = int(self(["probe"])[0].shape[-1])
 
-    def _encode(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
         tokens = self.tokenizer(list(captions), padding="max_length", truncation=True,
                                 max_length=self.max_length, return_tensors="pt")
         with self._torch.no_grad():
@@ -80,9 +82,6 @@ class HFTextEncoder:
         mask = tokens["attention_mask"].numpy().astype(bool)
         emb = out.last_hidden_state.float().numpy() * mask[..., None]
         return emb.astype(np.float32), mask
-
-    def __call__(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return self._encode(captions)
 
     def describe(self) -> dict[str, Any]:
         return {"model_dir": str(self.model_dir), "model_type": self.model_type,
@@ -121,8 +120,6 @@ class HFAudioEncoder:
         self.dim = int(model.config.hidden_size)
 
     def __call__(self, audio: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        from jaxstage.data.audio_io import resample
-
         audio = np.asarray(audio, np.float32)
         if mask is None:
             mask = np.ones(audio.shape, bool)

@@ -56,8 +56,9 @@ def read_manifest(path: str | Path, kind: str = "auto", audio_dir: str | Path | 
     if not base.is_dir():
         raise FileNotFoundError(f"{base}: audio folder not found")
     readers = {"audiocaps": _read_audiocaps, "clotho": _read_clotho, "csv": _read_generic_csv,
-               "jsonl": _read_jsonl, "folder": _read_folder, "vctk_train": _read_vctk_train,
-               "vctk_test": _read_vctk_test}
+               "jsonl": _read_jsonl, "folder": _read_folder,
+               "vctk_train": lambda root, _: _read_vctk(root, "train"),
+               "vctk_test": lambda root, _: _read_vctk(root, "test")}
     dir_kinds = ("folder", "vctk_train", "vctk_test")
     if kind in dir_kinds and not path.is_dir():
         raise ManifestError(f"{path}: kind {kind!r} needs a directory")
@@ -265,14 +266,6 @@ def _read_vctk(root: Path, split: str) -> Iterator[Item]:
             transcript = root / "txt" / speaker / f"{utterance}.txt"
             caption = transcript.read_bytes().decode("utf-8", "replace").strip() if transcript.is_file() else ""
             yield Item(f"{speaker}/{utterance}", str(audio), _clean(caption), None, None)
-
-
-def _read_vctk_train(path: Path, audio_dir: Path) -> Iterator[Item]:
-    return _read_vctk(path, "train")
-
-
-def _read_vctk_test(path: Path, audio_dir: Path) -> Iterator[Item]:
-    return _read_vctk(path, "test")
 
 
 def _mark_duplicates(items: Iterable[Item]) -> Iterator[Item]:

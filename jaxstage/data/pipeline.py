@@ -8,7 +8,9 @@ Prepared data (``data.source=prepared``): the last ``regime.monitor_size`` recor
 are held out of training (the regime's monitor batch and the periodic sample prompts read them);
 training shuffles the records before them. The batch keys follow the config: ``text_ids`` (hash
 tokens of the caption, ``text.kind=learned``) or ``text_emb`` (``text.kind=precomputed``), with
-``text_mask``; ``ssl_targets`` only with ``guidance.ssl=precomputed``. ``audio_mask`` is not used.
+``text_mask``; ``ssl_targets`` only with ``guidance.ssl=precomputed``; ``audio_mask`` (True = real
+audio, False = zero padding of a short clip) when the records carry it (task=t2a only), so that the
+losses and the monitor average over real frames only.
 
 Super-resolution (``task=sr``, ``data.source=synthetic_speech`` or ``prepared``): every example also
 carries ``low`` (the low-band audio, same rate and length) and ``cutoff`` (float32 Hz), simulated by
@@ -65,6 +67,8 @@ class PreparedExample(grain.transforms.Map):
             out = self.tokenize.map(element)
         if self.precomputed_ssl:
             out["ssl_targets"] = element["ssl"].astype(np.float32)
+        if "audio_mask" in element:
+            out["audio_mask"] = element["audio_mask"].astype(bool)
         return out
 
 
@@ -202,6 +206,8 @@ def example_spec(cfg: Config) -> ExampleSpec:
         spec["text_mask"] = ((cfg.data.text_max_length,), np.dtype(bool))
     if cfg.guidance.ssl == "precomputed":
         spec["ssl_targets"] = (prepared.shape("ssl"), np.dtype(np.float32))
+    if prepared is not None and cfg.task != "sr" and "audio_mask" in prepared.features:
+        spec["audio_mask"] = ((cfg.num_samples,), np.dtype(bool))
     if cfg.task == "sr":
         spec["low"] = ((cfg.num_samples,), np.dtype(np.float32))
         spec["cutoff"] = ((), np.dtype(np.float32))

@@ -384,17 +384,16 @@ def make_example(seed: int, index: int, sample_rate: int, num_samples: int, mix_
     return _example_from_rng(rng, sample_rate, num_samples, mix_prob, settings)
 
 
+@dataclass(frozen=True)
 class SyntheticT2ASource:
     """Random-access source (grain `RandomAccessDataSource` protocol) of synthetic examples."""
 
-    def __init__(self, seed: int, num_examples: int, sample_rate: int, num_samples: int, mix_prob: float,
-                 settings: SynthSettings = DEFAULT_SETTINGS):
-        self.seed = seed
-        self.num_examples = num_examples
-        self.sample_rate = sample_rate
-        self.num_samples = num_samples
-        self.mix_prob = mix_prob
-        self.settings = settings
+    seed: int
+    num_examples: int
+    sample_rate: int
+    num_samples: int
+    mix_prob: float
+    settings: SynthSettings = dataclasses.field(default=DEFAULT_SETTINGS, repr=False)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -404,10 +403,6 @@ class SyntheticT2ASource:
         if not 0 <= index < self.num_examples:
             raise IndexError(f"index {index} out of range for {self.num_examples} examples")
         return make_example(self.seed, index, self.sample_rate, self.num_samples, self.mix_prob, self.settings)
-
-    def __repr__(self) -> str:
-        return (f"SyntheticT2ASource(seed={self.seed}, num_examples={self.num_examples}, "
-                f"sample_rate={self.sample_rate}, num_samples={self.num_samples}, mix_prob={self.mix_prob})")
 
 
 def _prompt_rng(seed: int, i: int) -> np.random.Generator:

@@ -24,7 +24,7 @@ num_samples, settings)`; `SyntheticSpeechSource` seeds the rng from `(seed, inde
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -387,16 +387,15 @@ def render_utterance(rng: np.random.Generator, sample_rate: int, num_samples: in
     return synthesize(rng, sample_rate, num_samples, settings).audio
 
 
+@dataclass(frozen=True)
 class SyntheticSpeechSource:
     """Random-access source (grain `RandomAccessDataSource` protocol) of speech-like clips for SR."""
 
-    def __init__(self, seed: int, num_examples: int, sample_rate: int, num_samples: int,
-                 settings: SpeechSettings = DEFAULT_SETTINGS):
-        self.seed = seed
-        self.num_examples = num_examples
-        self.sample_rate = sample_rate
-        self.num_samples = num_samples
-        self.settings = settings
+    seed: int
+    num_examples: int
+    sample_rate: int
+    num_samples: int
+    settings: SpeechSettings = field(default=DEFAULT_SETTINGS, repr=False)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -407,7 +406,3 @@ class SyntheticSpeechSource:
             raise IndexError(f"index {index} out of range for {self.num_examples} examples")
         rng = np.random.default_rng([self.seed, index])
         return {"audio": render_utterance(rng, self.sample_rate, self.num_samples, self.settings), "caption": ""}
-
-    def __repr__(self) -> str:
-        return (f"SyntheticSpeechSource(seed={self.seed}, num_examples={self.num_examples}, "
-                f"sample_rate={self.sample_rate}, num_samples={self.num_samples})")

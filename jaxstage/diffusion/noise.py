@@ -104,18 +104,3 @@ def sample_levels(
         levels = jnp.clip(levels, t_eps, 1.0 - t_eps)
     return levels
 
-
-def location(dist: str, params: Mapping[str, jax.Array]) -> jax.Array:
-    """The distribution's movable location, for logging.
-
-    ``lognormal`` → p_mean (ln σ̃); ``logit_normal`` → loc (logit t); ``logsnr_uniform`` → the
-    range midpoint (log-SNR). ``uniform`` has no location and raises ValueError.
-    """
-    _check(dist, params)
-    if dist == "lognormal":
-        return jnp.asarray(params["p_mean"])
-    if dist == "logit_normal":
-        return jnp.asarray(params["loc"])
-    if dist == "logsnr_uniform":
-        return 0.5 * (jnp.asarray(params["logsnr_min"]) + jnp.asarray(params["logsnr_max"]))
-    raise ValueError("noise distribution 'uniform' has no location parameter")

@@ -32,9 +32,15 @@ def expand_to(level: jax.Array, x: jax.Array) -> jax.Array:
     return level.reshape(level.shape + (1,) * (x.ndim - level.ndim))
 
 
-def per_example_mean(values: jax.Array) -> jax.Array:
-    """Mean over every axis but the first: ``[B, ...] -> [B]``."""
-    return jnp.mean(values, axis=tuple(range(1, values.ndim)))
+def per_example_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean over every axis but the first: ``[B, ...] -> [B]``. With ``mask`` ``[B, T]`` (1 = real frame,
+    0 = padding) the mean over the real frames of axis 1 (and all of any later axes) only: padded
+    frames get weight and gradient exactly 0; an example without a real frame gives 0."""
+    axes = tuple(range(1, values.ndim))
+    if mask is None:
+        return jnp.mean(values, axis=axes)
+    weight = jnp.broadcast_to(expand_to(mask, values), values.shape).astype(values.dtype)
+    return jnp.sum(values * weight, axis=axes) / jnp.maximum(jnp.sum(weight, axis=axes), 1.0)
 
 
 def _time_from_ratio(ratio: jax.Array) -> jax.Array:
@@ -90,11 +96,11 @@ class EDM:
         c_skip, c_out, _, _ = self.preconditioning(expand_to(level, x_t))
         return c_skip * x_t + c_out * model_output
 
-    def loss(self, model_output, x_t, x0, eps, level) -> jax.Array:
-        """Per-example ``λ(σ)·mean((D − x0)²)``, shape ``[B]``."""
+    def loss(self, model_output, x_t, x0, eps, level, mask=None) -> jax.Array:
+        """Per-example ``λ(σ)·mean((D − x0)²)``, shape ``[B]`` (``mask``: see :func:`per_example_mean`)."""
         del eps
         denoised = self.denoise(model_output, x_t, level)
-        return self.loss_weight(level) * per_example_mean((denoised - x0) ** 2)
+        return self.loss_weight(level) * per_example_mean((denoised - x0) ** 2, mask)
 
 
 class _TimeObjective:
@@ -120,10 +126,10 @@ class _TimeObjective:
     def target(self, x0: jax.Array, eps: jax.Array, level: jax.Array) -> jax.Array:
         raise NotImplementedError
 
-    def loss(self, model_output, x_t, x0, eps, level) -> jax.Array:
-        """Per-example plain MSE on the velocity target, shape ``[B]``."""
+    def loss(self, model_output, x_t, x0, eps, level, mask=None) -> jax.Array:
+        """Per-example plain MSE on the velocity target, shape ``[B]`` (``mask``: see :func:`per_example_mean`)."""
         del x_t
-        return per_example_mean((model_output - self.target(x0, eps, level)) ** 2)
+        return per_example_mean((model_output - self.target(x0, eps, level)) ** 2, mask)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Samplers, classifier-free guidance and training condition dropout.
+"""Samplers and classifier-free guidance.
 
 Every sampler is written once in EDM σ̃-space (``x̃ = x/a``, ``σ̃ = s/a``, ``x̃ = x0 + σ̃·eps``)
 but carries the state ``x`` in the objective's own space, so that σ̃ = ∞ (v/rf at t = 1, a = 0)
@@ -278,9 +278,3 @@ def cfg_batched(
 
     return denoise
 
-
-def drop_condition(key: jax.Array, tokens: jax.Array, prob: jax.Array | float = 0.1) -> tuple[jax.Array, jax.Array]:
-    """Training condition dropout: zero each example's embeddings ``[B, ...]`` with probability
-    ``prob``. Returns ``(tokens, keep_mask [B] bool)``; a padding mask is left unchanged."""
-    keep = jax.random.uniform(key, (tokens.shape[0],)) >= prob
-    return jnp.where(expand_to(keep, tokens), tokens, jnp.zeros_like(tokens)), keep

@@ -470,12 +470,6 @@ def analyze(audio: np.ndarray, sample_rate: int, settings: AnalysisSettings = DE
     return _labels(source, _band_of(f0, sample_rate, s), shape, s)
 
 
-def analyze_batch(audio: np.ndarray, sample_rate: int,
-                  settings: AnalysisSettings = DEFAULT_ANALYSIS) -> list[dict[str, str]]:
-    """`analyze` over the rows of a [clips, samples] array (or a list of clips)."""
-    return [analyze(clip, sample_rate, settings) for clip in audio]
-
-
 def attribute_accuracy(predicted: list[dict], truth: list[dict],
                        keys: tuple[str, ...] = ATTRIBUTE_KEYS) -> dict[str, float]:
     """Per-key share of predictions equal to the truth."""

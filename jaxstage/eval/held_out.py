@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxstage.config import Config
 from jaxstage.data.pipeline import held_out_batch, held_out_count, sr_held_out_batch
+from jaxstage.data.synthetic import prompt_examples, prompt_set
 
 
 @dataclasses.dataclass
@@ -59,8 +60,6 @@ def held_out_prompts(cfg: Config, n: int, prompts_file: str | Path | None = None
         return PromptSet(read_prompts_file(prompts_file)[:n], source=str(prompts_file))
     if cfg.data.source == "prepared":
         return _prepared_records(cfg, min(n, held_out_count(cfg)))
-    from jaxstage.data.synthetic import prompt_examples
-
     seed = cfg.sample.seed + 1
     examples = prompt_examples(seed, n, cfg.data.sample_rate, cfg.num_samples, mix_prob=0.0)
     return PromptSet([e["caption"] for e in examples], np.stack([e["audio"] for e in examples]),
@@ -71,8 +70,6 @@ def sample_prompts(cfg: Config, n: int) -> PromptSet:
     """The ``n`` prompts of the samples a run writes (see the module docstring)."""
     if cfg.data.source == "prepared":
         return _prepared_records(cfg, n)
-    from jaxstage.data.synthetic import prompt_set
-
     return PromptSet([p for p, _ in prompt_set(cfg.sample.seed, n)], source=f"synthetic, seed {cfg.sample.seed}")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxstage.data.audio_io import resample
 from jaxstage.data.encoders import _import_torch
 from jaxstage.eval.classifier_metrics import softmax
 
@@ -49,8 +50,6 @@ def _load(path: Path, what: str, loader, **kwargs):
 
 def _batches(audio: np.ndarray, rate: int, target: int, batch_size: int):
     """Float32 [B, N] audio resampled to `target`, yielded in row blocks of `batch_size`."""
-    from jaxstage.data.audio_io import resample
-
     audio = np.asarray(audio, np.float32)
     if audio.ndim != 2 or audio.shape[0] == 0:
         raise ValueError(f"expected audio of shape [batch >= 1, samples], got {audio.shape}")

@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from jaxstage.config import Config
+from jaxstage.eval.held_out import held_out_prompts
+from jaxstage.eval.sr_report import sr_eval
+from jaxstage.eval.tta import generate, score
 
 
 class PeriodicEval:
@@ -24,13 +27,8 @@ class PeriodicEval:
     def __call__(self, state) -> dict[str, float]:
         cfg = self.cfg
         if cfg.task == "sr":
-            from jaxstage.eval.sr_report import sr_eval
-
             mean = sr_eval(self.generator, state, cfg, cfg.eval.num, baselines=False)["mean"]["output_replaced"]
             return {f"eval_{k}": v for k, v in mean.items()}
-        from jaxstage.eval.held_out import held_out_prompts
-        from jaxstage.eval.tta import generate, score
-
         if self._prompts is None:
             self._prompts = held_out_prompts(cfg, cfg.eval.num)
         audio = generate(self.generator, state.ema_params, state.codec_stats, self._prompts, seed=cfg.sample.seed)

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 
 from jaxstage.config import Config
+from jaxstage.eval.attributes import chance_levels
 from jaxstage.eval.held_out import held_out_prompts, sample_prompts
 from jaxstage.eval.tta import generate, score
 from jaxstage.inference.sampling import Generator
@@ -28,8 +29,6 @@ def attribute_check(logger: RunLogger, generator: Generator, state, cfg: Config,
                     ) -> dict[str, float]:
     """Attribute accuracy of the EMA model on ``sample.final_eval_prompts`` held-out prompts (synthetic
     data), judged by signal analysis; written to ``attributes.json``."""
-    from jaxstage.eval.attributes import chance_levels
-
     prompts = held_out_prompts(cfg, cfg.sample.final_eval_prompts)
     audio = generate(generator, state.ema_params, state.codec_stats, prompts, chunk=max(1, cfg.sample.num * 8),
                      seed=cfg.sample.seed)

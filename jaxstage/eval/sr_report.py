@@ -21,6 +21,7 @@ from jaxstage.config import Config
 from jaxstage.eval.held_out import sr_clips
 from jaxstage.eval.sr_baselines import oracle_noise_fill
 from jaxstage.eval.sr_metrics import METRICS, evaluate_pair
+from jaxstage.inference.load import load_run
 from jaxstage.inference.sr_sampling import SRGenerator
 from jaxstage.models.band_replace import replace_low_band
 from jaxstage.run.logging import RunLogger
@@ -99,8 +100,6 @@ def evaluate_run(workdir: str | Path, cfg: Config, *, n: int | None = None, samp
                  ) -> tuple[dict[str, Any], Path]:
     """``jaxstage eval --task sr --workdir``: :func:`sr_eval` of a saved run on ``n`` held-out clips
     (default ``sample.final_eval_prompts``) -> (report, ``out`` or WORKDIR/sr_eval.json)."""
-    from jaxstage.inference.load import load_run
-
     workdir = Path(workdir)
     if cfg.task != "sr":
         raise ValueError(f"{workdir} is task={cfg.task}; --task sr --workdir needs a super-resolution run")

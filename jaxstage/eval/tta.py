@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from jaxstage.config import Config
+from jaxstage.eval import hf_audio_models as hf
+from jaxstage.eval.attributes import analyze, attribute_accuracy
 from jaxstage.eval.classifier_metrics import clap_score, inception_score, paired_kl
 from jaxstage.eval.frechet import frechet_distance_of
 from jaxstage.eval.held_out import PromptSet, held_out_prompts
 from jaxstage.eval.spectral_embedding import spectral_embedding
+from jaxstage.inference.load import load_run
 from jaxstage.inference.sampling import Generator
 
 
@@ -45,8 +48,6 @@ def score(cfg: Config, prompts: PromptSet, audio: np.ndarray, *, ast: Any = None
     sr = cfg.data.sample_rate
     metrics: dict[str, Any] = {}
     if prompts.attributes is not None:
-        from jaxstage.eval.attributes import analyze, attribute_accuracy
-
         predicted = [analyze(a, sr) for a in audio]
         metrics["attribute_accuracy"] = attribute_accuracy(predicted, prompts.attributes)
     refs = prompts.references
@@ -78,9 +79,6 @@ def evaluate_run(workdir: str | Path, cfg: Config, *, n: int | None = None, prom
     """``jaxstage eval --task tta``: :func:`score` of a saved run's EMA weights on ``n`` held-out prompts
     (default ``sample.final_eval_prompts`` or 90) or a prompts file -> (report, ``out`` or
     WORKDIR/tta_eval.json). Sampler overrides are arguments, never written into ``cfg``."""
-    from jaxstage.eval import hf_audio_models as hf
-    from jaxstage.inference.load import load_run
-
     workdir = Path(workdir)
     if cfg.task != "t2a":
         raise ValueError(f"{workdir} is task={cfg.task}; --task tta needs a text-to-audio run")

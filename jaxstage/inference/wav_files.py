@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from jaxstage.config import Config
+from jaxstage.data.audio_io import fit_full_scale
 from jaxstage.data.sr_input import LowBandInput, load_low_band
 
 
-def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit WAV written beside ``path`` and renamed into place (no half-written file on failure)."""
+def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int, peak_level: float | None) -> float:
+    """16-bit WAV written beside ``path`` and renamed into place (no half-written file on failure);
+    above full scale scaled to ``peak_level`` (None: raw levels). Returns the clip's original peak."""
     import soundfile as sf
 
     from jaxstage.tools.export.safetensors_io import publish_file
@@ -25,18 +27,20 @@ def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
     os.close(fd)
     try:
+        audio, peak = fit_full_scale(audio, peak_level)
         sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
         publish_file(tmp, path)  # umask permissions (mkstemp makes 0600), then rename into place
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return peak
 
 
 def text_to_wav(workdir: str | Path, cfg: Config, prompts: list[str], out: str | Path, *, step: int | None = None,
                 ema: bool = True, sampler: str | None = None, steps: int | None = None,
-                cfg_scale: float | None = None, seed: int = 0) -> list[Path]:
+                cfg_scale: float | None = None, seed: int = 0, raw_levels: bool = False) -> list[tuple[Path, float]]:
     """One clip per prompt from a text-to-audio run: ``out``, or ``out`` numbered _0, _1, ... for
-    several prompts. Returns the paths written."""
+    several prompts. Returns (path, peak before any scaling) of each file written."""
     from jaxstage.inference.load import load_run
     from jaxstage.inference.sampling import Generator
 
@@ -45,9 +49,8 @@ def text_to_wav(workdir: str | Path, cfg: Config, prompts: list[str], out: str |
                            steps=steps, cfg_scale=cfg_scale, seed=seed)
     out = Path(out)
     paths = [out] if len(audio) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
-    for path, clip in zip(paths, audio):
-        write_wav_atomic(path, clip, cfg.data.sample_rate)
-    return paths
+    level = None if raw_levels else cfg.sample.peak_level
+    return [(path, write_wav_atomic(path, clip, cfg.data.sample_rate, level)) for path, clip in zip(paths, audio)]
 
 
 def read_low_band_inputs(cfg: Config, input_path: str | Path, out: str | Path, cutoff_hz: float | None = None
@@ -76,10 +79,11 @@ def read_low_band_inputs(cfg: Config, input_path: str | Path, out: str | Path, c
 
 def super_resolve_to_wav(workdir: str | Path, cfg: Config, inputs: list[tuple[LowBandInput, Path]], *,
                          step: int | None = None, ema: bool = True, sampler: str | None = None,
-                         steps: int | None = None, seed: int = 0, replace: bool | None = None
-                         ) -> Iterator[tuple[LowBandInput, Path]]:
+                         steps: int | None = None, seed: int = 0, replace: bool | None = None,
+                         raw_levels: bool = False) -> Iterator[tuple[LowBandInput, Path, float]]:
     """Super-resolve each input of :func:`read_low_band_inputs` into its output WAV, yielding each
-    (input, path) once written. ``replace``: low-band replacement (default ``sr.replace_low_band``)."""
+    (input, path, peak before any scaling) once written. ``replace``: low-band replacement (default
+    ``sr.replace_low_band``)."""
     from tqdm import tqdm
 
     from jaxstage.inference.load import load_run
@@ -91,5 +95,4 @@ def super_resolve_to_wav(workdir: str | Path, cfg: Config, inputs: list[tuple[Lo
     for item, dest in tqdm(inputs, desc="super-resolving", unit="file", disable=len(inputs) < 2):
         audio = generator.upsample(params, state.codec_stats, item.audio, item.cutoff_hz, sampler=sampler,
                                    steps=steps, seed=seed, replace=replace)
-        write_wav_atomic(dest, audio, cfg.data.sample_rate)
-        yield item, dest
+        yield item, dest, write_wav_atomic(dest, audio, cfg.data.sample_rate, None if raw_levels else cfg.sample.peak_level)

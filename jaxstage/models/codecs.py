@@ -264,6 +264,17 @@ Codec = Union[StftCodec, MelCodec]
 CODECS = {"stft": StftCodec, "mel": MelCodec}
 
 
+def frame_mask(codec: Codec, sample_mask: jax.Array) -> jax.Array:
+    """Sample padding mask [B, N] (True = real audio) -> frame mask [B, T] float32 (1 = real frame).
+
+    Frame t (centered STFT) is real when the sample at its window centre, t·hop (the last sample for
+    a centre past the end), is real: with right padding, the frames whose centre is in the clip.
+    """
+    n = sample_mask.shape[-1]
+    centres = np.minimum(np.arange(codec.num_frames(n)) * codec.hop_length, n - 1)
+    return jnp.asarray(sample_mask)[:, centres].astype(jnp.float32)
+
+
 def make_codec(kind: str, **kwargs) -> Codec:
     """Build a codec by name: "stft" | "mel"."""
     if kind not in CODECS:

@@ -133,17 +133,6 @@ def contrastive_weight_mask(
     return 1.0 - (same_mask & same_ids).astype(jnp.float32)
 
 
-def rolled_pairs_distinct(prompt_ids: jax.Array, shift: int = 1, mask: Optional[jax.Array] = None) -> jax.Array:
-    """SPEC §5.5: ``[B]`` bool, whether each clip's prompt after ``roll_prompts(·, shift)`` differs from its own.
-
-    Compares whole rows of ``prompt_ids`` (``[B, ...]``), or only the masked tokens when ``mask`` is given.
-    """
-    if mask is None:
-        mask = jnp.ones(jnp.shape(prompt_ids), bool)
-    rolled = roll_prompts({"ids": prompt_ids, "mask": mask}, shift)
-    return contrastive_weight_mask(prompt_ids, mask, rolled["ids"], rolled["mask"]) > 0
-
-
 def approx_r1_penalty(
     score_fn: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.Array, sigma: float = 0.05
 ) -> jax.Array:

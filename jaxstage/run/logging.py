@@ -13,12 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxstage.data.audio_io import fit_full_scale
+
 
 class RunLogger:
     """Writes one JSON object per log step, TensorBoard events, WAV samples and a tqdm bar."""
 
-    def __init__(self, workdir: Path, *, enabled: bool = True, progress_bar: bool = True, headline: str = "loss"):
+    def __init__(self, workdir: Path, *, enabled: bool = True, progress_bar: bool = True, headline: str = "loss",
+                 peak_level: float | None = 0.98):
         self.workdir = Path(workdir)
+        self.peak_level = peak_level  # samples peaking above full scale are scaled to it (None: raw levels)
         self.headline = headline  # the metric shown on the progress bar
         self.enabled = enabled
         self._bar = None
@@ -120,13 +124,18 @@ class RunLogger:
             return []
         import soundfile as sf
 
-        paths = []
+        paths, peaks = [], []
         for i, (prompt, clip) in enumerate(zip(prompts, audio)):
             path = self.workdir / "samples" / f"step{step:07d}_{i}_{slug(prompt)}.wav"
+            clip, peak = fit_full_scale(np.asarray(clip), self.peak_level)
+            peaks.append(peak)
             sf.write(str(path), clip, sample_rate, subtype="PCM_16")
             self._tb.add_audio(f"samples/{i}", clip, step, sample_rate=sample_rate)
             self._tb.add_text(f"samples/{i}/prompt", prompt, step)
             paths.append(path)
+        if (loud := [p for p in peaks if p > 1.0]):
+            self.info(f"samples at step {step}: {len(loud)} of {len(peaks)} peak above full scale (max {max(loud):.2f}); "
+                      + ("written raw, clipped" if self.peak_level is None else f"scaled to {self.peak_level:g}"))
         return paths
 
     def close(self) -> None:

@@ -40,7 +40,8 @@ def run(trainer: Trainer, workdir: str | Path | None = None) -> RunResult:
     stream = BatchStream(cfg, jax.process_index(), jax.process_count())
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=cfg.train.ckpt_keep,
                                  async_save=cfg.train.async_checkpoint)
-    logger = RunLogger(workdir, enabled=is_main, progress_bar=cfg.train.progress_bar, headline=trainer.finite_metric)
+    logger = RunLogger(workdir, enabled=is_main, progress_bar=cfg.train.progress_bar, headline=trainer.finite_metric,
+                       peak_level=None if cfg.sample.raw_levels else cfg.sample.peak_level)
 
     # ---- state: restore or init, then compile the step once
     state, start_step = restore_or_init(trainer, ckpt, stream, workdir, logger)

@@ -95,17 +95,23 @@ def token_cosine(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
     return jnp.sum(_unit(a, eps) * _unit(b, eps), axis=-1)
 
 
-def per_example_alignment(projected: jax.Array, targets: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """1 − mean_tokens cos: [B, T, d] x [B, T, d] -> [B]. Targets carry no gradient."""
+def per_example_alignment(projected: jax.Array, targets: jax.Array, eps: float = 1e-8,
+                          mask: jax.Array | None = None) -> jax.Array:
+    """1 − mean_tokens cos: [B, T, d] x [B, T, d] -> [B]. Targets carry no gradient. ``mask`` [B, T]
+    (1 = real token, 0 = padding): the mean over the real tokens only (0 gradient at padding)."""
     if projected.shape != targets.shape:
         raise ValueError(f"projected {projected.shape} and targets {targets.shape} must have the same shape")
     cos = token_cosine(projected, jax.lax.stop_gradient(targets), eps)
+    if mask is not None:
+        mask = mask.astype(cos.dtype)
+        return 1.0 - jnp.sum(cos * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
     return 1.0 - cos.reshape(cos.shape[0], -1).mean(axis=-1)
 
 
-def alignment_loss(projected: jax.Array, targets: jax.Array, eps: float = 1e-8) -> jax.Array:
+def alignment_loss(projected: jax.Array, targets: jax.Array, eps: float = 1e-8,
+                   mask: jax.Array | None = None) -> jax.Array:
     """L_align = 1 − mean_tokens cos(projected, targets), averaged over the batch: a scalar in [0, 2]."""
-    return per_example_alignment(projected, targets, eps).mean()
+    return per_example_alignment(projected, targets, eps, mask).mean()
 
 
 def ssl_weight(p: jax.Array | float, lambda0: float = 0.5, gamma: float = 1.0, p_off: float = 0.9) -> jax.Array:
@@ -127,15 +133,16 @@ def guided_alignment(
     targets: jax.Array,
     p: jax.Array | float,
     cfg: AlignmentConfig = AlignmentConfig(),
+    mask: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """λ₀·L_align(h_ψ(route_gradient(H, λ_ssl(p)/λ₀)), y) and its metrics.
 
     Gradients: projector ∝ λ₀ at every p; backbone ∝ λ_ssl(p) (0 for p ≥ p_off). Metrics:
     `loss_align` (raw L_align, the alignment D on this batch), `ssl_weight` (λ_ssl),
-    `ssl_backbone_scale` (g).
+    `ssl_backbone_scale` (g). ``mask`` [B, T]: average over the real tokens only.
     """
     lam = ssl_weight(p, cfg.lambda0, cfg.gamma, cfg.p_off)
     g = lam / cfg.lambda0
-    raw = alignment_loss(projector_fn(route_gradient(hidden, g)), targets, cfg.eps)
+    raw = alignment_loss(projector_fn(route_gradient(hidden, g)), targets, cfg.eps, mask)
     metrics = {"loss_align": raw, "ssl_weight": lam, "ssl_backbone_scale": g}
     return cfg.lambda0 * raw, metrics

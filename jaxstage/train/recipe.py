@@ -51,6 +51,8 @@ class MonitorBatch:
     # task=sr only (None otherwise, no leaves, so T2A checkpoints keep their structure):
     low: jax.Array | None = None  # [M, T, C] normalized codec features of the low band
     cutoff: jax.Array | None = None  # [M] cutoff in Hz
+    # prepared data with padding masks only (None otherwise, no leaves): [M, T], 1 = real frame (codecs.frame_mask)
+    frame_mask: jax.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -215,17 +217,18 @@ def monitor_levels(cfg: Config, objective) -> np.ndarray:
 def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
                   text_ids: np.ndarray, text_mask: np.ndarray,
                   ssl_frames: np.ndarray | None = None, ssl_params=None, low_audio: np.ndarray | None = None,
-                  cutoff: np.ndarray | None = None) -> MonitorBatch | None:
+                  cutoff: np.ndarray | None = None, audio_mask: np.ndarray | None = None) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
     ``targets`` are φ of the clean clips at the token rate (or ``ssl_frames``, the clips' precomputed
     targets, resampled): the alignment discrepancy compares them with the projected hidden state,
     the output discrepancy with φ of the decoded prediction. ``text_ids`` are token ids or, with
     text.kind=precomputed, embeddings. ``low_audio`` [M, N] and ``cutoff`` [M] (Hz): the SR condition
-    (task=sr), the low band encoded and normalized like ``audio``.
+    (task=sr), the low band encoded and normalized like ``audio``. ``audio_mask`` [M, N] (prepared data,
+    True = real audio): the discrepancy then averages over the real frames only.
     Without a discrepancy to measure (alignment kind and ``guidance.lambda0 = 0``): None.
     """
-    from jaxstage.models.codecs import normalize
+    from jaxstage.models.codecs import frame_mask, normalize
 
     if not recipe.monitor_enabled:
         return None
@@ -241,4 +244,5 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
     low = None if low_audio is None else normalize(codec.encode(jnp.asarray(low_audio)), stats)
     return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
                         text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask), low=low,
-                        cutoff=None if cutoff is None else jnp.asarray(cutoff, jnp.float32))
+                        cutoff=None if cutoff is None else jnp.asarray(cutoff, jnp.float32),
+                        frame_mask=None if audio_mask is None else frame_mask(codec, jnp.asarray(audio_mask)))

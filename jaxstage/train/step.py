@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxstage.diffusion.noise import sample_levels
-from jaxstage.models.codecs import denormalize, normalize
+from jaxstage.models.codecs import denormalize, frame_mask, normalize
 from jaxstage.models.dit import block_weight_matrices
 from jaxstage.models.ssl import resample_frames
 from jaxstage.run.compiled_step import CompiledStep, compile_step
@@ -38,6 +38,7 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
     alignment: D = 1 − mean cos(h_ψ(H_ℓ), y), the projected block-ℓ hidden state against the targets;
     output:    D = 1 − mean cos(φ(decode(x̂₀)), φ(x₀)), x̂₀ the model's clean prediction decoded to
                audio by the codec (Griffin-Lim for `mel`), both at the token rate.
+    The means run over the real frames only when ``monitor.frame_mask`` is set (padded prepared clips).
     """
     objective, recipe, cfg = exp.objective, exp.recipe, exp.cfg
 
@@ -49,11 +50,11 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
         out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, low=monitor.low, cutoff=monitor.cutoff,
                     hidden_layer=recipe.hidden_layer)
         if recipe.discrepancy == "alignment":
-            return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets)
+            return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets, mask=monitor.frame_mask)
         x0_hat = objective.denoise(out.out, x_t, monitor.levels)
         audio = exp.codec.decode(denormalize(x0_hat, codec_stats), cfg.num_samples)
         predicted = resample_frames(ssl_features(recipe, audio, ssl_params), monitor.targets.shape[1])
-        return guidance_lib.alignment_loss(predicted, monitor.targets)
+        return guidance_lib.alignment_loss(predicted, monitor.targets, mask=monitor.frame_mask)
 
     return discrepancy
 
@@ -66,6 +67,10 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
     Periodic work runs under ``lax.cond`` on the step count, never as a host branch: the monitor
     forward that measures D and updates p every ``regime.every`` steps, and the structure check
     every ``struct.every`` steps.
+
+    Padded clips (the batch has ``audio_mask``, prepared data): the diffusion and alignment losses are
+    per-example means over the real frames only (``codecs.frame_mask``; the backbone's tokens are the
+    codec frames), then the batch mean; without the key the step is unchanged.
     """
     cfg = exp.cfg
     objective = exp.objective
@@ -100,6 +105,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         step = state.step
         p = regime_lib.progress_at_step(state.regime.progress, step, recipe.progress)
         x0 = normalize(exp.codec.encode(batch["audio"]), state.codec_stats)
+        mask = frame_mask(exp.codec, batch["audio_mask"]) if "audio_mask" in batch else None  # static
         # task=sr: the low band in the same normalized feature space (input channels) and its cutoff
         low = normalize(exp.codec.encode(batch["low"]), state.codec_stats) if sr else None
         cutoff = batch["cutoff"] if sr else None
@@ -116,13 +122,13 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         def loss_fn(params):
             model = exp.model(params)
             out = forward(model, x_in, c_noise, batch[text_key], batch["text_mask"], keep_cond, low, cutoff)
-            per_example = objective.loss(out.out, x_t, x0, eps, levels)
+            per_example = objective.loss(out.out, x_t, x0, eps, levels, mask)
             loss_diff = jnp.mean(per_example)
             aux = {"loss_diff": loss_diff, "per_example": per_example}
             total = loss_diff
             if recipe.guidance is not None:  # static: alignment on or off for the whole run
                 align_total, align = guidance_lib.guided_alignment(out.hidden, model.projector, targets, p,
-                                                                   recipe.guidance)
+                                                                   recipe.guidance, mask)
                 total = total + align_total
                 aux.update(loss_align=align["loss_align"], ssl_weight=align["ssl_weight"])
             if recipe.struct_enabled:

@@ -93,7 +93,8 @@ def _abstract_stats_and_monitor(exp: Experiment):
     stats = fit_codec_stats(exp, batch["audio"][:1])
     return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
                                 batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
-                                ssl_params=exp.ssl_params, low_audio=batch.get("low"), cutoff=batch.get("cutoff"))
+                                ssl_params=exp.ssl_params, low_audio=batch.get("low"), cutoff=batch.get("cutoff"),
+                                audio_mask=batch.get("audio_mask"))
 
 
 def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
@@ -117,7 +118,7 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
         batch, _ = held_out_batch(cfg, cfg.regime.monitor_size)
         return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
                              batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
-                             ssl_params=exp.ssl_params)
+                             ssl_params=exp.ssl_params, audio_mask=batch.get("audio_mask"))
     from jaxstage.data.synthetic import prompt_examples
     from jaxstage.models.text import HashTokenizer
 

@@ -22,7 +22,6 @@ from jaxstage.diffusion.objectives import EDM, RectifiedFlow, VCosine, expand_to
 from jaxstage.diffusion.samplers import (
     cfg_batched,
     cfg_denoiser,
-    drop_condition,
     heun,
     pingpong,
     sample,
@@ -258,13 +257,3 @@ def test_cfg_inside_a_sampler_moves_the_mean():
     x = sample("dpmpp_2m", guided, obj, schedule("rf", 64), X_T)
     assert_gaussian_stats(x, mean=MU_UNCOND + 2.0 * (MU_COND - MU_UNCOND))
 
-
-def test_drop_condition():
-    tokens = np.ones((10_000, 3, 2), np.float32)
-    drop = jax.jit(drop_condition)
-    dropped, keep = map(np.asarray, drop(jax.random.key(0), tokens, 0.1))
-    assert keep.shape == (10_000,) and keep.dtype == np.bool_
-    assert abs(1 - keep.mean() - 0.1) < 0.01  # std of the fraction = 0.003
-    np.testing.assert_array_equal(dropped[keep], 1.0)
-    np.testing.assert_array_equal(dropped[~keep], 0.0)
-    assert np.asarray(drop(jax.random.key(0), tokens, 0.0)[1]).all()

@@ -181,5 +181,5 @@ def test_prepared_captions_with_the_learned_encoder_and_spectral_targets(prepare
     """text.kind=learned hashes the records' captions; guidance.ssl=spectral leaves their ssl unused."""
     cfg = prepared_config(prepared, "text.kind=learned", "guidance.ssl=spectral")
     batch = next(BatchStream(cfg, 0, 1))
-    assert set(batch) == {"audio", "text_ids", "text_mask"}
+    assert set(batch) == {"audio", "audio_mask", "text_ids", "text_mask"}
     assert batch["text_ids"].shape == (8, cfg.data.text_max_length)

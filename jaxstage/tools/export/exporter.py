@@ -18,7 +18,8 @@ import ml_dtypes
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxstage.config import Config, ConfigError
+from jaxstage.config import Config, ConfigError, load_json
+from jaxstage.inference.load import load_run
 from jaxstage.tools.export import key_map, safetensors_io
 from jaxstage.tools.export.sat_config import check_exportable, dit_dims, to_sat_config
 
@@ -78,9 +79,6 @@ def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None,
     restore (e.g. one device). Raises ConfigError for models stable-audio-tools cannot represent
     (EDM objective, timestep features other than 256), before any checkpoint is read.
     """
-    from jaxstage.config import load_json
-    from jaxstage.inference.load import load_run
-
     workdir = Path(workdir)
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
