@@ -74,7 +74,7 @@ class Generator:
 
     def __call__(self, params: Params, stats: CodecStats, prompts: list[str], *, sampler: str | None = None,
                  steps: int | None = None, cfg_scale: float | None = None, seed: int = 0) -> np.ndarray:
-        """Waveforms [len(prompts), N] as float32 numpy, clipped to [-1, 1] (learned text encoder only)."""
+        """Waveforms [len(prompts), N] as float32 numpy at raw levels (learned text encoder only)."""
         if self.exp.cfg.text.kind != "learned":
             raise ValueError(f"text.kind={self.exp.cfg.text.kind}: free-text prompts need the prepare-time text "
                              f"encoder; generate from precomputed embeddings (Generator.from_text)")
@@ -93,5 +93,5 @@ class Generator:
         fn = self._fn(sampler or s.sampler, steps or s.steps, scale != 1.0)
         audio = fn(params, stats, jnp.asarray(text), jnp.asarray(text_mask), jax.random.PRNGKey(seed),
                    jnp.asarray(scale, jnp.float32))
-        return np.clip(np.asarray(jax.device_get(audio), np.float32), -1.0, 1.0)
+        return np.asarray(jax.device_get(audio), np.float32)  # raw levels: WAV writers fit them to full scale
 

@@ -109,7 +109,7 @@ class SRGenerator:
               sampler: str | None = None, steps: int | None = None, seed: int = 0,
               replace: bool | None = None) -> np.ndarray:
         """Training-length clips: ``low`` [B, num_samples] at the model's rate, ``cutoff`` [B] Hz ->
-        float32 [B, num_samples] clipped to [-1, 1]. ``replace``: low-band replacement (default
+        float32 [B, num_samples] at raw levels (WAV writers fit them to full scale). ``replace``: low-band replacement (default
         ``sr.replace_low_band``). Batches are padded to ``batch_size`` so every call
         reuses one executable; batch ``g`` draws its noise from ``fold_in(PRNGKey(seed), g)``."""
         low = np.asarray(low, np.float32)
@@ -131,7 +131,7 @@ class SRGenerator:
             key = jax.random.fold_in(jax.random.PRNGKey(seed), g)
             audio = fn(params, stats, jnp.asarray(part), jnp.asarray(cut), key)
             out.append(np.asarray(jax.device_get(audio), np.float32)[: self.batch_size - short])
-        return np.clip(np.concatenate(out), -1.0, 1.0)
+        return np.concatenate(out)
 
     def upsample(self, params: Params, stats: CodecStats, audio: np.ndarray, cutoff_hz: float, *,
                  overlap_seconds: float | None = None, sampler: str | None = None, steps: int | None = None,
