@@ -116,6 +116,7 @@ def restore_or_init(trainer: Trainer, ckpt: ckpt_lib.Checkpointer, stream: Batch
                               f"(finished: {ckpt.all_steps() or 'none'})")
         step = chosen
     if step is None:
+        logger.resume_at(0)  # rows of an attempt killed before its first checkpoint move aside
         return trainer.fresh_state(workdir, logger), 0
     if trainer.init_from_key and config_lib.get_value(trainer.cfg, trainer.init_from_key):
         logger.info(f"resuming {ckpt.directory} at step {step}: {trainer.init_from_key} is read only by a fresh run")
