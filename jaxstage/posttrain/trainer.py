@@ -20,11 +20,8 @@ from jaxstage.run.compiled_step import CompiledStep
 from jaxstage.run.logging import RunLogger
 from jaxstage.run.loop import run
 from jaxstage.run.trainer import RunResult, Trainer
-from jaxstage.run.workdir import LEGACY_ARC_MARKER, run_kind
+from jaxstage.run.workdir import ARC_SOURCE_RECORD, run_kind
 from jaxstage.train.init_from import first_difference, shapes, source_run
-
-SOURCE_RECORD = LEGACY_ARC_MARKER  # posttrain.json: where the generator came from
-
 
 class ARCTrainer(Trainer, kind="posttrain", title="ARC post-training", finite_metric="loss_g",
                  init_from_key="arc.init_from"):
@@ -54,7 +51,7 @@ class ARCTrainer(Trainer, kind="posttrain", title="ARC post-training", finite_me
         source = {"init_from": str(path.resolve()), "source_step": int(pretrained.step),
                   "disc_depth": self.cfg.arc.disc_depth}
         if jax.process_index() == 0:
-            (workdir / SOURCE_RECORD).write_text(json.dumps(source, indent=2))
+            (workdir / ARC_SOURCE_RECORD).write_text(json.dumps(source, indent=2))
         logger.info(f"post-training {path} (step {source['source_step']}, EMA weights): generator = its denoiser, "
                     f"discriminator = its first {self.cfg.arc.disc_depth} DiT block(s) + a conv head")
         return state

@@ -67,21 +67,30 @@ def write_report(workdir: str | Path, out: str | Path | None = None) -> Path:
 
     records = read_metrics(workdir)
     out = Path(out) if out is not None else Path(workdir) / "report.png"
-    if not any("progress" in r for r in records):  # not a pre-training run: its own metric families
-        panels = metric_panels(records)
-        fig, axes = plt.subplots(-(-len(panels) // 2), 2, figsize=(12, 3.6 * -(-len(panels) // 2)),
-                                 constrained_layout=True, squeeze=False)
-        for ax, (family, keys) in zip(axes.ravel(), panels.items()):
-            for key in keys:
-                ax.plot(*_series(records, key), label=key)
-            ax.set(title=family, xlabel="step")
-            ax.legend(fontsize=8)
-        for ax in axes.ravel()[len(panels):]:
-            ax.axis("off")
-        fig.suptitle(f"jaxstage run: {Path(workdir).resolve().name}")
-        fig.savefig(out, dpi=90)
-        plt.close(fig)
-        return out
+    # a pre-training run: the regime panels; any other run: one panel per family of its own metrics
+    draw = _pretraining_figure if any("progress" in r for r in records) else _metric_families_figure
+    fig = draw(plt, records)
+    fig.suptitle(f"jaxstage run: {Path(workdir).resolve().name}")
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def _metric_families_figure(plt, records: list[dict]):
+    panels = metric_panels(records)
+    rows = -(-len(panels) // 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 3.6 * rows), constrained_layout=True, squeeze=False)
+    for ax, (family, keys) in zip(axes.ravel(), panels.items()):
+        for key in keys:
+            ax.plot(*_series(records, key), label=key)
+        ax.set(title=family, xlabel="step")
+        ax.legend(fontsize=8)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    return fig
+
+
+def _pretraining_figure(plt, records: list[dict]):
     fig, axes = plt.subplots(3, 2, figsize=(12, 11), constrained_layout=True)
     (ax_loss, ax_disc), (ax_p, ax_t), (ax_buckets, ax_groups) = axes
 
@@ -124,7 +133,4 @@ def write_report(workdir: str | Path, out: str | Path | None = None) -> Path:
                          extent=(steps[0], steps[-1], image.shape[0] - 0.5, -0.5))
     ax_groups.set(title="block partition (colour = group)", xlabel="step", ylabel="block")
 
-    fig.suptitle(f"jaxstage run: {Path(workdir).resolve().name}")
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return fig

@@ -18,7 +18,7 @@ from jaxstage import config as config_lib
 from jaxstage.config import Config, ConfigError
 
 RUN_RECORD = "run.json"
-LEGACY_ARC_MARKER = "posttrain.json"
+ARC_SOURCE_RECORD = "posttrain.json"  # written by ARC: where its generator came from
 
 # Keys that may differ when an existing run directory is resumed: cadence, length, sampling, and
 # the mesh (checkpoints restore onto any mesh).
@@ -47,7 +47,7 @@ def run_kind(workdir: str | Path) -> str | None:
             return json.loads(record.read_text())["kind"]
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"{record}: not a run record ({type(err).__name__}: {err})") from None
-    if (workdir / LEGACY_ARC_MARKER).is_file():
+    if (workdir / ARC_SOURCE_RECORD).is_file():
         return "posttrain"
     if (workdir / "config.json").is_file():
         return "train"
