@@ -280,6 +280,9 @@ class TrainConfig:
     # resume from this finished checkpoint instead of the newest (0: the newest); newer ones are moved
     # to checkpoints_set_aside/ and their metrics rows to metrics.discarded.jsonl (`--resume-step N`)
     resume_step: int = 0
+    # a step whose loss or gradient norm is not finite is skipped (nothing updated); this many
+    # consecutive skips are tolerated, one more stops the run (0: stop at the first)
+    max_skipped_steps: int = 5
     progress_bar: bool = True
     compilation_cache: str = "~/.cache/jaxstage/jax_cache"  # "" disables the persistent cache
 
@@ -386,7 +389,8 @@ def validate(cfg: Config) -> Config:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key}={value!r} must be in [0, 1]")
     for key in ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every", "eval.every",
-                "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio"):
+                "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio",
+                "train.max_skipped_steps"):
         if get_value(cfg, key) < 0:
             raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
     if cfg.codec.hop_length > cfg.codec.n_fft:

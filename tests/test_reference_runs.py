@@ -26,6 +26,7 @@ ARC = ["arc.disc_depth=1", "arc.gen_lr=1e-4", "arc.disc_lr=1e-4", "arc.warmup_st
        "train.ckpt_every=1000", "sample.sampler=pingpong", "sample.steps=2", "sample.cfg_scale=1.0",
        "sample.num=2"]
 WALL_CLOCK = {"steps_per_s"}
+ADDED_SINCE = {"skipped_steps": 0}  # logged since the recording (issue 17); its value in every row of these runs
 
 
 def _run(*args: str, sets: list[str]) -> None:
@@ -48,6 +49,9 @@ def _compare_or_record(name: str, rows: list[dict]) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         pytest.skip(f"recorded {path}")
     expected = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        for key, value in ADDED_SINCE.items():
+            assert row.pop(key) == value, f"step {row['step']}: {key}"
     assert [r["step"] for r in rows] == [r["step"] for r in expected]
     for got, want in zip(rows, expected):
         assert set(got) == set(want), f"step {want['step']}: keys differ: {set(got) ^ set(want)}"

@@ -22,6 +22,7 @@ from jaxstage import parallel
 from jaxstage.config import Config, validate_posttrain
 from jaxstage.models.codecs import CodecStats
 from jaxstage.run.checkpoint import abstract_target
+from jaxstage.run.non_finite import SkipCount, init_skips
 from jaxstage.posttrain.discriminator import Discriminator, from_pretrained
 from jaxstage.train.state import Experiment, Params, build_experiment, optimizer_shardings
 
@@ -38,6 +39,7 @@ class ARCState:
     disc_opt_state: optax.OptState
     rng: jax.Array
     codec_stats: CodecStats
+    skips: SkipCount  # non-finite steps skipped (``run.non_finite``)
 
 
 @dataclass
@@ -100,6 +102,7 @@ def arc_state_shardings(ax: ARCExperiment, abstract: ARCState) -> ARCState:
         ema_params=ax.gen.param_shardings, disc_params=ax.disc_shardings,
         disc_opt_state=optimizer_shardings(abstract.disc_opt_state, ax.abstract_disc_params, ax.disc_shardings, rep),
         rng=rep, codec_stats=jax.tree.map(lambda _: rep, abstract.codec_stats),
+        skips=jax.tree.map(lambda _: rep, abstract.skips),
     )
 
 
@@ -120,7 +123,7 @@ def init_arc_state(ax: ARCExperiment, generator: Params, codec_stats: CodecStats
         return ARCState(
             step=jnp.zeros((), jnp.int32), params=gen_params, opt_state=ax.gen_tx.init(gen_params),
             ema_params=jax.tree.map(jnp.copy, gen_params), disc_params=disc, disc_opt_state=ax.disc_tx.init(disc),
-            rng=state_key, codec_stats=stats,
+            rng=state_key, codec_stats=stats, skips=init_skips(),
         )
 
     abstract = jax.eval_shape(init_fn, generator, codec_stats, head_key)
@@ -139,7 +142,7 @@ def arc_restore_target(ax: ARCExperiment) -> ARCState:
         stats = fit_stats(ax.gen.codec, audio, per_channel=ax.cfg.codec.per_channel_stats)
         return ARCState(step=jnp.zeros((), jnp.int32), params=params, opt_state=ax.gen_tx.init(params),
                         ema_params=params, disc_params=disc, disc_opt_state=ax.disc_tx.init(disc),
-                        rng=jax.random.PRNGKey(0), codec_stats=stats)
+                        rng=jax.random.PRNGKey(0), codec_stats=stats, skips=init_skips())
 
     abstract = jax.eval_shape(build)
     return abstract_target(abstract, arc_state_shardings(ax, abstract))

@@ -24,8 +24,11 @@ from jaxstage.diffusion.noise import sample_levels
 from jaxstage.models.codecs import normalize
 from jaxstage.posttrain import arc_losses
 from jaxstage.run.compiled_step import CompiledStep, compile_step
+from jaxstage.run.non_finite import NonFiniteGuard
 from jaxstage.posttrain.state import ARCExperiment, ARCState, arc_state_shardings
 from jaxstage.train.step import Batch, Metrics, abstract_batch
+
+FINITE_METRICS = ("loss_g", "loss_d", "grad_norm_g", "grad_norm_d")  # else the step is skipped (run.non_finite)
 
 
 def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCState, Metrics]]:
@@ -113,6 +116,7 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
 
 def compile_arc_step(ax: ARCExperiment, state_like: ARCState) -> CompiledStep:
     """Compile ``arc_step`` once (see ``run.compiled_step``): both players' params by the logical
-    rules, moments mirroring them, the rest replicated; the state is donated."""
+    rules, moments mirroring them, the rest replicated; the state is donated; non-finite steps are skipped."""
+    guard = NonFiniteGuard(FINITE_METRICS, ax.cfg.train.max_skipped_steps)
     return compile_step(make_arc_step(ax), state_like, arc_state_shardings(ax, state_like), abstract_batch(ax.gen),
-                        ax.mesh, ax.gen.batch_sharding)
+                        ax.mesh, ax.gen.batch_sharding, guard)

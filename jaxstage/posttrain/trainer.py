@@ -23,7 +23,7 @@ from jaxstage.run.trainer import RunResult, Trainer
 from jaxstage.run.workdir import ARC_SOURCE_RECORD, run_kind
 from jaxstage.train.init_from import first_difference, shapes, source_run
 
-class ARCTrainer(Trainer, kind="posttrain", title="ARC post-training", finite_metric="loss_g",
+class ARCTrainer(Trainer, kind="posttrain", title="ARC post-training", headline="loss_g",
                  init_from_key="arc.init_from"):
     """Both ARC players and the generator EMA in one ARCState, one compiled step."""
 

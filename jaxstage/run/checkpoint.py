@@ -15,6 +15,7 @@ checkpoints stay intact.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -148,12 +149,22 @@ class Checkpointer:
             self._saved_steps -= set(newer)
         return newer
 
-    def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
+    def restore(self, step: int, target: Any, added_fields: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Restore ``(state, data_position)`` at ``step`` into ``target``'s shapes and shardings.
 
-        ``target`` is a pytree of ``jax.ShapeDtypeStruct`` with shardings (any mesh).
+        ``target`` is a dataclass pytree of ``jax.ShapeDtypeStruct`` with shardings (any mesh).
+        ``added_fields``: state fields newer than some checkpoints, with their initial values; a
+        checkpoint written before a field existed resumes with that value.
         """
         self.verify(step)
+        saved = set(self.state_metadata(step).keys()) if added_fields else set()
+        missing = {name: value for name, value in (added_fields or {}).items() if name not in saved}
+        if missing:
+            kept = {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name not in missing}
+            placed = {name: jax.device_put(value, jax.tree.map(lambda t: t.sharding, getattr(target, name)))
+                      for name, value in missing.items()}
+            state = target.replace(**self.restore_fields(step, kept), **placed)
+            return state, self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
         args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
         try:
             restored = self.manager.restore(step, args=args)
@@ -166,10 +177,9 @@ class Checkpointer:
         codec statistics, without the optimizer moments) into ``target``'s shapes and shardings."""
         self.verify(step)
         restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
-        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(target, restore_args=restore_args,
-                                                               partial_restore=True))
-        try:
-            return dict(self.manager.restore(step, args=args).state)
+        args = ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
+        try:  # a checkpointer of its own: the manager's "state" item keeps the handler that saves it
+            return dict(ocp.PyTreeCheckpointer().restore(self.directory / str(step) / "state", args=args))
         except Exception as err:  # name the checkpoint; never start fresh silently
             raise self._damaged(step, f"it failed to restore ({_first_line(err)})") from err
 

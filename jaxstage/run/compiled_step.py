@@ -1,4 +1,5 @@
-"""One step function compiled ahead of time for fixed state/batch shapes and shardings (every trainer)."""
+"""One step function compiled ahead of time for fixed state/batch shapes and shardings (every trainer),
+its non-finite updates skipped by a :class:`~jaxstage.run.non_finite.NonFiniteGuard`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxstage import parallel
 from jaxstage.run.checkpoint import abstract_target
+from jaxstage.run.non_finite import NonFiniteGuard
 
 
 @dataclass
@@ -21,6 +23,7 @@ class CompiledStep:
     compiled: Any
     compile_seconds: float
     trace_count: int
+    guard: NonFiniteGuard
     frozen: tuple = ()
 
     def __call__(self, state: Any, batch: dict[str, jax.Array]) -> tuple[Any, dict[str, jax.Array]]:
@@ -40,8 +43,9 @@ class CompiledStep:
 
 
 def compile_step(step_fn: Callable, state_like: Any, state_shardings: Any, abstract_batch: Any, mesh: Mesh,
-                 batch_sharding: NamedSharding, frozen: tuple = ()) -> CompiledStep:
-    """Compile ``step_fn(state, batch, *frozen)`` once, ahead of time.
+                 batch_sharding: NamedSharding, guard: NonFiniteGuard, frozen: tuple = ()) -> CompiledStep:
+    """Compile ``step_fn(state, batch, *frozen)``, wrapped by ``guard`` (an update whose watched metrics
+    are not finite is skipped), once, ahead of time.
 
     jit boundary: in/out shardings are the state's (parameters by the logical rules, the rest
     replicated) and the batch split over the batch mesh axes; ``frozen`` is replicated; metrics come
@@ -49,10 +53,11 @@ def compile_step(step_fn: Callable, state_like: Any, state_shardings: Any, abstr
     AOT-compiled step cannot silently retrace: a shape or sharding change raises instead.
     """
     traces = {"n": 0}
+    guarded = guard.wrap(step_fn)
 
     def counted(state, batch, *frozen_args):
         traces["n"] += 1  # runs once per trace, never per step
-        return step_fn(state, batch, *frozen_args)
+        return guarded(state, batch, *frozen_args)
 
     rep = parallel.replicated(mesh)
     abstract = abstract_target(state_like, state_shardings)
@@ -62,4 +67,4 @@ def compile_step(step_fn: Callable, state_like: Any, state_shardings: Any, abstr
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         compiled = jitted.lower(abstract, abstract_batch, *frozen_abstract).compile()
-    return CompiledStep(compiled, time.perf_counter() - start, traces["n"], tuple(frozen))
+    return CompiledStep(compiled, time.perf_counter() - start, traces["n"], guard, tuple(frozen))

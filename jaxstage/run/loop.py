@@ -22,6 +22,7 @@ from jaxstage.config import ConfigError
 from jaxstage.data.pipeline import BatchStream
 from jaxstage.run import checkpoint as ckpt_lib
 from jaxstage.run.logging import RunLogger
+from jaxstage.run.non_finite import SKIPS_KEY, NonFiniteGuard, first_non_finite, init_skips
 from jaxstage.run.signals import StopFlag
 from jaxstage.run.trainer import RunResult, Trainer, TrainingError
 from jaxstage.run.workdir import enable_compilation_cache, prepare_workdir
@@ -40,7 +41,7 @@ def run(trainer: Trainer, workdir: str | Path | None = None) -> RunResult:
     stream = BatchStream(cfg, jax.process_index(), jax.process_count())
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=cfg.train.ckpt_keep,
                                  async_save=cfg.train.async_checkpoint)
-    logger = RunLogger(workdir, enabled=is_main, progress_bar=cfg.train.progress_bar, headline=trainer.finite_metric,
+    logger = RunLogger(workdir, enabled=is_main, progress_bar=cfg.train.progress_bar, headline=trainer.headline,
                        peak_level=None if cfg.sample.raw_levels else cfg.sample.peak_level)
 
     # ---- state: restore or init, then compile the step once
@@ -56,38 +57,48 @@ def run(trainer: Trainer, workdir: str | Path | None = None) -> RunResult:
 
     # ---- loop
     total = cfg.train.steps
+    guard = step_fn.guard
     pending: tuple[int, dict[str, jax.Array]] | None = None
     last_fetch = (start_step, time.perf_counter())
     stopped_by = None
     step = start_step
     logger.start_progress(start_step, total)
     with StopFlag(multi_process=jax.process_count() > 1) as stop:
-        while step < total:
-            # Between log fetches nothing moves between host and device implicitly: the batch is an
-            # explicit transfer and metrics stay on device until the next log step.
-            with jax.transfer_guard("disallow"):
-                batch = parallel.global_batch(next(stream), trainer.batch_sharding)
-                state, metrics = step_fn(state, batch)
-            step += 1
-            if step % cfg.train.log_every == 0 or step == total:
-                if pending is not None:
-                    last_fetch = write_metrics(logger, pending, last_fetch, trainer.finite_metric)
-                pending = (step, metrics)
-            logger.advance(step)
-            if cfg.sample.every and step % cfg.sample.every == 0 and step < total:
-                outputs.sample(logger, state, step)
-            if cfg.eval.every and step % cfg.eval.every == 0:
-                logger.eval_metrics(step, outputs.evaluate(state))
-            if stop.stop_at(step):
-                stopped_by = stop.signal_name
-                break
-            if step % cfg.train.ckpt_every == 0:
-                if pending is not None:  # its row is written before the checkpoint that a resume starts after
-                    last_fetch, pending = write_metrics(logger, pending, last_fetch, trainer.finite_metric), None
-                ckpt.save(step, state, stream.get_state(), config_dict)
-        if pending is not None:
-            write_metrics(logger, pending, last_fetch, trainer.finite_metric)
-        ckpt.save(step, state, stream.get_state(), config_dict, force=True)
+        try:
+            while step < total:
+                # Between log fetches nothing moves between host and device implicitly: the batch is an
+                # explicit transfer and metrics stay on device until the next log step.
+                with jax.transfer_guard("disallow"):
+                    batch = parallel.global_batch(next(stream), trainer.batch_sharding)
+                    state, metrics = step_fn(state, batch)
+                step += 1
+                if step % cfg.train.log_every == 0 or step == total:
+                    if pending is not None:
+                        last_fetch = write_metrics(logger, pending, last_fetch, guard)
+                    pending = (step, metrics)
+                logger.advance(step)
+                if cfg.sample.every and step % cfg.sample.every == 0 and step < total:
+                    outputs.sample(logger, state, step)
+                if cfg.eval.every and step % cfg.eval.every == 0:
+                    logger.eval_metrics(step, outputs.evaluate(state))
+                if stop.stop_at(step):
+                    stopped_by = stop.signal_name
+                    break
+                if step % cfg.train.ckpt_every == 0:
+                    if pending is not None:  # its row is written before the checkpoint that a resume starts after
+                        last_fetch, pending = write_metrics(logger, pending, last_fetch, guard), None
+                    save_checkpoint(ckpt, step, state, stream, config_dict, guard)
+            if pending is not None:
+                write_metrics(logger, pending, last_fetch, guard)
+            save_checkpoint(ckpt, step, state, stream, config_dict, guard, force=True)
+        except NonFiniteStop as err:  # finish any save in flight, then name the newest finished checkpoint
+            logger.close_progress()
+            ckpt.wait()
+            newest = ckpt.latest_step()
+            ckpt.close()
+            logger.close()
+            raise TrainingError(f"{err}; newest finished checkpoint: "
+                                f"{ckpt.directory / str(newest) if newest is not None else 'none'}") from None
         ckpt.wait()
     logger.close_progress()
 
@@ -120,7 +131,7 @@ def restore_or_init(trainer: Trainer, ckpt: ckpt_lib.Checkpointer, stream: Batch
         return trainer.fresh_state(workdir, logger), 0
     if trainer.init_from_key and config_lib.get_value(trainer.cfg, trainer.init_from_key):
         logger.info(f"resuming {ckpt.directory} at step {step}: {trainer.init_from_key} is read only by a fresh run")
-    state, data_position = ckpt.restore(step, trainer.restore_target())
+    state, data_position = ckpt.restore(step, trainer.restore_target(), added_fields={"skips": init_skips()})
     stream.set_state(data_position)
     if int(state.step) != step:
         raise TrainingError(f"checkpoint {ckpt.directory / str(step)} holds step {int(state.step)}, expected {step}")
@@ -175,19 +186,36 @@ class RunOutputs:
                         f"synthetic prompts only; skipped for data.source={cfg.data.source}")
 
 
+class NonFiniteStop(RuntimeError):
+    """Too many consecutive non-finite steps, or a state that is not finite at a save."""
+
+
 def write_metrics(logger: RunLogger, pending: tuple[int, dict[str, jax.Array]], last_fetch: tuple[int, float],
-                  finite_key: str):
-    """Fetch one log step's metrics (explicit device_get), add throughput, log them; a non-finite
-    ``finite_key`` stops the run."""
+                  guard: NonFiniteGuard):
+    """Fetch one log step's metrics (explicit device_get), add throughput, log them; stop the run
+    (after logging the row) once more than ``train.max_skipped_steps`` consecutive steps were skipped."""
     step, device_metrics = pending
-    values = {k: _json_value(v) for k, v in jax.device_get(device_metrics).items()}
+    fetched = jax.device_get(device_metrics)
+    skips = fetched.pop(SKIPS_KEY)
+    values = {k: _json_value(v) for k, v in fetched.items()}
     now = time.perf_counter()
     prev_step, prev_time = last_fetch
     values["steps_per_s"] = (step - prev_step) / max(now - prev_time, 1e-9)
-    if values[finite_key] is None:
-        raise TrainingError(f"{finite_key} is not finite at step {step}; stopping (last checkpoint kept)")
     logger.metrics(step, values)
+    if line := guard.stop_line(skips):
+        raise NonFiniteStop(line)
     return step, now
+
+
+def save_checkpoint(ckpt: ckpt_lib.Checkpointer, step: int, state: Any, stream: BatchStream,
+                    config_dict: dict[str, Any], guard: NonFiniteGuard, force: bool = False) -> None:
+    """Save ``state`` at ``step`` unless the skip limit was passed or a state value is not finite
+    (checked on device; then the save is refused with one line)."""
+    if line := guard.stop_line(jax.device_get(state.skips)):
+        raise NonFiniteStop(line)
+    if bad := first_non_finite(state):
+        raise NonFiniteStop(f"refusing to save step {step}: state{bad} is not finite")
+    ckpt.save(step, state, stream.get_state(), config_dict, force=force)
 
 
 def _json_value(value):

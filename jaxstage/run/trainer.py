@@ -45,12 +45,12 @@ class Trainer:
 
     kind: str  # the command that runs it, recorded in run.json (``train``, ``posttrain``)
     title: str  # how log lines name the run ("training", "ARC post-training")
-    finite_metric: str  # a non-finite value of it stops the run
+    headline: str  # the metric the progress bar shows
     init_from_key: str  # the config key naming the run a fresh state starts from
 
-    def __init_subclass__(cls, *, kind: str, title: str, finite_metric: str, init_from_key: str = "", **kwargs):
+    def __init_subclass__(cls, *, kind: str, title: str, headline: str, init_from_key: str = "", **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.kind, cls.title, cls.finite_metric, cls.init_from_key = kind, title, finite_metric, init_from_key
+        cls.kind, cls.title, cls.headline, cls.init_from_key = kind, title, headline, init_from_key
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

@@ -26,6 +26,7 @@ from jaxstage.data.pipeline import example_spec
 from jaxstage.inference.model import InferenceModel, Params, inference_parts
 from jaxstage.models.codecs import CodecStats
 from jaxstage.models.denoiser import Denoiser
+from jaxstage.run.non_finite import SkipCount, init_skips
 from jaxstage.train.recipe import MonitorBatch, Recipe, RegimeState, init_regime, make_recipe
 
 @flax.struct.dataclass
@@ -40,6 +41,7 @@ class TrainState:
     regime: RegimeState
     codec_stats: CodecStats
     monitor: MonitorBatch | None  # fixed held-out batch for the discrepancy D (None: nothing to measure)
+    skips: SkipCount  # non-finite steps skipped (``run.non_finite``)
 
 
 def make_optimizer(cfg: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -111,7 +113,7 @@ def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch |
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=exp.tx.init(params),
             ema_params=jax.tree.map(jnp.copy, params), rng=state_key,
-            regime=init_regime(exp.recipe), codec_stats=stats, monitor=monitor,
+            regime=init_regime(exp.recipe), codec_stats=stats, monitor=monitor, skips=init_skips(),
         )
 
     with jax.set_mesh(exp.mesh):
@@ -126,7 +128,7 @@ def abstract_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBat
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=exp.tx.init(params),
             ema_params=params, rng=jax.random.PRNGKey(0), regime=init_regime(exp.recipe), codec_stats=stats,
-            monitor=monitor,
+            monitor=monitor, skips=init_skips(),
         )
     return jax.eval_shape(build, codec_stats, monitor)
 
@@ -145,7 +147,7 @@ def state_shardings(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBa
         ema_params=exp.param_shardings, rng=rep,
         regime=jax.tree.map(lambda _: rep, abstract.regime),
         codec_stats=jax.tree.map(lambda _: rep, abstract.codec_stats),
-        monitor=jax.tree.map(lambda _: rep, abstract.monitor),
+        monitor=jax.tree.map(lambda _: rep, abstract.monitor), skips=jax.tree.map(lambda _: rep, abstract.skips),
     )
 
 

@@ -20,6 +20,7 @@ from jaxstage.models.codecs import denormalize, frame_mask, normalize
 from jaxstage.models.dit import block_weight_matrices
 from jaxstage.models.ssl import resample_frames
 from jaxstage.run.compiled_step import CompiledStep, compile_step
+from jaxstage.run.non_finite import NonFiniteGuard
 from jaxstage.stage import guidance as guidance_lib
 from jaxstage.stage import regime as regime_lib
 from jaxstage.stage import structure as structure_lib
@@ -30,6 +31,7 @@ from jaxstage.train.state import Experiment, TrainState, state_shardings
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+FINITE_METRICS = ("loss", "grad_norm")  # a step where either is not finite is skipped (run.non_finite)
 
 
 def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.Array]:
@@ -207,8 +209,10 @@ def abstract_batch(exp: Experiment) -> Batch:
 
 
 def compile_train_step(exp: Experiment, state: TrainState) -> CompiledStep:
-    """Compile ``train_step`` once for ``state``'s shapes and the mesh (see ``run.compiled_step``);
-    with guidance.ssl=encoder the frozen encoder's weights are a third, replicated argument."""
+    """Compile ``train_step`` once for ``state``'s shapes and the mesh (see ``run.compiled_step``), its
+    non-finite steps skipped; with guidance.ssl=encoder the frozen encoder's weights are a third,
+    replicated argument."""
     frozen = () if exp.ssl_params is None else (exp.ssl_params,)
+    guard = NonFiniteGuard(FINITE_METRICS, exp.cfg.train.max_skipped_steps)
     return compile_step(make_train_step(exp), state, state_shardings(exp, state.codec_stats, state.monitor),
-                        abstract_batch(exp), exp.mesh, exp.batch_sharding, frozen)
+                        abstract_batch(exp), exp.mesh, exp.batch_sharding, guard, frozen)

@@ -26,7 +26,7 @@ from jaxstage.train.state import (
 from jaxstage.train.step import compile_train_step
 
 
-class PretrainTrainer(Trainer, kind="train", title="training", finite_metric="loss",
+class PretrainTrainer(Trainer, kind="train", title="training", headline="loss",
                       init_from_key="train.init_from"):
     """The stage-adaptive pre-training run: TrainState (regime inside), one compiled train step."""
 

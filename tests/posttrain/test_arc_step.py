@@ -5,6 +5,7 @@ compiled step updates both players and the generator EMA; sharded like the main 
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -91,8 +92,24 @@ def test_sharded_step_matches_single_device(single):
                and not x.sharding.is_fully_replicated]
     assert sharded, "no discriminator parameter is sharded over the fsdp axis"
     for g, e in zip(got, expected):
-        for key in e:
+        for key in e.keys() - {"_skips"}:  # the skip counters (zero here) are compared in the next test
             np.testing.assert_allclose(g[key], e[key], rtol=2e-4, atol=1e-6, err_msg=key)
+
+
+def test_non_finite_step_is_skipped(single):
+    """ARC gets the shared loop's non-finite guard: a NaN batch leaves both players, both optimizers
+    and the EMA as they were; the step and ``skipped_steps`` advance."""
+    ax, _, _, state, history, step = single
+    assert [int(m["skipped_steps"]) for m in history] == [0, 0]
+    before = jax.device_get(state)
+    batch = next(BatchStream(ax.cfg, 0, 1))
+    batch["audio"] = np.full_like(batch["audio"], np.nan)
+    after, metrics = step(jax.tree.map(jnp.copy, state), parallel.global_batch(batch, ax.gen.batch_sharding))
+    after = jax.device_get(after)
+    assert int(metrics["skipped_steps"]) == 1 and int(after.step) == int(before.step) + 1
+    for name in ("params", "opt_state", "ema_params", "disc_params", "disc_opt_state"):
+        for x, y in zip(jax.tree.leaves(getattr(before, name)), jax.tree.leaves(getattr(after, name))):
+            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 @pytest.mark.parametrize("override, message", [
