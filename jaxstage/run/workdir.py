@@ -25,7 +25,8 @@ ARC_SOURCE_RECORD = "posttrain.json"  # written by ARC: where its generator came
 RESUMABLE_CHANGES = {
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules", "model.remat",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
-    "train.compilation_cache", "train.init_from", "train.resume_step", "arc.init_from", "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
+    "train.compilation_cache", "train.init_from", "train.resume_step", "train.max_skipped_steps", "arc.init_from",
+    "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
     "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed", "sample.peak_level", "sample.raw_levels",
     "eval.every", "eval.num",
 }

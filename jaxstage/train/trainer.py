@@ -87,14 +87,18 @@ def restore_target(exp: Experiment):
 
 
 def _abstract_stats_and_monitor(exp: Experiment):
-    cfg = exp.cfg
-    m = cfg.regime.monitor_size
+    m = exp.cfg.regime.monitor_size
     batch = {k: jnp.zeros((m, *shape), dtype) for k, (shape, dtype) in exp.example_spec.items()}
     stats = fit_codec_stats(exp, batch["audio"][:1])
-    return stats, build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
-                                batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
-                                ssl_params=exp.ssl_params, low_audio=batch.get("low"), cutoff=batch.get("cutoff"),
-                                audio_mask=batch.get("audio_mask"))
+    return stats, _monitor_of(exp, stats, batch)
+
+
+def _monitor_of(exp: Experiment, stats, batch: dict) -> MonitorBatch | None:
+    """The monitor batch of held-out ``batch`` (a data-pipeline batch: audio, text, and where present
+    precomputed SSL targets, padding masks, the SR low band and cutoff)."""
+    return build_monitor(exp.cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"], batch[exp.text_key],
+                         batch["text_mask"], batch.get("ssl_targets"), ssl_params=exp.ssl_params,
+                         low_audio=batch.get("low"), cutoff=batch.get("cutoff"), audio_mask=batch.get("audio_mask"))
 
 
 def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
@@ -110,15 +114,9 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
     if not exp.recipe.monitor_enabled:
         return None
     if cfg.task == "sr":
-        batch = sr_held_out_batch(cfg, cfg.regime.monitor_size)
-        return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
-                             batch[exp.text_key], batch["text_mask"], ssl_params=exp.ssl_params,
-                             low_audio=batch["low"], cutoff=batch["cutoff"])
+        return _monitor_of(exp, stats, sr_held_out_batch(cfg, cfg.regime.monitor_size))
     if cfg.data.source == "prepared":
-        batch, _ = held_out_batch(cfg, cfg.regime.monitor_size)
-        return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"],
-                             batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"),
-                             ssl_params=exp.ssl_params, audio_mask=batch.get("audio_mask"))
+        return _monitor_of(exp, stats, held_out_batch(cfg, cfg.regime.monitor_size)[0])
     from jaxstage.data.synthetic import prompt_examples
     from jaxstage.models.text import HashTokenizer
 
@@ -126,8 +124,7 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
                                cfg.num_samples, mix_prob=cfg.data.mix_prob)
     audio = np.stack([e["audio"] for e in examples]).astype(np.float32)
     ids, mask = HashTokenizer(cfg.text.vocab_size)([e["caption"] for e in examples], cfg.data.text_max_length)
-    return build_monitor(cfg, exp.recipe, exp.codec, exp.objective, stats, audio, ids, mask,
-                         ssl_params=exp.ssl_params)
+    return _monitor_of(exp, stats, {"audio": audio, exp.text_key: ids, "text_mask": mask})
 
 
 def _stats_audio(cfg: Config) -> np.ndarray:
