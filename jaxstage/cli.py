@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,10 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (default: the offline synthetic text-to-audio config)")
     train.add_argument("--config", default=None, help="experiment file with get_config() (default configs/synth_t2a.py)")
-    train.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config field, e.g. --set model.depth=4 (repeatable)")
-    add_run_flags(train)
+    add_run_flags(train, set_example="model.depth=4")
 
     sample = sub.add_parser("sample", help="generate audio from a trained run (text-to-audio or super-resolution)")
     sample.add_argument("--workdir", required=True, help="run directory with config.json and checkpoints/")
@@ -124,10 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--config", default=None, help="experiment file (e.g. configs/synth_t2a_arc.py)")
     post.add_argument("--init-from", default=None, metavar="RUN_DIR",
                       help="the pretrained run (default: the config's arc.init_from)")
-    post.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
-    post.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override one config field, e.g. --set arc.disc_depth=2 (repeatable)")
-    add_run_flags(post)
+    add_run_flags(post, set_example="arc.disc_depth=2")
 
     aot = sub.add_parser("aot-check", help="compile the train step for a mesh and model size without running it; "
                                            "print the memory each device needs")
@@ -144,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of `train` and `posttrain` beyond the config: resuming, multi-process start-up."""
+def add_run_flags(parser: argparse.ArgumentParser, set_example: str) -> None:
+    """The flags `train` and `posttrain` share: run directory, overrides, resuming, multi-process start-up."""
+    parser.add_argument("--workdir", default=None, help="run directory (default: the config's train.workdir)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one config field, e.g. --set {set_example} (repeatable)")
     parser.add_argument("--resume-step", type=int, default=None, metavar="N",
                         help="resume from the finished checkpoint at step N instead of the newest (e.g. when the "
                              "newest is damaged); = --set train.resume_step=N")
@@ -164,15 +163,12 @@ def run_joined(args: argparse.Namespace, workdir: Path, run):
     ``run()``. A failure in a multi-process run is one line naming the newest finished checkpoint,
     and the process exits at once: JAX's shutdown barrier at interpreter exit would wait for a dead
     peer."""
-    import os
-
     from jaxstage import distributed
 
     if args.heartbeat_timeout < 1:
         raise ValueError(f"--heartbeat-timeout={args.heartbeat_timeout} must be >= 1 second")
     spec = distributed.detect(os.environ, coordinator=args.coordinator, num_processes=args.num_processes,
                               process_id=args.process_id)
-    # before any JAX computation
     distributed.initialize(spec, heartbeat_timeout_seconds=args.heartbeat_timeout)
     try:
         return run()
@@ -200,32 +196,31 @@ def parse_size(text: str, flag: str = "--max-shard-size") -> int:
     return int(value)
 
 
-def run_config(args: argparse.Namespace):
-    """The config of `train`/`posttrain`: the config file, ``--set`` overrides and ``--resume-step``."""
+def cmd_train(args: argparse.Namespace) -> int:
+    """`train` and `posttrain`: the config file, ``--set`` overrides and ``--resume-step``, then the
+    trainer, in every process of a multi-process run."""
     from jaxstage.config import load_config
 
     resume = [] if args.resume_step is None else [f"train.resume_step={args.resume_step}"]
-    return load_config(args.config, args.overrides + resume)
-
-
-def cmd_posttrain(args: argparse.Namespace) -> int:
-    cfg = run_config(args)
+    cfg = load_config(args.config, args.overrides + resume)
 
     def run():
-        from jaxstage.posttrain.trainer import posttrain
+        if args.command == "posttrain":
+            from jaxstage.posttrain.trainer import posttrain
 
-        return posttrain(cfg, args.workdir, init_from=args.init_from)
+            return posttrain(cfg, args.workdir, init_from=args.init_from)
+        from jaxstage.train.trainer import train
+
+        return train(cfg, args.workdir)
 
     result = run_joined(args, Path(args.workdir or cfg.train.workdir), run)
     if not result.stopped_by:
-        print(f"done: {result.final_step} post-training steps in {result.workdir}", file=sys.stderr)
+        steps = "post-training steps" if args.command == "posttrain" else "steps"
+        print(f"done: {result.final_step} {steps} in {result.workdir}", file=sys.stderr)
     return 0
 
 
 def cmd_aot_check(args: argparse.Namespace) -> int:
-    import json
-    import os
-
     from jaxstage.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -261,9 +256,8 @@ def cmd_aot_check(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from jaxstage.tools.export.exporter import export_run
 
-    workdir, cfg = _run_config(args.workdir)
-    result = export_run(workdir, args.out, step=args.step, ema=args.ema, dtype=args.dtype,
-                        max_shard_bytes=parse_size(args.max_shard_size), cfg=cfg)
+    result = export_run(args.workdir, args.out, step=args.step, ema=args.ema, dtype=args.dtype,
+                        max_shard_bytes=parse_size(args.max_shard_size))
     print(f"exported step {result.step} ({'EMA' if args.ema else 'raw'} weights, {args.dtype}): {result.num_tensors} "
           f"tensors, {result.num_bytes / 2**20:.1f} MiB -> {', '.join(str(f) for f in result.files)}", file=sys.stderr)
     return 0
@@ -340,8 +334,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"sr eval: {report['count']} held-out clips of {workdir} at step {report['step']} -> {out}",
               file=sys.stderr)
         return 0
-    import json
-
     report, out = tta.evaluate_run(workdir, cfg, prompts_file=args.prompts, ast_dir=args.ast, clap_dir=args.clap,
                                    cfg_scale=args.cfg, seed=args.seed, **common)
     print(json.dumps(report["metrics"], indent=2))
@@ -362,21 +354,6 @@ def _eval_sr_files(args: argparse.Namespace) -> int:
     skipped = f" (skipped {len(res['missing'])} without an estimate)" if res.get("missing") else ""
     print(f"sr eval: {res['count']} files{skipped}, LSD {mean['lsd']:.4f}, LSD-HF {mean['lsd_hf']:.4f}, "
           f"LSD-LF {mean['lsd_lf']:.4f}, SI-SDR {mean['si_sdr']:.2f} dB -> {out}")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    cfg = run_config(args)
-
-    def run():
-        from jaxstage.train.trainer import train
-
-        return train(cfg, args.workdir)
-
-    result = run_joined(args, Path(args.workdir or cfg.train.workdir), run)
-    if result.stopped_by:
-        return 0
-    print(f"done: {result.final_step} steps in {result.workdir}", file=sys.stderr)
     return 0
 
 
@@ -431,9 +408,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _level_note(peak: float, cfg, raw_levels: bool) -> str:
     if peak <= 1.0:
         return f"peak {peak:.2f}"
-    if raw_levels:
-        return f"peak {peak:.2f}: above full scale, clipped (--raw-levels)"
-    return f"peak {peak:.2f}: above full scale, scaled to {cfg.sample.peak_level:g}"
+    fix = "clipped (--raw-levels)" if raw_levels else f"scaled to {cfg.sample.peak_level:g}"
+    return f"peak {peak:.2f}: above full scale, {fix}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare,
                 "eval": cmd_eval, "export": cmd_export, "import": cmd_import,
-                "aot-check": cmd_aot_check, "posttrain": cmd_posttrain}
+                "aot-check": cmd_aot_check, "posttrain": cmd_train}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:

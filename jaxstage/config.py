@@ -373,6 +373,10 @@ POSITIVE = (
 PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_dropout", "optim.ema_decay",
                  "regime.beta", "regime.max_delta", "guidance.p_off", "struct.p_struct")
 
+NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every", "eval.every",
+                "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio", "train.max_skipped_steps",
+                "guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps")
+
 
 def validate(cfg: Config) -> Config:
     """Raise ConfigError on the first bad value; return cfg unchanged otherwise."""
@@ -388,11 +392,10 @@ def validate(cfg: Config) -> Config:
         value = get_value(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key}={value!r} must be in [0, 1]")
-    for key in ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every", "eval.every",
-                "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio",
-                "train.max_skipped_steps"):
-        if get_value(cfg, key) < 0:
-            raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
+    for key in NON_NEGATIVE:
+        value = get_value(cfg, key)
+        if value < 0:
+            raise ConfigError(f"{key}={value!r} must be >= 0")
     if cfg.codec.hop_length > cfg.codec.n_fft:
         raise ConfigError(f"codec.hop_length={cfg.codec.hop_length} must be <= codec.n_fft={cfg.codec.n_fft}")
     if cfg.model.embed_dim % cfg.model.num_heads:
@@ -405,14 +408,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"mesh.{axis}={size} must be a positive size or -1")
     if sum(getattr(cfg.mesh, a) == -1 for a in ("data", "fsdp", "tensor")) > 1:
         raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
-    mesh_axes = {"data", "fsdp", "tensor", ""}
     for logical, axes in cfg.mesh.rules:
         for axis in axes.split(","):
-            if axis not in mesh_axes:
+            if axis not in ("data", "fsdp", "tensor", ""):
                 raise ConfigError(f"mesh.rules: {logical!r} maps to unknown mesh axis {axis!r}")
-    for key in ("guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps"):
-        if get_value(cfg, key) < 0:
-            raise ConfigError(f"{key}={get_value(cfg, key)!r} must be >= 0")
     if cfg.guidance.ssl == "encoder" and not cfg.guidance.ssl_encoder_dir:
         raise ConfigError("guidance.ssl=encoder needs guidance.ssl_encoder_dir (a saved transformers model directory)")
     if cfg.guidance.ssl != "encoder" and cfg.guidance.ssl_encoder_dir:
@@ -490,10 +489,10 @@ def _validate_sr(cfg: Config) -> None:
     if cfg.task != "sr":
         if cfg.data.source == "synthetic_speech":
             raise ConfigError("data.source=synthetic_speech has no captions: it trains task=sr, not task=t2a")
-        if cfg.sr != SRConfig():
-            changed = next(f"sr.{f.name}" for f in dataclasses.fields(SRConfig)
-                           if getattr(cfg.sr, f.name) != getattr(SRConfig(), f.name))
-            raise ConfigError(f"{changed} is set but only task=sr reads sr.* (task={cfg.task!r})")
+        default = vars(SRConfig())
+        changed = [f"sr.{k}" for k, v in vars(cfg.sr).items() if v != default[k]]
+        if changed:
+            raise ConfigError(f"{changed[0]} is set but only task=sr reads sr.* (task={cfg.task!r})")
         return
     from jaxstage.data.lowpass import MAX_ORDER, METHODS, MIN_ORDER
 
@@ -558,33 +557,36 @@ def _unknown_key(key: str) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def get_value(cfg: Config, key: str) -> Any:
-    """Value at a dotted key; ConfigError naming the key if it does not exist."""
+def _parent(cfg: Config, key: str) -> tuple[Any, str]:
+    """(section holding a dotted key, the key's last part); ConfigError naming the key if it does not exist."""
     obj: Any = cfg
     for part in key.split("."):
         if not dataclasses.is_dataclass(obj) or part not in _fields(obj):
             raise _unknown_key(key)
-        obj = getattr(obj, part)
-    return obj
+        parent, obj = obj, getattr(obj, part)
+    return parent, part
+
+
+def get_value(cfg: Config, key: str) -> Any:
+    """Value at a dotted key; ConfigError naming the key if it does not exist."""
+    return getattr(*_parent(cfg, key))
+
+
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def _parse(key: str, text: str, hint: Any) -> Any:
     """Parse an override string into the field's declared type (tuples: JSON or a Python literal)."""
     try:
         if hint is bool:
-            lowered = text.strip().lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
+            return BOOL_WORDS[text.strip().lower()]
         if typing.get_origin(hint) is tuple:
             try:
                 return _coerce(json.loads(text), hint)
             except (ValueError, RecursionError):
                 return _coerce(ast.literal_eval(text), hint)
         return _coerce({int: int, float: float, str: str}[hint](text), hint)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
+    except (KeyError, ValueError, TypeError, SyntaxError, MemoryError, RecursionError, OverflowError):
         pass
     raise ConfigError(f"{key}={text!r} is not a valid {_type_name(hint)}")
 
@@ -611,19 +613,11 @@ def _type_name(hint: Any) -> str:
 
 def set_value(cfg: Config, key: str, text: str) -> None:
     """Apply one ``key=value`` override in place (value parsed by the field's type)."""
-    parts = key.split(".")
-    obj: Any = cfg
-    for part in parts[:-1]:
-        if not dataclasses.is_dataclass(obj) or part not in _fields(obj):
-            raise _unknown_key(key)
-        obj = getattr(obj, part)
-    if not dataclasses.is_dataclass(obj) or parts[-1] not in _fields(obj):
-        raise _unknown_key(key)
-    current = getattr(obj, parts[-1])
+    obj, name = _parent(cfg, key)
+    current = getattr(obj, name)
     if dataclasses.is_dataclass(current):
         raise ConfigError(f"{key!r} is a config section; set one of its fields, e.g. {all_keys(current, key + '.')[0]}")
-    hint = typing.get_type_hints(type(obj))[parts[-1]]
-    setattr(obj, parts[-1], _parse(key, text, hint))
+    setattr(obj, name, _parse(key, text, typing.get_type_hints(type(obj))[name]))
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -708,13 +702,3 @@ def load_json(path: str | Path) -> Config:
     except json.JSONDecodeError as err:
         raise ConfigError(f"{str(path)!r} is not valid JSON: {err}") from err
     return from_dict(data, source=str(path))
-
-
-
-__all__ = [
-    "Config", "ConfigError", "DataConfig", "CodecConfig", "TextConfig", "ModelConfig",
-    "DiffusionConfig", "SampleConfig", "OptimConfig", "MeshConfig", "RegimeConfig", "GuidanceConfig",
-    "TimestepConfig", "StructConfig", "TrainConfig", "SRConfig", "EvalConfig",
-    "load_config", "apply_overrides", "validate", "validate_posttrain", "save_json", "load_json", "to_dict", "from_dict",
-    "all_keys", "get_value", "set_value",
-]

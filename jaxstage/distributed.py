@@ -39,17 +39,17 @@ class DistributedSpec:
     local_device_ids: tuple[int, ...] | None = None
 
     def kwargs(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in ("coordinator_address", "num_processes", "process_id"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
+        """The fields that are set (``local_device_ids`` as a list)."""
+        out = {k: v for k, v in vars(self).items() if k != "source" and v is not None}
         if self.local_device_ids is not None:
             out["local_device_ids"] = list(self.local_device_ids)
         return out
 
 
-def _int(value: str | None, name: str) -> int | None:
-    if value is None or value == "":
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    """The integer environment variable ``name``; None when it is unset or empty."""
+    value = env.get(name)
+    if not value:
         return None
     try:
         return int(value)
@@ -74,7 +74,7 @@ def _explicit(coordinator: str | None, num_processes: int | None, process_id: in
 
 def _slurm_tasks_on_node(env: Mapping[str, str]) -> int | None:
     """Tasks on this node from SLURM_NTASKS_PER_NODE or the first entry of SLURM_TASKS_PER_NODE ('2(x3),1')."""
-    direct = _int(env.get("SLURM_NTASKS_PER_NODE"), "SLURM_NTASKS_PER_NODE")
+    direct = _env_int(env, "SLURM_NTASKS_PER_NODE")
     if direct is not None:
         return direct
     match = re.match(r"\s*(\d+)", env.get("SLURM_TASKS_PER_NODE", ""))
@@ -85,7 +85,7 @@ def _visible_gpus(env: Mapping[str, str]) -> int | None:
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible:
         return len([d for d in visible.split(",") if d.strip()])
-    return _int(env.get("SLURM_GPUS_ON_NODE"), "SLURM_GPUS_ON_NODE")
+    return _env_int(env, "SLURM_GPUS_ON_NODE")
 
 
 def _one_gpu_per_task(local_id: int, gpus: int | None, env: Mapping[str, str]) -> tuple[int, ...]:
@@ -102,17 +102,13 @@ def _one_gpu_per_task(local_id: int, gpus: int | None, env: Mapping[str, str]) -
 def detect(env: Mapping[str, str], *, coordinator: str | None = None, num_processes: int | None = None,
            process_id: int | None = None) -> DistributedSpec | None:
     """The distributed start-up this process needs (see the module docstring), or None."""
-    spec = _explicit(coordinator, num_processes, process_id, "flags",
-                     ("--coordinator", "--num-processes", "--process-id"))
+    flags = ("--coordinator", "--num-processes", "--process-id")
+    names = tuple(ENV_PREFIX + n for n in ("COORDINATOR", "NUM_PROCESSES", "PROCESS_ID"))
+    spec = _explicit(coordinator, num_processes, process_id, "flags", flags) or _explicit(
+        env.get(names[0]) or None, _env_int(env, names[1]), _env_int(env, names[2]), "env", names)
     if spec is not None:
         return spec
-    spec = _explicit(env.get(ENV_PREFIX + "COORDINATOR") or None,
-                     _int(env.get(ENV_PREFIX + "NUM_PROCESSES"), ENV_PREFIX + "NUM_PROCESSES"),
-                     _int(env.get(ENV_PREFIX + "PROCESS_ID"), ENV_PREFIX + "PROCESS_ID"), "env",
-                     tuple(ENV_PREFIX + n for n in ("COORDINATOR", "NUM_PROCESSES", "PROCESS_ID")))
-    if spec is not None:
-        return spec
-    ntasks = _int(env.get("SLURM_NTASKS"), "SLURM_NTASKS")
+    ntasks = _env_int(env, "SLURM_NTASKS")
     if env.get("SLURM_JOB_ID") and ntasks is not None and ntasks > 1:
         per_node = _slurm_tasks_on_node(env)
         gpus = _visible_gpus(env)
@@ -120,7 +116,7 @@ def detect(env: Mapping[str, str], *, coordinator: str | None = None, num_proces
         if per_node == 1 and gpus:
             local_ids = tuple(range(gpus))  # one task drives every GPU of its node
         elif per_node is not None and per_node > 1 and env.get("SLURM_LOCALID") is not None:
-            local_ids = _one_gpu_per_task(_int(env["SLURM_LOCALID"], "SLURM_LOCALID"), gpus, env)
+            local_ids = _one_gpu_per_task(_env_int(env, "SLURM_LOCALID"), gpus, env)
         return DistributedSpec("slurm", local_device_ids=local_ids)
     hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
     if len(hosts) > 1:

@@ -3,8 +3,8 @@
 `load_audio` decodes with soundfile (librosa/audioread as a fallback), downmixes, resamples (soxr_hq
 as librosa does it, or librosa's kaiser_best) and crops or right-pads. A file that cannot be used
 raises `BadAudio(reason)` with a short reason (unreadable or corrupt, empty, too short, NaN/Inf,
-silent, unsupported format); callers skip it. Only the part of a long file that the clip needs is decoded. The helpers below `load_audio` are
-pure array math.
+silent, unsupported format); callers skip it. Only the part of a long file that the clip needs is
+decoded. The helpers below `load_audio` are pure array math.
 """
 
 from __future__ import annotations
@@ -133,12 +133,8 @@ def resample(signal: np.ndarray, rate: int, target: int) -> np.ndarray:
 
     length = int(np.ceil(signal.shape[-1] * target / rate))  # librosa's fix=True length
     rows = signal.reshape(-1, signal.shape[-1]).astype(np.float32, copy=False)
-    out = np.zeros((rows.shape[0], length), np.float32)
-    for i, row in enumerate(rows):
-        y = soxr.resample(row, rate, target, quality="soxr_hq")
-        n = min(length, y.shape[0])
-        out[i, :n] = y[:n]
-    return out.reshape(signal.shape[:-1] + (length,))
+    out = [fit_length(soxr.resample(row, rate, target, quality="soxr_hq"), length)[0] for row in rows]
+    return np.stack(out).reshape(signal.shape[:-1] + (length,))
 
 
 def fit_length(signal: np.ndarray, num_samples: int) -> tuple[np.ndarray, np.ndarray]:

@@ -58,15 +58,13 @@ class HFTextEncoder:
         self.max_length = int(max_length)
         config = transformers.AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
         self.model_type = config.model_type
-        load = dict(local_files_only=True)
-        if self.model_type in ("t5", "mt5"):
-            model = transformers.T5EncoderModel.from_pretrained(self.model_dir, **load)
-        elif self.model_type == "umt5":
-            model = transformers.UMT5EncoderModel.from_pretrained(self.model_dir, **load)
-        elif self.model_type == "clap":
-            model = transformers.ClapTextModelWithProjection.from_pretrained(self.model_dir, **load)
+        text_towers = {"t5": "T5EncoderModel", "mt5": "T5EncoderModel", "umt5": "UMT5EncoderModel",
+                       "clap": "ClapTextModelWithProjection"}
+        if self.model_type in text_towers:
+            model_class = getattr(transformers, text_towers[self.model_type])
+            model = model_class.from_pretrained(self.model_dir, local_files_only=True)
         else:
-            model = transformers.AutoModel.from_pretrained(self.model_dir, **load)
+            model = transformers.AutoModel.from_pretrained(self.model_dir, local_files_only=True)
             if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
                 model = model.get_encoder()
         self.model = model.float().eval()

@@ -41,27 +41,8 @@ def _check_order(order: int) -> None:
         raise ValueError(f"order must be an integer in [{MIN_ORDER}, {MAX_ORDER}], got {order}")
 
 
-def design_lowpass(method: str, order: int, cutoff_hz: float, sr: int, *, rp: float = 0.1,
-                   rs: float = 60.0, bessel_norm: str = "mag") -> np.ndarray:
-    """Second-order sections of an IIR low-pass (`rp`: pass-band ripple dB, `rs`: stop-band attenuation dB,
-    `bessel_norm`: scipy's `norm` for bessel, 'mag', 'phase' or 'delay')."""
-    if method not in IIR_METHODS:
-        raise ValueError(f"unknown IIR method {method!r}; choose one of {', '.join(IIR_METHODS)}")
-    _check_order(order)
-    _check_cutoff(cutoff_hz, sr)
-    order, wn = int(order), cutoff_hz / (sr / 2)
-    if method == "cheby1":
-        return signal.cheby1(order, rp, wn, btype="low", output="sos")
-    if method == "butter":
-        return signal.butter(order, wn, btype="low", output="sos")
-    if method == "bessel":
-        return signal.bessel(order, wn, btype="low", output="sos", norm=bessel_norm)
-    return signal.ellip(order, rp, rs, wn, btype="low", output="sos")
-
-
-def stft_cut(audio: np.ndarray, sr: int, cutoff_hz: float, n_fft: int = 2048) -> np.ndarray:
+def _stft_cut(audio: np.ndarray, sr: int, cutoff_hz: float, n_fft: int) -> np.ndarray:
     """Zero the STFT bins above `cutoff_hz` and invert (hann, 75 % overlap); same length."""
-    _check_cutoff(cutoff_hz, sr)
     n = audio.shape[-1]
     kwargs = dict(fs=sr, window="hann", nperseg=n_fft, noverlap=3 * n_fft // 4)
     x = _fit_length(audio, max(n, n_fft))  # scipy would shrink nperseg for shorter input
@@ -71,11 +52,10 @@ def stft_cut(audio: np.ndarray, sr: int, cutoff_hz: float, n_fft: int = 2048) ->
     return _fit_length(out, n)
 
 
-def resample_cut(audio: np.ndarray, sr: int, cutoff_hz: float) -> np.ndarray:
+def _resample_cut(audio: np.ndarray, sr: int, cutoff_hz: float) -> np.ndarray:
     """Resample to 2*cutoff_hz and back to `sr` (soxr HQ); same length."""
     import soxr  # librosa's resampler; imported here to keep this module's import light
 
-    _check_cutoff(cutoff_hz, sr)
     n = audio.shape[-1]
     rows = audio.reshape(-1, n).T  # soxr wants [frames, channels]
     low = soxr.resample(rows, sr, 2 * cutoff_hz, quality="HQ")
@@ -90,13 +70,13 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
 
 
-def simulate_low_band(audio: np.ndarray, sr: int, cutoff_hz: float, method: str = "cheby1", order: int = 8,
-                      rng: np.random.Generator | None = None, *, rp: float = 0.1, rs: float = 60.0,
-                      bessel_norm: str = "mag", n_fft: int = 2048) -> np.ndarray:
+def simulate_low_band(audio: np.ndarray, sr: int, cutoff_hz: float, method: str = "cheby1", order: int = 8, *,
+                      rp: float = 0.1, rs: float = 60.0, bessel_norm: str = "mag", n_fft: int = 2048) -> np.ndarray:
     """Full-band audio [..., N] -> low-band audio [..., N] at `sr`, band-limited at `cutoff_hz`.
 
-    `order` applies to the IIR methods only; `rng` is accepted for a uniform call signature and is
-    not used (every method here is deterministic). Output keeps a floating input dtype.
+    `order` applies to the IIR methods only; `rp`: pass-band ripple dB (cheby1, ellip), `rs`: stop-band
+    attenuation dB (ellip), `bessel_norm`: scipy's `norm` for bessel ('mag', 'phase' or 'delay').
+    The output keeps a floating input dtype.
     """
     _check_method(method)
     _check_cutoff(cutoff_hz, sr)
@@ -106,12 +86,14 @@ def simulate_low_band(audio: np.ndarray, sr: int, cutoff_hz: float, method: str 
     dtype = audio.dtype if np.issubdtype(audio.dtype, np.floating) else np.float32
     x = audio.astype(np.float64)
     if method in IIR_METHODS:
-        sos = design_lowpass(method, order, cutoff_hz, sr, rp=rp, rs=rs, bessel_norm=bessel_norm)
+        _check_order(order)
+        ftype = f"bessel_{bessel_norm}" if method == "bessel" else method
+        sos = signal.iirfilter(int(order), cutoff_hz / (sr / 2), rp=rp, rs=rs, btype="low", ftype=ftype, output="sos")
         out = signal.sosfiltfilt(sos, x, axis=-1)
     elif method == "stft_cut":
-        out = stft_cut(x, sr, cutoff_hz, n_fft)
+        out = _stft_cut(x, sr, cutoff_hz, n_fft)
     else:
-        out = resample_cut(x, sr, cutoff_hz)
+        out = _resample_cut(x, sr, cutoff_hz)
     return out.astype(dtype, copy=False)
 
 

@@ -91,9 +91,8 @@ def detect_kind(path: Path) -> str:
 
 def _decode_lines(data: bytes) -> list[str]:
     """Bytes -> text lines (newlines kept); invalid UTF-8 bytes become lone surrogates."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    return [line.decode("utf-8", errors="surrogateescape") for line in data.splitlines(keepends=True)]
+    lines = data.removeprefix(b"\xef\xbb\xbf").splitlines(keepends=True)  # without a UTF-8 byte order mark
+    return [line.decode("utf-8", errors="surrogateescape") for line in lines]
 
 
 def _has_bad_bytes(text: str) -> bool:
@@ -102,8 +101,7 @@ def _has_bad_bytes(text: str) -> bool:
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(first line number, fields) per CSV record, blank lines dropped; quoted newlines allowed."""
-    lines = _decode_lines(path.read_bytes())
-    reader = csv.reader(lines)
+    reader = csv.reader(_decode_lines(path.read_bytes()))
     previous_end = 0
     try:
         for row in reader:
@@ -160,19 +158,13 @@ def _clean(text: str) -> str:
 
 def _audio_index(folder: Path) -> dict[str, Path]:
     """stem -> path for every audio file under `folder` (recursive; first in sorted order wins)."""
-    index: dict[str, Path] = {}
-    for path in _audio_files(folder):
-        index.setdefault(path.stem, path)
-    return index
+    return {path.stem: path for path in reversed(_audio_files(folder))}
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("."):
-                found.append(Path(root) / name)
+    """Every audio file under `folder` (recursive, hidden files left out), sorted by relative path."""
+    found = [Path(root) / name for root, _, files in os.walk(folder) for name in files
+             if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith(".")]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -244,20 +236,16 @@ def _read_folder(path: Path, audio_dir: Path) -> Iterator[Item]:
         yield Item(_clean(audio.relative_to(path).as_posix()), str(audio), "", None, None)
 
 
-def vctk_speaker_split(speakers: Iterable[str], split: str) -> list[str]:
-    """The speakers of VCTK's standard SR ``split`` ('train' or 'test') among ``speakers``, sorted."""
-    if split == "test":
-        return sorted(s for s in speakers if s in VCTK_TEST_SPEAKERS)
-    if split == "train":
-        return sorted(s for s in speakers if s not in VCTK_TEST_SPEAKERS + VCTK_EXCLUDED_SPEAKERS)
-    raise ValueError(f"VCTK split must be 'train' or 'test', got {split!r}")
-
-
 def _read_vctk(root: Path, split: str) -> Iterator[Item]:
+    """The utterances of VCTK's standard SR `split` ('train' or 'test'; see the module docstring)."""
     audio_root = root / VCTK_AUDIO_DIR
     if not audio_root.is_dir():
         raise ManifestError(f"{root}: not a VCTK 0.92 root (no {VCTK_AUDIO_DIR}/ folder)")
-    speakers = vctk_speaker_split((d.name for d in audio_root.iterdir() if d.is_dir()), split)
+    found = [d.name for d in audio_root.iterdir() if d.is_dir()]
+    if split == "test":
+        speakers = sorted(s for s in found if s in VCTK_TEST_SPEAKERS)
+    else:
+        speakers = sorted(s for s in found if s not in VCTK_TEST_SPEAKERS + VCTK_EXCLUDED_SPEAKERS)
     if not speakers:
         raise ManifestError(f"{audio_root}: no speakers of the VCTK {split} split")
     for speaker in speakers:

@@ -38,36 +38,30 @@ from jaxstage.models.text import HashTokenizer
 ExampleSpec = dict[str, tuple[tuple[int, ...], np.dtype]]  # batch key -> (per-example shape, dtype)
 
 
-class TokenizeCaption(grain.transforms.Map):
-    """Synthetic example dict -> the arrays the train step consumes (captions become token ids)."""
-
-    def __init__(self, vocab_size: int, max_length: int):
-        self.tokenizer = HashTokenizer(vocab_size)
-        self.max_length = max_length
-
-    def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
-        ids, mask = self.tokenizer([element["caption"]], self.max_length)
-        return {"audio": element["audio"].astype(np.float32), "text_ids": ids[0], "text_mask": mask[0]}
-
-
-class PreparedExample(grain.transforms.Map):
-    """Decoded prepared record -> the train step's arrays, the keys chosen by the config."""
+class TrainExample(grain.transforms.Map):
+    """Source element -> the train step's arrays, the keys chosen by the config (see the module docstring)."""
 
     def __init__(self, cfg: Config):
+        self.tokenizer = HashTokenizer(cfg.text.vocab_size)
+        self.max_length = cfg.data.text_max_length
+        self.sr = cfg.task == "sr"
         self.precomputed_text = cfg.text.kind == "precomputed"
         self.precomputed_ssl = cfg.guidance.ssl == "precomputed"
-        self.tokenize = TokenizeCaption(cfg.text.vocab_size, cfg.data.text_max_length)
 
     def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
+        out = {"audio": element["audio"].astype(np.float32)}
         if self.precomputed_text:
-            out = {"audio": element["audio"].astype(np.float32),
-                   "text_emb": element["text_emb"].astype(np.float32),
-                   "text_mask": element["text_mask"].astype(bool)}
-        else:
-            out = self.tokenize.map(element)
+            out["text_emb"] = element["text_emb"].astype(np.float32)
+            out["text_mask"] = element["text_mask"].astype(bool)
+        else:  # hash tokens of the caption; SR conditions on audio only, so its caption is always ""
+            ids, mask = self.tokenizer(["" if self.sr else element["caption"]], self.max_length)
+            out["text_ids"], out["text_mask"] = ids[0], mask[0]
         if self.precomputed_ssl:
             out["ssl_targets"] = element["ssl"].astype(np.float32)
-        if "audio_mask" in element:
+        if self.sr:
+            out["low"] = np.asarray(element["low"], np.float32)
+            out["cutoff"] = np.asarray(element["cutoff"], np.float32)
+        elif "audio_mask" in element:
             out["audio_mask"] = element["audio_mask"].astype(bool)
         return out
 
@@ -110,23 +104,6 @@ class LowBandSource:
         return f"LowBandSource({self.base!r}, cutoff_range={self.cutoff_range})"
 
 
-class SRExample(grain.transforms.Map):
-    """Low-band example -> the train step's arrays: audio, hash tokens of the empty caption, low, cutoff
-    (and a prepared record's ``ssl_targets`` with ``guidance.ssl=precomputed``)."""
-
-    def __init__(self, cfg: Config):
-        self.tokenize = TokenizeCaption(cfg.text.vocab_size, cfg.data.text_max_length)
-        self.precomputed_ssl = cfg.guidance.ssl == "precomputed"
-
-    def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
-        out = self.tokenize.map({"audio": element["audio"], "caption": ""})
-        out["low"] = np.asarray(element["low"], np.float32)
-        out["cutoff"] = np.asarray(element["cutoff"], np.float32)
-        if self.precomputed_ssl:
-            out["ssl_targets"] = element["ssl"].astype(np.float32)
-        return out
-
-
 def _sr_source(cfg: Config, extra: int = 0) -> LowBandSource:
     """The SR source; speech-like: ``extra`` indices past ``data.num_examples`` are held out (training
     never reads them). Prepared: the records, whose held-out tail :func:`num_training` excludes."""
@@ -153,7 +130,7 @@ def sr_held_out_batch(cfg: Config, count: int, offset: int = 0) -> dict[str, np.
         first = len(source) - held + offset
     else:
         first = cfg.data.num_examples + offset
-    transform = SRExample(cfg)
+    transform = TrainExample(cfg)
     examples = [transform.map(source[first + i]) for i in range(count)]
     return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
@@ -166,10 +143,8 @@ def make_source(cfg: Config) -> SyntheticT2ASource | PreparedSource | LowBandSou
         return PreparedSource(cfg.data.path, cfg)
     if cfg.data.source != "synthetic":
         raise ValueError(f"data.source={cfg.data.source!r} is not supported")
-    return SyntheticT2ASource(
-        seed=cfg.data.seed, num_examples=cfg.data.num_examples, sample_rate=cfg.data.sample_rate,
-        num_samples=cfg.num_samples, mix_prob=cfg.data.mix_prob,
-    )
+    return SyntheticT2ASource(seed=cfg.data.seed, num_examples=cfg.data.num_examples, sample_rate=cfg.data.sample_rate,
+                              num_samples=cfg.num_samples, mix_prob=cfg.data.mix_prob)
 
 
 def held_out_count(cfg: Config) -> int:
@@ -180,15 +155,6 @@ def held_out_count(cfg: Config) -> int:
 def num_training(cfg: Config, source) -> int:
     """How many leading records of ``source`` training reads."""
     return len(source) - held_out_count(cfg)
-
-
-def example_transform(cfg: Config) -> grain.transforms.Map:
-    """The per-example map from a source element to the train step's arrays."""
-    if cfg.task == "sr":
-        return SRExample(cfg)
-    if cfg.data.source == "prepared":
-        return PreparedExample(cfg)
-    return TokenizeCaption(cfg.text.vocab_size, cfg.data.text_max_length)
 
 
 def example_spec(cfg: Config) -> ExampleSpec:
@@ -222,7 +188,7 @@ def held_out_batch(cfg: Config, count: int) -> tuple[dict[str, np.ndarray], list
     if count > len(source):
         raise ValueError(f"{cfg.data.path}: {count} held-out records requested, the dataset has {len(source)}")
     records = [source[i] for i in range(len(source) - count, len(source))]
-    transform = example_transform(cfg)
+    transform = TrainExample(cfg)
     examples = [transform.map(r) for r in records]
     batch = {key: np.stack([e[key] for e in examples]) for key in examples[0]}
     return batch, [str(r.get("caption", "")) for r in records]
@@ -244,7 +210,7 @@ def make_dataset(cfg: Config, process_index: int, process_count: int) -> grain.I
     ds = (
         ds.shuffle(seed=cfg.data.seed)
         .repeat(None)
-        .map(example_transform(cfg))
+        .map(TrainExample(cfg))
         .batch(local_batch, drop_remainder=True)
         .slice(slice(process_index, None, process_count))
     )

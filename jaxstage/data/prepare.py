@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,12 +23,11 @@ from jaxstage.data.manifests import Item, read_manifest
 from jaxstage.data.records import DATASET_JSON, FORMAT_VERSION, decode_record, encode_record
 
 PROGRESS_JSON = "progress.json"
-SHARD_PATTERN = "shard-{:05d}.array_record"
 TMP_SUFFIX = ".tmp"
 
 
 def shard_name(index: int) -> str:
-    return SHARD_PATTERN.format(index)
+    return f"shard-{index:05d}.array_record"
 
 
 def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip_seconds: float,
@@ -36,6 +35,8 @@ def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip
             min_seconds: float = 0.5, kind: str = "auto", audio_dir: str | Path | None = None,
             batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
     """Prepare (or resume preparing) `out_dir`; returns the dataset.json dict."""
+    from tqdm import tqdm
+
     if sample_rate <= 0 or clip_seconds <= 0:
         raise ValueError(f"sample_rate={sample_rate} and clip_seconds={clip_seconds} must be > 0")
     if shard_size < 1 or batch_size < 1:
@@ -58,7 +59,8 @@ def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip
 
     num_shards = (len(items) + shard_size - 1) // shard_size
     start = len(done)
-    bar = _progress_bar(len(items), min(start * shard_size, len(items)), progress)
+    bar = tqdm(total=len(items), initial=min(start * shard_size, len(items)), unit="item", desc="prepare",
+               disable=not progress, dynamic_ncols=True)
     try:
         for k in range(start, num_shards):
             chunk = items[k * shard_size:(k + 1) * shard_size]
@@ -128,9 +130,9 @@ def _write_shard(out: Path, index: int, items: Sequence[Item], *, sample_rate: i
     count = 0
     writer = None
     try:
-        for batch in _batches(items, batch_size):
+        for first in range(0, len(items), batch_size):
             examples = []
-            for item in batch:
+            for item in items[first:first + batch_size]:
                 example, reason = _load_item(item, sample_rate, num_samples, min_seconds)
                 if reason is not None:
                     skipped.append({"id": item.id, "file": item.audio_path, "line": item.source_line,
@@ -152,11 +154,6 @@ def _write_shard(out: Path, index: int, items: Sequence[Item], *, sample_rate: i
     if count:
         os.replace(tmp, final)
     return count, skipped
-
-
-def _batches(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def _load_item(item: Item, sample_rate: int, num_samples: int,
@@ -227,9 +224,3 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
-
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="item", desc="prepare", disable=not enabled,
-                dynamic_ncols=True)

@@ -34,13 +34,9 @@ DATASET_JSON = "dataset.json"
 
 def encode_record(example: Mapping[str, Any]) -> bytes:
     """Example dict (arrays and str) -> bytes."""
-    arrays = {}
-    for key, value in example.items():
-        if isinstance(value, str):
-            arrays[key] = np.asarray(value, dtype=np.str_)
-        else:
-            arrays[key] = np.asarray(value)
-        if arrays[key].dtype == object:
+    arrays = {key: np.asarray(value) for key, value in example.items()}  # a str becomes a 0-d unicode array
+    for key, array in arrays.items():
+        if array.dtype == object:
             raise TypeError(f"record key {key!r}: object arrays are not storable")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -50,11 +46,8 @@ def encode_record(example: Mapping[str, Any]) -> bytes:
 def decode_record(data: bytes) -> dict[str, Any]:
     """bytes -> example dict; 0-d string arrays come back as str."""
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        out = {}
-        for key in npz.files:
-            value = npz[key]
-            out[key] = str(value) if value.dtype.kind == "U" and value.ndim == 0 else value
-        return out
+        return {key: str(value) if value.dtype.kind == "U" and value.ndim == 0 else value
+                for key, value in npz.items()}
 
 
 def read_dataset_json(directory: str | Path) -> dict[str, Any]:

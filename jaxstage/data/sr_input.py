@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxstage.data.audio_io import SILENCE_PEAK, BadAudio, decode, resample, to_mono
+from jaxstage.data.audio_io import BadAudio, decode, resample, to_mono, validate
 
 
 class SRInputError(ValueError):
@@ -38,16 +38,10 @@ def load_low_band(path: str | Path, model_rate: int, cutoff_hz: float | None = N
     (default: the file's Nyquist frequency when its rate is below ``model_rate``)."""
     path = Path(path)
     try:
-        data, rate, _ = decode(path)
+        data, rate, total_frames = decode(path)
+        validate(data, rate, total_frames, min_seconds=0.0)  # empty, NaN/Inf or silent
     except BadAudio as err:
         raise SRInputError(f"{path}: {err.reason}") from None
-    if data.size == 0:
-        raise SRInputError(f"{path}: no audio samples")
-    if not np.all(np.isfinite(data)):
-        raise SRInputError(f"{path}: contains NaN/Inf")
-    peak = float(np.max(np.abs(data)))
-    if peak < SILENCE_PEAK:
-        raise SRInputError(f"{path}: silent input (peak {peak:.1e} < {SILENCE_PEAK:.0e})")
     if rate > model_rate:
         raise SRInputError(f"{path}: sample rate {rate} Hz is above the model's {model_rate} Hz (the run "
                            f"generates {model_rate} Hz audio; give a band-limited file at or below that rate)")

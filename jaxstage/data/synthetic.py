@@ -122,10 +122,7 @@ class ClipAttributes:
         return dataclasses.asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------
-# Attributes and captions
-# ---------------------------------------------------------------------------------------------
-
+# -------------------------------------------------------------------------- Attributes and captions
 
 def sample_attributes(rng: np.random.Generator, mix_prob: float) -> ClipAttributes:
     """Draw attributes uniformly; with probability `mix_prob` add a second, different source."""
@@ -188,10 +185,7 @@ def caption(attrs: ClipAttributes, rng: np.random.Generator | None = None) -> st
     return f"{text}, {envelope}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Frequencies and rates shared with the analyzer
-# ---------------------------------------------------------------------------------------------
-
+# --------------------------------------------------- Frequencies and rates shared with the analyzer
 
 def rate_scale(sample_rate: int, settings: SynthSettings = DEFAULT_SETTINGS) -> float:
     """Factor applied to the reference-rate frequencies: 1 at or above the reference rate."""
@@ -240,10 +234,7 @@ def hit_rate_hz(rhythm: str, settings: SynthSettings = DEFAULT_SETTINGS) -> floa
     return rates[rhythm]
 
 
-# ---------------------------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------------------------
-
+# ---------------------------------------------------------------------------------------- Rendering
 
 def _fundamental_hz(source: str, band: str, sample_rate: int, rng: np.random.Generator,
                     settings: SynthSettings) -> float:
@@ -361,9 +352,7 @@ def render_clip(attrs: ClipAttributes, sample_rate: int, num_samples: int, rng: 
     return (mix * peak / max(np.max(np.abs(mix)), 1e-12)).astype(np.float32)
 
 
-# ---------------------------------------------------------------------------------------------
-# Examples, data source, evaluation prompts
-# ---------------------------------------------------------------------------------------------
+# -------------------------------------------------------- Examples, data source, evaluation prompts
 
 PROMPT_STREAM = 2**31 - 1  # middle seed word of evaluation prompts; training streams are [seed, index]
 
@@ -380,8 +369,7 @@ def _example_from_rng(rng: np.random.Generator, sample_rate: int, num_samples: i
 def make_example(seed: int, index: int, sample_rate: int, num_samples: int, mix_prob: float,
                  settings: SynthSettings = DEFAULT_SETTINGS) -> dict:
     """`{"audio": float32[num_samples], "caption": str, "attributes": dict}`, deterministic in (seed, index)."""
-    rng = np.random.default_rng([seed, index])
-    return _example_from_rng(rng, sample_rate, num_samples, mix_prob, settings)
+    return _example_from_rng(np.random.default_rng([seed, index]), sample_rate, num_samples, mix_prob, settings)
 
 
 @dataclass(frozen=True)

@@ -381,12 +381,6 @@ def synthesize(rng: np.random.Generator, sample_rate: int, num_samples: int,
     return Utterance(audio, f0, tl.voicing, frication)
 
 
-def render_utterance(rng: np.random.Generator, sample_rate: int, num_samples: int,
-                     settings: SpeechSettings = DEFAULT_SETTINGS) -> np.ndarray:
-    """float32 [num_samples] speech-like audio, peak `settings.peak_level`."""
-    return synthesize(rng, sample_rate, num_samples, settings).audio
-
-
 @dataclass(frozen=True)
 class SyntheticSpeechSource:
     """Random-access source (grain `RandomAccessDataSource` protocol) of speech-like clips for SR."""
@@ -405,4 +399,4 @@ class SyntheticSpeechSource:
         if not 0 <= index < self.num_examples:
             raise IndexError(f"index {index} out of range for {self.num_examples} examples")
         rng = np.random.default_rng([self.seed, index])
-        return {"audio": render_utterance(rng, self.sample_rate, self.num_samples, self.settings), "caption": ""}
+        return {"audio": synthesize(rng, self.sample_rate, self.num_samples, self.settings).audio, "caption": ""}

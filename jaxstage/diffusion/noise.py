@@ -43,15 +43,8 @@ def _check(dist: str, params: Mapping[str, jax.Array]) -> None:
         raise ValueError(f"noise distribution {dist!r} needs params {missing}; got {sorted(params)}")
 
 
-def uniform_levels(
-    key: jax.Array,
-    batch_size: int,
-    objective: Objective,
-    *,
-    t_eps: float = 1e-4,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-) -> jax.Array:
+def uniform_levels(key: jax.Array, batch_size: int, objective: Objective, *, t_eps: float = 1e-4,
+                   sigma_min: float = 0.002, sigma_max: float = 80.0) -> jax.Array:
     """The uniform draw: t ~ U(t_eps, 1 − t_eps), or ln σ ~ U(ln sigma_min, ln sigma_max) for EDM."""
     u = jax.random.uniform(key, (batch_size,), jnp.float32)
     if objective.level_kind == "sigma":
@@ -60,9 +53,9 @@ def uniform_levels(
     return t_eps + (1.0 - 2.0 * t_eps) * u
 
 
-def _draw(key, batch_size, objective, dist, params, *, t_eps, sigma_min, sigma_max) -> jax.Array:
+def _draw(key, batch_size, objective, dist, params, **ranges) -> jax.Array:
     if dist == "uniform":
-        return uniform_levels(key, batch_size, objective, t_eps=t_eps, sigma_min=sigma_min, sigma_max=sigma_max)
+        return uniform_levels(key, batch_size, objective, **ranges)
     if dist == "logsnr_uniform":
         u = jax.random.uniform(key, (batch_size,), jnp.float32)
         lo, hi = params["logsnr_min"], params["logsnr_max"]
@@ -71,23 +64,12 @@ def _draw(key, batch_size, objective, dist, params, *, t_eps, sigma_min, sigma_m
     if dist == "lognormal":
         return objective.level_from_edm_sigma(jnp.exp(params["p_mean"] + params["p_std"] * n))
     logit = params["loc"] + params["scale"] * n  # logit_normal
-    if objective.level_kind == "sigma":
-        return jnp.exp(logit)
-    return jax.nn.sigmoid(logit)
+    return jnp.exp(logit) if objective.level_kind == "sigma" else jax.nn.sigmoid(logit)
 
 
-def sample_levels(
-    key: jax.Array,
-    batch_size: int,
-    objective: Objective,
-    dist: str,
-    params: Mapping[str, jax.Array],
-    uniform_prob: jax.Array | float = 0.0,
-    *,
-    t_eps: float = 1e-4,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-) -> jax.Array:
+def sample_levels(key: jax.Array, batch_size: int, objective: Objective, dist: str, params: Mapping[str, jax.Array],
+                  uniform_prob: jax.Array | float = 0.0, *, t_eps: float = 1e-4, sigma_min: float = 0.002,
+                  sigma_max: float = 80.0) -> jax.Array:
     """Draw ``[batch_size]`` training levels in the objective's units (σ for EDM, t otherwise).
 
     ``batch_size``, ``objective``, ``dist`` and the keyword ranges are static; ``params`` values

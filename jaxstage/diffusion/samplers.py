@@ -55,17 +55,8 @@ def _steps(objective: Objective, levels: jax.Array) -> _Steps:
     a, s = objective.alpha_sigma(levels)
     sigma = objective.edm_sigma(levels)
     n = levels.shape[0] - 1
-    return _Steps(
-        index=jnp.arange(n),
-        level=levels[:-1],
-        next_level=levels[1:],
-        a=a[:-1],
-        s=s[:-1],
-        next_a=a[1:],
-        next_s=s[1:],
-        sigma=sigma[:-1],
-        next_sigma=sigma[1:],
-    )
+    return _Steps(index=jnp.arange(n), level=levels[:-1], next_level=levels[1:], a=a[:-1], s=s[:-1],
+                  next_a=a[1:], next_s=s[1:], sigma=sigma[:-1], next_sigma=sigma[1:])
 
 
 def _denoise(denoise_fn: DenoiseFn, x: jax.Array, level: jax.Array) -> jax.Array:
@@ -95,20 +86,9 @@ def euler(denoise_fn: DenoiseFn, objective: Objective, levels: jax.Array, x_T: j
     return x
 
 
-@functools.partial(
-    jax.jit, static_argnames=("denoise_fn", "objective", "s_churn", "s_tmin", "s_tmax", "s_noise")
-)
-def heun(
-    denoise_fn: DenoiseFn,
-    objective: Objective,
-    levels: jax.Array,
-    x_T: jax.Array,
-    key: jax.Array | None = None,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("denoise_fn", "objective", "s_churn", "s_tmin", "s_tmax", "s_noise"))
+def heun(denoise_fn: DenoiseFn, objective: Objective, levels: jax.Array, x_T: jax.Array, key: jax.Array | None = None,
+         s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> jax.Array:
     """EDM Algorithm 2: Heun with a second-order correction on every step except the last
     (to σ̃ = 0) and a first step from σ̃ = ∞. NFE = 2N − 1 for a finite σ̃₀.
 
@@ -205,23 +185,12 @@ def pingpong(denoise_fn: DenoiseFn, objective: Objective, levels: jax.Array, x_T
     return x
 
 
-SAMPLERS: dict[str, Callable[..., jax.Array]] = {
-    "euler": euler,
-    "heun": heun,
-    "dpmpp_2m": dpmpp_2m,
-    "pingpong": pingpong,
-}
+SAMPLERS: dict[str, Callable[..., jax.Array]] = {"euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m,
+                                                  "pingpong": pingpong}
 
 
-def sample(
-    name: str,
-    denoise_fn: DenoiseFn,
-    objective: Objective,
-    levels: jax.Array,
-    x_T: jax.Array,
-    key: jax.Array | None = None,
-    **options: Any,
-) -> jax.Array:
+def sample(name: str, denoise_fn: DenoiseFn, objective: Objective, levels: jax.Array, x_T: jax.Array,
+           key: jax.Array | None = None, **options: Any) -> jax.Array:
     """Run the sampler ``name`` from unit-Gaussian ``x_T`` down the schedule ``levels``."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
@@ -231,39 +200,12 @@ def sample(
 # --- classifier-free guidance -------------------------------------------------------------
 
 
-def _guide(d_cond, d_uncond, objective, level, scale, interval) -> jax.Array:
-    lo, hi = interval
-    sigma = objective.edm_sigma(level)
-    inside = expand_to((sigma >= lo) & (sigma <= hi), d_cond)
-    return jnp.where(inside, d_uncond + scale * (d_cond - d_uncond), d_cond)
-
-
-def cfg_denoiser(
-    denoise_cond: DenoiseFn,
-    denoise_uncond: DenoiseFn,
-    objective: Objective,
-    scale: jax.Array | float,
-    interval: tuple[float, float] = (0.0, math.inf),
-) -> DenoiseFn:
+def cfg_batched(denoise_with: Callable[[jax.Array, jax.Array, Any], jax.Array], cond: Any, uncond: Any,
+                objective: Objective, scale: jax.Array | float,
+                interval: tuple[float, float] = (0.0, math.inf)) -> DenoiseFn:
     """``D = D_u + scale·(D_c − D_u)`` where the level's EDM σ̃ lies in ``interval`` (inclusive),
     else ``D = D_c``. The interval is in σ̃ units for every objective (rf: σ̃ = t/(1 − t);
-    v: σ̃ = tan(πt/2)). Both denoisers are always evaluated (2 model calls per NFE)."""
-
-    def denoise(x: jax.Array, level: jax.Array) -> jax.Array:
-        return _guide(denoise_cond(x, level), denoise_uncond(x, level), objective, level, scale, interval)
-
-    return denoise
-
-
-def cfg_batched(
-    denoise_with: Callable[[jax.Array, jax.Array, Any], jax.Array],
-    cond: Any,
-    uncond: Any,
-    objective: Objective,
-    scale: jax.Array | float,
-    interval: tuple[float, float] = (0.0, math.inf),
-) -> DenoiseFn:
-    """Like ``cfg_denoiser`` but with one model call on a doubled batch.
+    v: σ̃ = tan(πt/2)). One model call per NFE, on a doubled batch.
 
     ``denoise_with(x, level, conditioning) -> x̂0``; ``cond`` and ``uncond`` are pytrees with a
     leading batch axis, concatenated as ``[cond; uncond]``.
@@ -274,7 +216,10 @@ def cfg_batched(
         batch = x.shape[0]
         level = jnp.broadcast_to(jnp.asarray(level, jnp.float32), (batch,))
         out = denoise_with(jnp.concatenate([x, x], 0), jnp.concatenate([level, level], 0), both)
-        return _guide(out[:batch], out[batch:], objective, level, scale, interval)
+        d_cond, d_uncond = out[:batch], out[batch:]
+        sigma = objective.edm_sigma(level)
+        inside = expand_to((sigma >= interval[0]) & (sigma <= interval[1]), d_cond)
+        return jnp.where(inside, d_uncond + scale * (d_cond - d_uncond), d_cond)
 
     return denoise
 

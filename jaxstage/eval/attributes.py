@@ -88,9 +88,7 @@ class AnalysisSettings:
 DEFAULT_ANALYSIS = AnalysisSettings()
 
 
-# ---------------------------------------------------------------------------------------------
-# Spectra
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- Spectra
 
 
 def _pow2_at_least(n: float) -> int:
@@ -125,21 +123,12 @@ def _tilt_free_db(power: np.ndarray, freqs: np.ndarray, s: AnalysisSettings) -> 
     return db - db.mean(axis=1, keepdims=True) - slope[:, None] * log_f
 
 
-def _running_quantile(values: np.ndarray, width: int, quantile: float) -> np.ndarray:
-    """Quantile over a centred window of `width` (odd) along the last axis, edges repeated."""
-    half = width // 2
-    padded = np.pad(values, ((0, 0), (half, half)), mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
-    rank = int(round(quantile * (width - 1)))
-    return np.partition(windows, rank, axis=-1)[..., rank]
-
-
 def _tonality_per_frame(power: np.ndarray, freqs: np.ndarray, s: AnalysisSettings) -> np.ndarray:
     """Share of each frame's power in bins >= `peak_db` above the local median of the tilt-free spectrum."""
     residual = _tilt_free_db(power, freqs, s)
     step = freqs[1] - freqs[0]
     width = int(round(max(s.local_median_hz / step, s.local_median_min_bins))) | 1
-    local = _running_quantile(residual, width, s.local_quantile)
+    local = ndimage.rank_filter(residual, int(round(s.local_quantile * (width - 1))), size=(1, width), mode="nearest")
     peaks = ndimage.binary_dilation(residual - local >= s.peak_db, structure=np.ones((1, 3), bool))
     whitened = 10 ** (residual / 10)
     return np.sum(whitened * peaks, axis=1) / np.sum(whitened, axis=1)
@@ -173,9 +162,7 @@ def _band_of(freq_hz: float, sample_rate: int, s: AnalysisSettings) -> str:
     return "low" if freq_hz < low_mid else ("mid" if freq_hz < mid_high else "high")
 
 
-# ---------------------------------------------------------------------------------------------
-# Tonal sources
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- Tonal sources
 
 
 def _partial_power(spectrum: np.ndarray, freqs: np.ndarray, target_hz: float, f0: float, s: AnalysisSettings) -> float:
@@ -240,9 +227,7 @@ def _tonal_envelope_db(x: np.ndarray, sample_rate: int, track_hz: np.ndarray, s:
     return _to_db(power[:: max(int(round(s.envelope_hop_s * sample_rate)), 1)], s.envelope_floor_db)
 
 
-# ---------------------------------------------------------------------------------------------
-# Noise sources
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- Noise sources
 
 
 def _band_powers_db(spectrum: np.ndarray, freqs: np.ndarray, s: AnalysisSettings, sample_rate: int
@@ -263,15 +248,14 @@ def _noise_colour_and_band(spectrum: np.ndarray, freqs: np.ndarray, sample_rate:
                            ) -> tuple[str, str]:
     """Fit slope + each band's emphasis; the best-fitting band and the slope's colour."""
     log_f, level_db = _band_powers_db(spectrum, freqs, s, sample_rate)
-    best = None
+    fits = []  # (error, band, slope) per band
     for band in PITCH_BANDS:
         emphasis = synthetic.noise_emphasis_db(2.0**log_f, band, sample_rate, s.synth) / s.synth.noise_emphasis_db
         design = np.stack([np.ones_like(log_f), log_f, emphasis], axis=1)
         coef, *_ = np.linalg.lstsq(design, level_db, rcond=None)
         error = float(np.sum((design @ coef - level_db) ** 2)) + (0.0 if coef[2] > 0 else s.negative_emphasis_penalty)
-        if best is None or error < best[0]:
-            best = (error, band, float(coef[1]))
-    _, band, slope = best
+        fits.append((error, band, float(coef[1])))
+    _, band, slope = min(fits, key=lambda fit: fit[0])
     if slope > s.white_pink_slope_db:
         return "white_noise", band
     return ("pink_noise" if slope > s.pink_brown_slope_db else "brown_noise"), band
@@ -296,9 +280,7 @@ def _normalized_bin_envelope_db(x: np.ndarray, sample_rate: int, s: AnalysisSett
     return relative_db @ (weights / max(float(weights.sum()), 1e-30))
 
 
-# ---------------------------------------------------------------------------------------------
-# Envelope: fade, steadiness, onsets
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- Envelope: fade, steadiness, onsets
 
 
 @dataclass(frozen=True)
@@ -402,9 +384,7 @@ def _fade(shape: EnvelopeShape, s: AnalysisSettings) -> str:
     return "constant"
 
 
-# ---------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- Public API
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,6 @@ import numpy as np
 PROB_FLOOR = 1e-10  # probabilities are clipped here before the log (a hard zero would give inf)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of [n, C] logits."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def _check_probs(p: np.ndarray, name: str) -> np.ndarray:
     p = np.asarray(p, np.float64)
     if p.ndim != 2 or p.shape[0] < 1:

@@ -16,25 +16,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from jaxstage.data.audio_io import resample
 from jaxstage.data.encoders import _import_torch
-from jaxstage.eval.classifier_metrics import softmax
 
 
-def _model_dir(model_dir: str | Path, what: str) -> Path:
+def _folder_config(model_dir: str | Path, what: str, model_type: str, transformers):
+    """(the model folder, its config), checked to exist and to be of `model_type`."""
     path = Path(model_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: cannot load {what} (no such directory)")
-    return path
-
-
-def _config(path: Path, what: str, model_type: str, transformers):
-    """The folder's model config, checked to be of `model_type`."""
     config = _load(path, what, transformers.AutoConfig.from_pretrained)
     if config.model_type != model_type:
         raise ValueError(f"{path}: cannot load {what} (model_type is {config.model_type!r}, not {model_type!r})")
-    return config
+    return path, config
 
 
 def _load(path: Path, what: str, loader, **kwargs):
@@ -62,10 +58,9 @@ class ASTClassifier:
     """An AST audio classifier: `__call__(audio [B, N], sample_rate)` -> logits, probs, embedding."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 16):
-        torch, transformers = _import_torch("ASTClassifier")
+        self._torch, transformers = _import_torch("ASTClassifier")
         what = "an AST classifier"
-        self.model_dir = _model_dir(model_dir, what)
-        config = _config(self.model_dir, what, "audio-spectrogram-transformer", transformers)
+        self.model_dir, config = _folder_config(model_dir, what, "audio-spectrogram-transformer", transformers)
         self.extractor = _load(self.model_dir, what, transformers.ASTFeatureExtractor.from_pretrained)
         model = _load(self.model_dir, what, transformers.ASTForAudioClassification.from_pretrained, config=config)
         self.model = model.float().to(device).eval()
@@ -73,7 +68,6 @@ class ASTClassifier:
         self.sample_rate = int(self.extractor.sampling_rate)
         self.num_classes = int(model.config.num_labels)
         self.labels = [model.config.id2label[i] for i in range(self.num_classes)]
-        self._torch = torch
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
         """Audio [B, N] at `sample_rate` -> {"logits", "probs": [B, C], "embedding": [B, D]} float64."""
@@ -86,7 +80,7 @@ class ASTClassifier:
                 logits.append(self.model.classifier(pooled).double().cpu().numpy())
             embedding.append(pooled.double().cpu().numpy())
         logits_np = np.concatenate(logits)
-        return {"logits": logits_np, "probs": softmax(logits_np), "embedding": np.concatenate(embedding)}
+        return {"logits": logits_np, "probs": softmax(logits_np, axis=-1), "embedding": np.concatenate(embedding)}
 
 
 class CLAPModel:
@@ -98,10 +92,9 @@ class CLAPModel:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 16):
-        torch, transformers = _import_torch("CLAPModel")
+        self._torch, transformers = _import_torch("CLAPModel")
         what = "a CLAP model"
-        self.model_dir = _model_dir(model_dir, what)
-        config = _config(self.model_dir, what, "clap", transformers)
+        self.model_dir, config = _folder_config(model_dir, what, "clap", transformers)
         self.extractor = _load(self.model_dir, what, transformers.ClapFeatureExtractor.from_pretrained)
         self.tokenizer = _load(self.model_dir, what, transformers.AutoTokenizer.from_pretrained)
         if len(self.tokenizer) <= len(set(self.tokenizer.all_special_tokens)):  # 5.x: no files -> empty vocab
@@ -113,7 +106,6 @@ class CLAPModel:
         text = model.config.text_config  # Roberta positions start after pad_token_id
         self.max_length = min(int(self.tokenizer.model_max_length),
                               int(text.max_position_embeddings) - int(text.pad_token_id or 0) - 1)
-        self._torch = torch
 
     def audio_embeddings(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Audio [B, N] at `sample_rate` -> float64 [B, D], unit L2 norm per row."""

@@ -17,22 +17,17 @@ N_MELS = 64
 LOG_FLOOR = 1e-8
 
 
-def _n_fft(sample_rate: int) -> int:
-    return int(2 ** np.round(np.log2(0.064 * sample_rate)))
-
-
 def spectral_embedding(audio: np.ndarray, sample_rate: int, n_mels: int = N_MELS) -> np.ndarray:
     """[N] or [B, N] audio -> [2·n_mels] or [B, 2·n_mels] float64 (mean and std of log-mel over frames)."""
     x = np.asarray(audio, np.float64)
     single = x.ndim == 1
     x = np.atleast_2d(x)
-    n_fft = _n_fft(sample_rate)
+    n_fft = int(2 ** np.round(np.log2(0.064 * sample_rate)))  # the power of two nearest 64 ms (log scale)
     hop = n_fft // 4
     if x.shape[-1] < n_fft:
         x = np.pad(x, ((0, 0), (0, n_fft - x.shape[-1])))
-    count = 1 + (x.shape[-1] - n_fft) // hop
-    idx = hop * np.arange(count)[:, None] + np.arange(n_fft)[None, :]
-    power = np.abs(np.fft.rfft(x[:, idx] * hann_window(n_fft), axis=-1)) ** 2  # [B, T, F]
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[:, ::hop]
+    power = np.abs(np.fft.rfft(frames * hann_window(n_fft), axis=-1)) ** 2  # [B, T, F]
     mel = power @ mel_filterbank(sample_rate, n_fft, n_mels, 0.0, sample_rate / 2).astype(np.float64).T
     logmel = np.log10(mel + LOG_FLOOR)
     out = np.concatenate([logmel.mean(axis=1), logmel.std(axis=1)], axis=-1)

@@ -4,7 +4,8 @@ An SR model should beat the unprocessed input, but on LSD that is a low bar: the
 high band scores a huge log distance however crude the fill. :func:`oracle_noise_fill` is a
 stronger yardstick: the input plus random-phase noise above the cutoff whose magnitude in every
 bin is the *reference's own* time-averaged magnitude, scaled to the reference's high-band energy
-(an oracle spectral envelope and level, with no time structure). A model that beats it on LSD-HF has learned more than the average spectrum's level.
+(an oracle spectral envelope and level, with no time structure). A model that beats it on LSD-HF
+has learned more than the average spectrum's level.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ def oracle_noise_fill(reference: np.ndarray, low: np.ndarray, cutoff_hz: float, 
     freqs, _, spec = signal.stft(reference, **kwargs)
     envelope = np.sqrt(np.mean(np.abs(spec) ** 2, axis=-1))  # [F] RMS magnitude over frames
     phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(spec.shape))
-    noise_spec = (envelope * (freqs > cutoff_hz))[:, None] * phase
-    _, noise = signal.istft(noise_spec, **kwargs)
-    # overlap-add of random-phase frames loses power: rescale to the reference's high-band energy
     band = freqs > cutoff_hz
+    _, noise = signal.istft((envelope * band)[:, None] * phase, **kwargs)
+    # overlap-add of random-phase frames loses power: rescale to the reference's high-band energy
     _, _, realized = signal.stft(noise[: reference.size], **kwargs)
     target = np.sum(np.abs(spec[band]) ** 2)
     got = np.sum(np.abs(realized[band]) ** 2)

@@ -9,9 +9,7 @@ Every bad input is an `EvalError` (a ValueError) with a one-line message naming 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +41,8 @@ def index_audio(root: str | Path, role: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or path.suffix.lower() not in AUDIO_EXTENSIONS:
-            continue
-        if not path.is_file():
+        hidden = any(part.startswith(".") for part in rel.parts)
+        if hidden or path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
             continue
         key = rel.with_suffix("").as_posix()
         if key in found:
@@ -111,20 +108,6 @@ def evaluate_file(ref_path: Path, est_path: Path, input_sr: int,
     return result, ref_rate
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file beside `path`, then os.replace it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate_dirs(ref_dir: str | Path, est_dir: str | Path, input_sr: int, out: str | Path | None = None, *,
                   allow_missing: bool = False, tolerance: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate every reference in `ref_dir` against its estimate in `est_dir`; write and return the JSON.
@@ -146,18 +129,17 @@ def evaluate_dirs(ref_dir: str | Path, est_dir: str | Path, input_sr: int, out: 
     if not pairs:
         raise EvalError(f"no reference in {ref_dir} has a matching estimate in {est_dir}")
 
-    sample_rate, first = None, None
-    for ref_path, est_path in pairs:  # fail fast on header problems, before the long loop
+    sample_rate = check_pair(*pairs[0], input_sr, tolerance)  # fail fast on header problems, before the long loop
+    for ref_path, est_path in pairs[1:]:
         rate = check_pair(ref_path, est_path, input_sr, tolerance)
-        if sample_rate is None:
-            sample_rate, first = rate, ref_path
-        elif rate != sample_rate:
-            raise EvalError(f"sample rate mismatch across files: {ref_path} is {rate} Hz but {first} is "
+        if rate != sample_rate:
+            raise EvalError(f"sample rate mismatch across files: {ref_path} is {rate} Hz but {pairs[0][0]} is "
                             f"{sample_rate} Hz")
 
     from tqdm import tqdm
 
     from jaxstage.eval.sr_metrics import METRICS
+    from jaxstage.tools.export.safetensors_io import write_text_atomic
 
     files: dict[str, dict[str, Any]] = {}
     # progress=True shows the bar on a terminal only (tqdm's disable=None), keeping piped stderr clean.
@@ -181,5 +163,7 @@ def evaluate_dirs(ref_dir: str | Path, est_dir: str | Path, input_sr: int, out: 
     }
     if missing:
         summary["missing"] = [refs[key].relative_to(ref_dir).as_posix() for key in missing]
-    write_json_atomic(Path(out) if out is not None else default_out(est_dir), summary)
+    out = Path(out) if out is not None else default_out(est_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(summary, indent=1) + "\n")  # never half-written
     return summary

@@ -184,12 +184,3 @@ def si_sdr(ref: jax.Array, est: jax.Array, tolerance: int = 0) -> jax.Array:
     ref, est = _jax_pair(ref, est, tolerance)
     value, energy, n = _si_sdr_parts(ref, est, jnp)
     return jnp.where(energy <= n * SILENT_RMS**2, jnp.nan, value)
-
-
-def evaluate_batch(ref: jax.Array, est: jax.Array, sr: int, input_sr: int,
-                   tolerance: int | None = None) -> dict[str, jax.Array]:
-    """JAX `evaluate_pair` over [B, N] (or [N]): lsd, lsd_hf, lsd_lf, si_sdr."""
-    tolerance = _default_tolerance(sr, tolerance)
-    out = dict(lsd_bands(ref, est, sr, input_sr, tolerance=tolerance))
-    out["si_sdr"] = si_sdr(ref, est, tolerance=tolerance)
-    return out

@@ -54,10 +54,8 @@ def replaced(cfg: Config, output: np.ndarray, low: np.ndarray, cutoff: np.ndarra
 
 def sr_eval(generator: SRGenerator, state, cfg: Config, count: int, *, baselines: bool = True,
             sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
-    """Score the EMA model (raw and with low-band replacement), the unprocessed input and the oracle
-    noise fill (:mod:`jaxstage.eval.sr_baselines`) on ``count`` held-out clips (SPEC §4 metrics).
-    Both model rows come from the same samples; ``baselines=False`` scores the model rows only.
-    ``sampler``/``steps`` default to ``sample.*``."""
+    """The module docstring's four scores on ``count`` held-out clips; both model rows come from the same
+    samples, ``baselines=False`` scores them only. ``sampler``/``steps`` default to ``sample.*``."""
     sampler, steps = sampler or cfg.sample.sampler, steps or cfg.sample.steps
     batch = sr_clips(cfg, count)
     raw = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"], sampler=sampler,

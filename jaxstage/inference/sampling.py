@@ -19,6 +19,15 @@ from jaxstage.models.text import HashTokenizer
 from jaxstage.train.state import Experiment, Params
 
 
+def sample_audio(exp: Experiment, sampler: str, levels: jax.Array, denoise, stats: CodecStats, key: jax.Array,
+                 batch: int) -> jax.Array:
+    """Audio [batch, N]: ``sampler`` run from Gaussian noise with ``denoise``, then decoded (use inside jit)."""
+    noise_key, sampler_key = jax.random.split(key)
+    x_T = jax.random.normal(noise_key, (batch, exp.codec.num_frames(exp.cfg.num_samples), exp.io_channels), jnp.float32)
+    x0 = samplers.sample(sampler, denoise, exp.objective, levels, x_T, sampler_key)
+    return exp.codec.decode(denormalize(x0, stats), exp.cfg.num_samples)
+
+
 def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = True):
     """A jitted ``(params, stats, text, text_mask, key, cfg_scale) -> audio [B, N]``; ``text`` is token
     ids [B, L] or precomputed embeddings [B, L, D] (per ``text.kind``).
@@ -31,15 +40,12 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = T
     objective = exp.objective
     levels = schedules.for_objective(objective, steps)
     interval = tuple(exp.cfg.sample.cfg_interval)
-    num_samples = exp.cfg.num_samples
-    num_frames = exp.codec.num_frames(num_samples)
 
     @jax.jit
     def generate(params: Params, stats: CodecStats, text: jax.Array, text_mask: jax.Array,
                  key: jax.Array, cfg_scale: jax.Array) -> jax.Array:
         model = exp.model(params)
         tokens, mask = model.encode_text(text, text_mask)
-        batch = text.shape[0]
 
         def denoise_with(x, level, cond):
             x_in, c_noise = objective.model_input(x, level)
@@ -54,10 +60,7 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = T
             def denoise(x, level):
                 return denoise_with(x, level, cond)
 
-        noise_key, sampler_key = jax.random.split(key)
-        x_T = jax.random.normal(noise_key, (batch, num_frames, exp.io_channels), jnp.float32)
-        x0 = samplers.sample(sampler, denoise, objective, levels, x_T, sampler_key)
-        return exp.codec.decode(denormalize(x0, stats), num_samples)
+        return sample_audio(exp, sampler, levels, denoise, stats, key, text.shape[0])
 
     return generate
 

@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage.diffusion import samplers, schedules
+from jaxstage.diffusion import schedules
+from jaxstage.inference.sampling import sample_audio
 from jaxstage.models.band_replace import replace_low_band
-from jaxstage.models.codecs import CodecStats, denormalize, normalize
+from jaxstage.models.codecs import CodecStats, normalize
 from jaxstage.models.text import HashTokenizer
 from jaxstage.train.state import Experiment, Params
 
@@ -30,15 +31,12 @@ def make_sr_generate_fn(exp: Experiment, sampler: str, steps: int, replace: bool
 
     jit boundary: compiled once per (sampler, steps, batch size); the cutoff is a traced per-example
     value, so any cutoff runs on the same executable. The text condition is the hash-tokenized empty
-    caption, exactly what SR training feeds (``jaxstage.data.pipeline.SRExample``).
+    caption, exactly what SR training feeds (``jaxstage.data.pipeline.TrainExample``).
     """
     cfg = exp.cfg
     objective = exp.objective
     levels = schedules.for_objective(objective, steps)
-    num_samples = cfg.num_samples
-    num_frames = exp.codec.num_frames(num_samples)
     empty_ids, empty_mask = HashTokenizer(cfg.text.vocab_size)([""], cfg.data.text_max_length)
-    s = cfg.sr
 
     @jax.jit
     def generate(params: Params, stats: CodecStats, low_audio: jax.Array, cutoff: jax.Array,
@@ -56,13 +54,10 @@ def make_sr_generate_fn(exp: Experiment, sampler: str, steps: int, replace: bool
             out = model.denoise(x_in, c_noise, tokens, mask, low=low, cutoff=cutoff).out
             return objective.denoise(out, x, level)
 
-        noise_key, sampler_key = jax.random.split(key)
-        x_T = jax.random.normal(noise_key, (batch, num_frames, exp.io_channels), jnp.float32)
-        x0 = samplers.sample(sampler, denoise, objective, levels, x_T, sampler_key)
-        audio = exp.codec.decode(denormalize(x0, stats), num_samples)
+        audio = sample_audio(exp, sampler, levels, denoise, stats, key, batch)
         if replace:
-            audio = replace_low_band(audio, low_audio, cutoff, cfg.data.sample_rate, n_fft=s.replace_n_fft,
-                                     transition_hz=s.replace_transition_hz)
+            audio = replace_low_band(audio, low_audio, cutoff, cfg.data.sample_rate, n_fft=cfg.sr.replace_n_fft,
+                                     transition_hz=cfg.sr.replace_transition_hz)
         return audio
 
     return generate
@@ -109,9 +104,9 @@ class SRGenerator:
               sampler: str | None = None, steps: int | None = None, seed: int = 0,
               replace: bool | None = None) -> np.ndarray:
         """Training-length clips: ``low`` [B, num_samples] at the model's rate, ``cutoff`` [B] Hz ->
-        float32 [B, num_samples] at raw levels (WAV writers fit them to full scale). ``replace``: low-band replacement (default
-        ``sr.replace_low_band``). Batches are padded to ``batch_size`` so every call
-        reuses one executable; batch ``g`` draws its noise from ``fold_in(PRNGKey(seed), g)``."""
+        float32 [B, num_samples] at raw levels (WAV writers fit them to full scale). ``replace``:
+        low-band replacement (default ``sr.replace_low_band``). Batches are padded to ``batch_size`` so
+        every call reuses one executable; batch ``g`` draws its noise from ``fold_in(PRNGKey(seed), g)``."""
         low = np.asarray(low, np.float32)
         cutoff = np.asarray(cutoff, np.float32).reshape(-1)
         n = self.exp.cfg.num_samples
@@ -124,10 +119,8 @@ class SRGenerator:
         out = []
         for g, start in enumerate(range(0, low.shape[0], self.batch_size)):
             part, cut = low[start: start + self.batch_size], cutoff[start: start + self.batch_size]
-            short = self.batch_size - part.shape[0]
-            if short:  # pad with copies of the last row (dropped below)
-                part = np.concatenate([part, np.repeat(part[-1:], short, 0)])
-                cut = np.concatenate([cut, np.repeat(cut[-1:], short)])
+            short = self.batch_size - part.shape[0]  # padded with copies of the last row (dropped below)
+            part, cut = np.pad(part, ((0, short), (0, 0)), mode="edge"), np.pad(cut, (0, short), mode="edge")
             key = jax.random.fold_in(jax.random.PRNGKey(seed), g)
             audio = fn(params, stats, jnp.asarray(part), jnp.asarray(cut), key)
             out.append(np.asarray(jax.device_get(audio), np.float32)[: self.batch_size - short])

@@ -4,8 +4,6 @@ of any length to super-resolved files (task=sr). Sampler settings ``None`` mean 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,18 +19,12 @@ def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int, peak_level
     above full scale scaled to ``peak_level`` (None: raw levels). Returns the clip's original peak."""
     import soundfile as sf
 
-    from jaxstage.tools.export.safetensors_io import publish_file
+    from jaxstage.tools.export.safetensors_io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".wav")
-    os.close(fd)
-    try:
-        audio, peak = fit_full_scale(audio, peak_level)
+    audio, peak = fit_full_scale(audio, peak_level)
+    with atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
-        publish_file(tmp, path)  # umask permissions (mkstemp makes 0600), then rename into place
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return peak
 
 
@@ -92,7 +84,8 @@ def super_resolve_to_wav(workdir: str | Path, cfg: Config, inputs: list[tuple[Lo
     exp, state = load_run(cfg, workdir, step=step)
     params = state.ema_params if ema else state.params
     generator = SRGenerator(exp)
+    level = None if raw_levels else cfg.sample.peak_level
     for item, dest in tqdm(inputs, desc="super-resolving", unit="file", disable=len(inputs) < 2):
         audio = generator.upsample(params, state.codec_stats, item.audio, item.cutoff_hz, sampler=sampler,
                                    steps=steps, seed=seed, replace=replace)
-        yield item, dest, write_wav_atomic(dest, audio, cfg.data.sample_rate, None if raw_levels else cfg.sample.peak_level)
+        yield item, dest, write_wav_atomic(dest, audio, cfg.data.sample_rate, level)

@@ -19,9 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# ----------------------------------------------------------------------------------------------
-# STFT primitives (static shapes; window and overlap-add normalization built in numpy at trace time)
-# ----------------------------------------------------------------------------------------------
+# ------------------------------------- STFT primitives (static shapes; window and overlap-add normalization in numpy)
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,9 +89,7 @@ def _check_stft_params(n_fft: int, hop_length: int) -> None:
         raise ValueError(f"need n_fft >= 2 and 0 < hop_length < n_fft, got n_fft={n_fft}, hop_length={hop_length}")
 
 
-# ----------------------------------------------------------------------------------------------
-# Codecs
-# ----------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------- codecs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,9 +278,7 @@ def make_codec(kind: str, **kwargs) -> Codec:
     return CODECS[kind](**kwargs)
 
 
-# ----------------------------------------------------------------------------------------------
-# Data-derived normalization
-# ----------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------- data-derived normalization
 
 
 @flax.struct.dataclass

@@ -41,8 +41,7 @@ class Denoiser(nnx.Module):
         self.sr = cfg.task == "sr"
         self.nyquist = cfg.data.sample_rate / 2
         global_cond_dim = cfg.sr.cutoff_features if self.sr else 0
-        # SR: learned Fourier features of the normalized cutoff (the DiT's global condition)
-        self.cutoff_features = (FourierFeatures(1, global_cond_dim, rngs=rngs) if self.sr else None)
+        self.cutoff_features = FourierFeatures(1, global_cond_dim, rngs=rngs) if self.sr else None
         self.dit = DiffusionTransformer(
             io_channels=io_channels, embed_dim=cfg.model.embed_dim, depth=cfg.model.depth,
             num_heads=cfg.model.num_heads, cond_token_dim=cond_dim,

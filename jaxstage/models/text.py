@@ -73,19 +73,8 @@ class TextEncoder(nnx.Module):
     zeroed in the output.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        width: int,
-        depth: int,
-        num_heads: int,
-        max_length: int,
-        *,
-        mlp_ratio: int = 4,
-        norm_eps: float = 1e-6,
-        pos_init_std: float = 0.02,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, vocab_size: int, width: int, depth: int, num_heads: int, max_length: int, *,
+                 mlp_ratio: int = 4, norm_eps: float = 1e-6, pos_init_std: float = 0.02, rngs: nnx.Rngs):
         self.width = width
         self.max_length = max_length
         self.embed = nnx.Embed(vocab_size, width, rngs=rngs)

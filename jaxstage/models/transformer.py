@@ -75,30 +75,12 @@ class FlatConv1x1(nnx.Conv):
         return y.reshape(*lead, y.shape[-1])
 
 
-def linear(
-    d_in: int,
-    d_out: int,
-    *,
-    axes: Axes,
-    rngs: nnx.Rngs,
-    bias: bool = False,
-    zero_init: bool = False,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-) -> FlatLinear:
+def linear(d_in: int, d_out: int, *, axes: Axes, rngs: nnx.Rngs, bias: bool = False, zero_init: bool = False,
+           dtype=jnp.float32, param_dtype=jnp.float32) -> FlatLinear:
     """An `nnx.Linear` with torch's default (or zero) init and logical axis names on the kernel."""
-    w_init = nnx.initializers.zeros_init() if zero_init else _torch_uniform(d_in)
-    b_init = nnx.initializers.zeros_init() if zero_init else _torch_uniform(d_in)
-    return FlatLinear(
-        d_in,
-        d_out,
-        use_bias=bias,
-        kernel_init=nnx.with_partitioning(w_init, axes, eager_sharding=False),
-        bias_init=b_init,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        rngs=rngs,
-    )
+    init = nnx.initializers.zeros_init() if zero_init else _torch_uniform(d_in)
+    return FlatLinear(d_in, d_out, use_bias=bias, kernel_init=nnx.with_partitioning(init, axes, eager_sharding=False),
+                      bias_init=init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 class SiLU(nnx.Module):
@@ -376,11 +358,7 @@ class ContinuousTransformer(nnx.Module):
         self.project_out = linear(dim, dim_out, axes=("embed", None), **kw)
         self.rotary_pos_emb = RotaryEmbedding(rot_dim)
         if adaln:  # global cond [B, dim] -> [B, 6 dim], biased, torch default init
-            self.global_cond_embedder = nnx.List([
-                linear(dim, dim, axes=("embed", "mlp"), bias=True, **kw),
-                SiLU(),
-                linear(dim, ADALN_CHUNKS * dim, axes=("mlp", "embed"), bias=True, **kw),
-            ])
+            self.global_cond_embedder = mlp(dim, dim, ADALN_CHUNKS * dim, bias=True, in_axes=("embed", "embed"), **kw)
         self.adaln = adaln
         self.layers = nnx.List([
             TransformerBlock(dim, dim_heads, cross_attend=cross_attend, dim_context=cond_token_dim,

@@ -6,7 +6,7 @@ p ≥ p_off. *(ours)* The projector always trains with the full λ₀ (so D stay
 decay); only the gradient into the backbone is scaled by g = λ_ssl/λ₀, through the stop-gradient
 mix `H' = sg(H) + g·(H − sg(H))` (forward value unchanged).
 
-Pure math: imports only jax and flax.
+Pure math: imports only jax, flax and `jaxstage.diffusion`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from jaxstage.diffusion.objectives import per_example_mean
 
 Axes = tuple[str | None, str | None]
 # Logical axis names of the three kernels (column-, row-, then replicated-output parallel).
@@ -101,11 +103,7 @@ def per_example_alignment(projected: jax.Array, targets: jax.Array, eps: float =
     (1 = real token, 0 = padding): the mean over the real tokens only (0 gradient at padding)."""
     if projected.shape != targets.shape:
         raise ValueError(f"projected {projected.shape} and targets {targets.shape} must have the same shape")
-    cos = token_cosine(projected, jax.lax.stop_gradient(targets), eps)
-    if mask is not None:
-        mask = mask.astype(cos.dtype)
-        return 1.0 - jnp.sum(cos * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
-    return 1.0 - cos.reshape(cos.shape[0], -1).mean(axis=-1)
+    return 1.0 - per_example_mean(token_cosine(projected, jax.lax.stop_gradient(targets), eps), mask)
 
 
 def alignment_loss(projected: jax.Array, targets: jax.Array, eps: float = 1e-8,

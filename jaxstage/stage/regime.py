@@ -194,9 +194,3 @@ def update_progress(
         progress=jnp.asarray(progress, jnp.float32), smoothed=smoothed, buffer=buffer, count=count,
         rate=rate, ref_rate=ref_rate, slope=slope,
     )
-
-
-__all__ = [
-    "MODES", "ProgressConfig", "ProgressState", "init_progress", "progress_at_step", "random_switch_step",
-    "ring_slope", "update_progress",
-]

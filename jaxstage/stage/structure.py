@@ -104,14 +104,9 @@ def even_groups(depth: int, num_groups: int) -> jax.Array:
 
 def init_structure(depth: int, cfg: StructureConfig) -> StructureState:
     """Gate off, no checks yet, an even placeholder partition."""
-    return StructureState(
-        group_ids=even_groups(depth, cfg.num_groups),
-        prev_sim=jnp.zeros((depth, depth), jnp.float32),
-        stable_count=jnp.zeros((), jnp.int32),
-        on=jnp.zeros((), jnp.bool_),
-        step_on=jnp.zeros((), jnp.int32),
-        checks=jnp.zeros((), jnp.int32),
-    )
+    return StructureState(group_ids=even_groups(depth, cfg.num_groups), prev_sim=jnp.zeros((depth, depth), jnp.float32),
+                          stable_count=jnp.zeros((), jnp.int32), on=jnp.zeros((), jnp.bool_),
+                          step_on=jnp.zeros((), jnp.int32), checks=jnp.zeros((), jnp.int32))
 
 
 # ----------------------------------------------------------------------------- signatures
@@ -197,14 +192,8 @@ def update_structure(state: StructureState, S: jax.Array, progress: jax.Array, s
     stable = (state.checks > 0) & same & small
     count = jnp.where(stable, state.stable_count + 1, 0).astype(jnp.int32)
     switch = ~state.on & (count >= cfg.patience) & (progress >= cfg.p_struct)
-    return StructureState(
-        group_ids=ids.astype(jnp.int32),
-        prev_sim=S,
-        stable_count=count,
-        on=state.on | switch,
-        step_on=jnp.where(switch, step, state.step_on).astype(jnp.int32),
-        checks=state.checks + 1,
-    )
+    return StructureState(group_ids=ids.astype(jnp.int32), prev_sim=S, stable_count=count, on=state.on | switch,
+                          step_on=jnp.where(switch, step, state.step_on).astype(jnp.int32), checks=state.checks + 1)
 
 
 def structure_weight(state: StructureState, progress: jax.Array, step: jax.Array,

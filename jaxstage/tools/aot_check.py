@@ -109,16 +109,15 @@ def check_memory(cfg: Config, device_memory: int | None = None) -> MemoryReport:
     compiled = compile_train_step(exp, target).compiled
     seconds = time.perf_counter() - start
     stats = compiled.memory_analysis()
+    platform = jax.devices()[0].platform
     if stats is None:
-        raise RuntimeError(f"the {jax.devices()[0].platform} backend gives no memory analysis")
-    params = sharded_bytes(target.params)
-    ema = sharded_bytes(target.ema_params)
-    optimizer = sharded_bytes(target.opt_state)
-    other = sharded_bytes(target) - params - ema - optimizer
+        raise RuntimeError(f"the {platform} backend gives no memory analysis")
+    state = {"params": sharded_bytes(target.params), "ema": sharded_bytes(target.ema_params),
+             "optimizer": sharded_bytes(target.opt_state)}
+    state["other"] = sharded_bytes(target) - sum(state.values())
     summed = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
               + stats.temp_size_in_bytes)
     xla_peak = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
-    platform = jax.devices()[0].platform
     notes = []
     if platform == "cpu" and cfg.model.remat and CPU_KEEP_REMAT_FLAG not in os.environ.get("XLA_FLAGS", ""):
         notes.append(f"model.remat=true but XLA_FLAGS lacks {CPU_KEEP_REMAT_FLAG}: the CPU compiler drops the "
@@ -131,8 +130,7 @@ def check_memory(cfg: Config, device_memory: int | None = None) -> MemoryReport:
     return MemoryReport(
         config=cfg.name, platform=platform, num_devices=jax.device_count(), mesh=dict(exp.mesh.shape),
         batch_size=cfg.train.batch_size,
-        parameters=sum(math.prod(x.shape) for x in jax.tree.leaves(exp.abstract_params)),
-        state={"params": params, "ema": ema, "optimizer": optimizer, "other": other},
+        parameters=sum(math.prod(x.shape) for x in jax.tree.leaves(exp.abstract_params)), state=state,
         arguments=stats.argument_size_in_bytes, outputs=stats.output_size_in_bytes,
         aliased=stats.alias_size_in_bytes, temporaries=stats.temp_size_in_bytes,
         generated_code=stats.generated_code_size_in_bytes,

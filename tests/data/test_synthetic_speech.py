@@ -10,7 +10,6 @@ from jaxstage.data.synthetic_speech import (
     DEFAULT_SETTINGS,
     SpeechSettings,
     SyntheticSpeechSource,
-    render_utterance,
     synthesize,
 )
 
@@ -47,7 +46,7 @@ def test_deterministic_per_seed_and_index():
     np.testing.assert_array_equal(a[4]["audio"], a[4]["audio"])  # random access, no hidden state
     assert not np.allclose(a[4]["audio"], a[5]["audio"])
     assert not np.allclose(a[4]["audio"], SyntheticSpeechSource(4, 10, SR, SR)[4]["audio"])
-    np.testing.assert_array_equal(render_utterance(np.random.default_rng([3, 4]), SR, SR), a[4]["audio"])
+    np.testing.assert_array_equal(synthesize(np.random.default_rng([3, 4]), SR, SR).audio, a[4]["audio"])
 
 
 def test_source_protocol():
@@ -67,12 +66,12 @@ def test_level_and_rates(sr):
         assert audio.shape == (sr,) and audio.dtype == np.float32 and np.all(np.isfinite(audio))
         assert np.max(np.abs(audio)) == pytest.approx(DEFAULT_SETTINGS.peak_level, abs=1e-6)
     quiet = dataclasses.replace(DEFAULT_SETTINGS, peak_level=0.3)
-    audio = render_utterance(np.random.default_rng(0), sr, sr // 2, quiet)
+    audio = synthesize(np.random.default_rng(0), sr, sr // 2, quiet).audio
     assert np.max(np.abs(audio)) == pytest.approx(0.3, abs=1e-6)
 
 
 def test_short_clip_is_finite():
-    audio = render_utterance(np.random.default_rng(0), SR, 100)
+    audio = synthesize(np.random.default_rng(0), SR, 100).audio
     assert audio.shape == (100,) and np.all(np.isfinite(audio)) and np.max(np.abs(audio)) <= 1.0
 
 

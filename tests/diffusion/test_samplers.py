@@ -21,7 +21,6 @@ import pytest
 from jaxstage.diffusion.objectives import EDM, RectifiedFlow, VCosine, expand_to
 from jaxstage.diffusion.samplers import (
     cfg_batched,
-    cfg_denoiser,
     heun,
     pingpong,
     sample,
@@ -199,6 +198,19 @@ def test_registry_rejects_unknown_and_pingpong_needs_key():
 # --- classifier-free guidance and condition dropout --------------------------------------
 
 MU_COND, MU_UNCOND = 0.7, -0.2
+
+
+def cfg_denoiser(denoise_cond, denoise_uncond, objective, scale, interval=(0.0, math.inf)):
+    """Reference CFG with two model calls per NFE: ``D_u + scale·(D_c − D_u)`` where the level's EDM σ̃
+    lies in ``interval`` (inclusive), else ``D_c`` (what ``cfg_batched`` computes in one call)."""
+
+    def denoise(x, level):
+        d_cond, d_uncond = denoise_cond(x, level), denoise_uncond(x, level)
+        sigma = objective.edm_sigma(level)
+        inside = expand_to((sigma >= interval[0]) & (sigma <= interval[1]), d_cond)
+        return jnp.where(inside, d_uncond + scale * (d_cond - d_uncond), d_cond)
+
+    return denoise
 
 
 def _cond_uncond(obj):

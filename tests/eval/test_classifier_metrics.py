@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
-from jaxstage.eval.classifier_metrics import clap_score, inception_score, kl_divergence, paired_kl, softmax
+from jaxstage.eval.classifier_metrics import clap_score, inception_score, kl_divergence, paired_kl
 
 
 def test_kl_hand_computed_direction_and_zero_on_identity():
@@ -29,7 +30,7 @@ def test_inception_score_bounds():
     assert inception_score(one_hot) == pytest.approx(classes, rel=1e-6)
     assert inception_score(np.tile(one_hot[:1], (4, 1))) == pytest.approx(1.0)  # one class only
     rng = np.random.default_rng(0)
-    value = inception_score(softmax(rng.normal(size=(32, classes)) * 3))
+    value = inception_score(softmax(rng.normal(size=(32, classes)) * 3, axis=-1))
     assert 1.0 <= value <= classes
 
 

@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxstage.config import Config, ConfigError, load_json
+from jaxstage.config import ConfigError, load_json
 from jaxstage.inference.load import load_run
 from jaxstage.tools.export import key_map, safetensors_io
 from jaxstage.tools.export.sat_config import check_exportable, dit_dims, to_sat_config
@@ -55,24 +55,22 @@ def source_buffers(workdir: Path, buffers: dict) -> dict:
     path = workdir / SOURCE_BUFFERS
     if not path.is_file():
         return buffers
-    stored, _ = safetensors_io.read_file(path)
-    flat = key_map.flatten(buffers)
+    stored = safetensors_io.read_file(path)
     out = {}
-    for p, value in flat.items():
+    for p, value in key_map.flatten(buffers).items():
         key = key_map.torch_key(p)
         candidate = stored.get(key)
-        if candidate is not None and candidate.shape == value.shape and np.allclose(
+        if candidate is None or candidate.shape != value.shape or not np.allclose(
                 candidate, value, rtol=BUFFER_RTOL, atol=0):
-            out[p] = candidate.astype(value.dtype)
-        else:
             raise ConfigError(f"{path}: buffer {key} missing or different from jaxstage's value; delete the file "
                               f"to export jaxstage's own buffers")
+        out[p] = candidate.astype(value.dtype)
     return key_map.unflatten(out, buffers)
 
 
 def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None, ema: bool = False,
                dtype: str = "fp32", max_shard_bytes: int = 5 * 2**30, mesh: Mesh | None = None,
-               show_progress: bool = True, cfg: Config | None = None) -> ExportResult:
+               show_progress: bool = True) -> ExportResult:
     """Export ``workdir``'s checkpoint (newest, or ``step``) into ``out``.
 
     ``dtype`` casts the parameters (buffers stay float32); ``mesh`` overrides the run's mesh for the
@@ -82,10 +80,9 @@ def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None,
     workdir = Path(workdir)
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
-    if cfg is None:
-        if not (workdir / "config.json").is_file():
-            raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
-        cfg = load_json(workdir / "config.json")
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
+    cfg = load_json(workdir / "config.json")
     check_exportable(cfg)
     exp, state = load_run(cfg, workdir, step=step, mesh=mesh)
     params = gather_to_host((state.ema_params if ema else state.params)["dit"])

@@ -83,7 +83,7 @@ def read_source(src: str | Path, config_path: str | Path | None = None) -> tuple
     if weights.suffix in TORCH_SUFFIXES:
         tensors = _torch_state(weights)
     else:
-        tensors, _, _ = safetensors_io.read_checkpoint(weights)
+        tensors = safetensors_io.read_checkpoint(weights)
     return tensors, sat, weights, config_file
 
 
@@ -138,8 +138,7 @@ def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Pa
     _check_buffers(dit_buffers, jax.device_get(exp.buffers["dit"]), prefix, weights)
 
     state = fresh_state(exp)
-    shardings = exp.param_shardings["dit"]
-    placed = jax.device_put(dit_params, shardings)
+    placed = jax.device_put(dit_params, exp.param_shardings["dit"])
     state = state.replace(params={**state.params, "dit": placed},
                           ema_params={**state.ema_params, "dit": jax.tree.map(lambda a: a.copy(), placed)})
 

@@ -7,8 +7,8 @@ is the `DiffusionTransformer`). What changes per key is the leaf name and the ar
 is all in `RULES` below, first match wins:
 
     jaxstage path (regex)            torch leaf   transform
-    (pre|post)process_conv.kernel    weight       [1, in, out] -> Conv1d [out, in, 1]
-    *.kernel                         weight       Linear [in, out] -> [out, in]
+    *.kernel                         weight       axes reversed: Linear [in, out] -> [out, in],
+                                                  1x1 Conv1d (pre/postprocess_conv) [1, in, out] -> [out, in, 1]
     anything else                    (same)       unchanged: biases, LayerNorm gamma, q/k-norm
                                                   weight/bias, to_scale_shift_gate, Fourier
                                                   weight [out//2, 1]; buffers inv_freq and beta
@@ -43,7 +43,6 @@ class Rule:
     torch_leaf: str | None  # replacement for the last path element (None: unchanged)
     to_torch: Callable[[np.ndarray], np.ndarray]
     from_torch: Callable[[np.ndarray], np.ndarray]
-    note: str
 
 
 def _same(a: np.ndarray) -> np.ndarray:
@@ -51,21 +50,15 @@ def _same(a: np.ndarray) -> np.ndarray:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule(r"(^|\.)(pre|post)process_conv\.kernel$", "weight",
-         lambda a: np.transpose(a, (2, 1, 0)), lambda a: np.transpose(a, (2, 1, 0)),
-         "1x1 Conv1d: [1, in, out] <-> [out, in, 1]"),
-    Rule(r"\.kernel$", "weight", np.transpose, np.transpose, "Linear: [in, out] <-> [out, in]"),
-    Rule(r".*", None, _same, _same, "unchanged"),
+    # reversed axes: Linear [in, out] <-> [out, in], 1x1 Conv1d [1, in, out] <-> [out, in, 1]
+    Rule(r"\.kernel$", "weight", np.transpose, np.transpose),
+    Rule(r".*", None, _same, _same),  # unchanged
 )
 
 
 def rule_for(path: Path) -> Rule:
-    """The first rule whose pattern matches the dotted path."""
-    dotted = ".".join(path)
-    for rule in RULES:
-        if re.search(rule.pattern, dotted):
-            return rule
-    raise AssertionError("the last rule matches everything")
+    """The first rule whose pattern matches the dotted path (the last one matches everything)."""
+    return next(rule for rule in RULES if re.search(rule.pattern, ".".join(path)))
 
 
 def torch_key(path: Path, prefix: str = PREFIX) -> str:
@@ -115,7 +108,8 @@ def from_torch_state(state: dict[str, np.ndarray], params_like: dict, buffers_li
     every one of them must map to a jaxstage leaf. Raises KeyMapError naming the first missing,
     unexpected or mis-shaped key.
     """
-    expected = {torch_key(p, prefix): p for p in (*flatten(params_like), *flatten(buffers_like))}
+    like = {**flatten(params_like), **flatten(buffers_like)}
+    expected = {torch_key(p, prefix): p for p in like}
     present = {k for k in state if k.startswith(prefix)}
     missing = [k for k in expected if k not in present]
     if missing:
@@ -126,7 +120,6 @@ def from_torch_state(state: dict[str, np.ndarray], params_like: dict, buffers_li
         raise KeyMapError(f"{source}: unexpected key {unexpected[0]} ({len(unexpected)} not in the jaxstage DiT: "
                           f"an option jaxstage does not support, or a config that does not match the weights)")
     converted: dict[Path, np.ndarray] = {}
-    like = {**flatten(params_like), **flatten(buffers_like)}
     for key, path in expected.items():
         value = np.asarray(state[key])
         array = rule_for(path).from_torch(value)
@@ -139,15 +132,3 @@ def from_torch_state(state: dict[str, np.ndarray], params_like: dict, buffers_li
             raise KeyMapError(f"{source}: {key} has dtype {value.dtype}, expected a floating-point tensor")
         converted[path] = np.ascontiguousarray(array).astype(like[path].dtype)
     return unflatten(converted, params_like), unflatten(converted, buffers_like)
-
-
-def mapping_rows(params: dict, buffers: dict, prefix: str = PREFIX) -> list[tuple[str, str, tuple, str]]:
-    """(jaxstage path, torch key, torch shape, transform) for every leaf: the table in docs/export.md."""
-    rows = []
-    for kind, tree in (("param", params), ("buffer", buffers)):
-        for path, value in flatten(tree).items():
-            rule = rule_for(path)
-            shape = tuple(rule.to_torch(np.zeros(value.shape, np.int8)).shape)
-            note = rule.note if kind == "param" else f"{rule.note} (buffer)"
-            rows.append((".".join(path), torch_key(path, prefix), shape, note))
-    return rows

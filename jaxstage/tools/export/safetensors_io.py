@@ -12,6 +12,7 @@ with a tqdm bar counting bytes; a failed export leaves no half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -41,6 +42,20 @@ def publish_file(tmp: str | Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp"):
+    """A temporary file name beside ``path`` to write; published as ``path`` when the block succeeds,
+    removed when it fails (``path`` is never half-written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        publish_file(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 class SafetensorsError(ValueError):
     """An unreadable or inconsistent safetensors file; the message names it."""
 
@@ -65,22 +80,16 @@ def write_file(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     header = _header(tensors, metadata)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     written = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(header)))
-            f.write(header)
-            for array in tensors.values():
-                data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-                f.write(data)
-                written += len(data)
-                if progress is not None:
-                    progress.update(len(data))
-        publish_file(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for array in tensors.values():
+            data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            f.write(data)
+            written += len(data)
+            if progress is not None:
+                progress.update(len(data))
     return written
 
 
@@ -133,18 +142,12 @@ def write_checkpoint(out_dir: str | Path, tensors: dict[str, np.ndarray], *, met
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        publish_file(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
 
 
-def read_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata) of one safetensors file; a malformed file is a SafetensorsError naming it."""
+def read_file(path: str | Path) -> dict[str, np.ndarray]:
+    """The tensors of one safetensors file; a malformed file is a SafetensorsError naming it."""
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -152,7 +155,7 @@ def read_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         if n > len(data) - 8:
             raise ValueError(f"header length {n} exceeds the file size {len(data)}")
         header = json.loads(data[8:8 + n])
-        metadata = header.pop("__metadata__", {}) or {}
+        header.pop("__metadata__", None)  # {str: str}, not a tensor
         body = memoryview(data)[8 + n:]
         tensors = {}
         for name, info in header.items():
@@ -166,20 +169,18 @@ def read_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             tensors[name] = np.frombuffer(body[begin:end], dtype=dtype.newbyteorder("<")).reshape(shape).copy()
     except (ValueError, KeyError, TypeError, struct.error) as err:
         raise SafetensorsError(f"{path}: not a valid safetensors file ({err})") from None
-    return tensors, metadata
+    return tensors
 
 
-def read_checkpoint(src: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str], list[Path]]:
-    """(tensors, metadata, files) of a safetensors file, a directory with `model.safetensors`, or a
-    directory/index file of shards."""
+def read_checkpoint(src: str | Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file, a directory with `model.safetensors`, or a directory/index
+    file of shards."""
     src = Path(src)
     if src.is_dir():
-        if (src / INDEX_NAME).is_file():
-            src = src / INDEX_NAME
-        elif (src / SINGLE_NAME).is_file():
-            src = src / SINGLE_NAME
-        else:
+        found = next((src / name for name in (INDEX_NAME, SINGLE_NAME) if (src / name).is_file()), None)
+        if found is None:
             raise FileNotFoundError(f"{src}: no {SINGLE_NAME} or {INDEX_NAME}")
+        src = found
     if not src.is_file():
         raise FileNotFoundError(f"{src}: file not found")
     if src.name.endswith(".index.json"):
@@ -188,16 +189,10 @@ def read_checkpoint(src: str | Path) -> tuple[dict[str, np.ndarray], dict[str, s
             files = sorted(set(index["weight_map"].values()))
         except (ValueError, KeyError, TypeError) as err:
             raise SafetensorsError(f"{src}: not a valid safetensors index ({err})") from None
-        tensors: dict[str, np.ndarray] = {}
-        metadata: dict[str, str] = {}
-        for name in files:
-            part, meta = read_file(src.parent / name)
-            tensors.update(part)
-            metadata.update(meta)
+        tensors = {k: v for name in files for k, v in read_file(src.parent / name).items()}
         missing = [k for k in index["weight_map"] if k not in tensors]
         if missing:
             raise SafetensorsError(f"{src}: {missing[0]} is listed in the index but in none of its shards")
-        return tensors, metadata, [src, *(src.parent / n for n in files)]
-    tensors, metadata = read_file(src)
-    return tensors, metadata, [src]
+        return tensors
+    return read_file(src)
 

@@ -23,23 +23,20 @@ SAT_VERSION = "0.0.19"
 TIMESTEP_FEATURES_DIM = 256  # fixed in stable-audio-tools 0.0.19's DiffusionTransformer
 OBJECTIVES = {"v": "v", "rf": "rectified_flow"}  # jaxstage -> stable-audio-tools diffusion_objective
 
+ROUTING_IDS = ("cross_attention_cond_ids", "global_cond_ids", "input_concat_ids", "prepend_cond_ids")
 # Parts of a stable-audio-tools config that import reads past (reported, never silently dropped).
 NOT_IMPORTED = {
     "training": "training settings",
     "model.conditioning": "conditioners (text encoder, number embedders): jaxstage keeps its own",
     "model.pretransform": "the autoencoder: jaxstage works in its own codec space (codec.*)",
     "model.diffusion.distribution_shift_options": "sampling-time timestep shift",
-    "model.diffusion.cross_attention_cond_ids": "conditioning routing by id",
-    "model.diffusion.global_cond_ids": "conditioning routing by id",
-    "model.diffusion.input_concat_ids": "conditioning routing by id",
-    "model.diffusion.prepend_cond_ids": "conditioning routing by id",
+    **{f"model.diffusion.{key}": "conditioning routing by id" for key in ROUTING_IDS},
 }
 
 KNOWN = {
     "": {"model_type", "sample_size", "sample_rate", "audio_channels", "model", "training", "jaxstage"},
     "model": {"io_channels", "diffusion", "conditioning", "pretransform"},
-    "model.diffusion": {"type", "diffusion_objective", "config", "cross_attention_cond_ids", "global_cond_ids",
-                        "input_concat_ids", "prepend_cond_ids", "distribution_shift_options"},
+    "model.diffusion": {"type", "diffusion_objective", "config", "distribution_shift_options", *ROUTING_IDS},
 }
 
 # DiT constructor fields jaxstage maps onto its own config.
@@ -56,6 +53,8 @@ DIT_FIXED: dict[str, Any] = {
 DIT_INIT_ONLY = {"zero_init_branch_outputs"}  # affects initialization only: irrelevant to loaded weights
 ATTN_FIXED: dict[str, Any] = {"differential": False, "feat_scale": False, "causal": False}
 FF_FIXED: dict[str, Any] = {"glu": True, "no_bias": False, "use_conv": False}
+# model.* keys that equal the parsed DiT field of the same name (see `parse_sat_config`)
+MODEL_FIELDS = ("embed_dim", "depth", "num_heads", "ff_mult", "qk_norm", "global_cond_type", "project_cond_tokens")
 
 
 # ----------------------------------------------------------------------------- export
@@ -122,27 +121,22 @@ def to_sat_config(cfg: Config, dims: dict[str, int]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- import
 
 
-def _check_known(section: dict, where: str) -> None:
-    for key in section:
-        if key not in KNOWN[where]:
-            dotted = f"{where}.{key}" if where else key
-            raise ConfigError(f"unknown field {dotted} in the stable-audio-tools config")
-
-
 def _get(section: dict, key: str, where: str):
     if key not in section:
         raise ConfigError(f"missing field {where}.{key} in the stable-audio-tools config")
     return section[key]
 
 
-def _check_fixed(section: dict, fixed: dict[str, Any], where: str, allowed: set[str]) -> None:
+def _check_fields(section: dict, where: str, allowed: set[str], fixed: dict[str, Any] | None = None) -> None:
+    """Every key of ``section`` is ``allowed``, or a ``fixed`` one at the only value jaxstage's DiT supports."""
     for key, value in section.items():
+        dotted = f"{where}.{key}" if where else key
         if key in allowed:
             continue
-        if key not in fixed:
-            raise ConfigError(f"unknown field {where}.{key} in the stable-audio-tools config")
+        if key not in (fixed or {}):
+            raise ConfigError(f"unknown field {dotted} in the stable-audio-tools config")
         if value != fixed[key]:
-            raise ConfigError(f"{where}.{key}={value!r}: jaxstage's DiT supports only {fixed[key]!r}")
+            raise ConfigError(f"{dotted}={value!r}: jaxstage's DiT supports only {fixed[key]!r}")
 
 
 def _positive_int(value: Any, dotted: str) -> int:
@@ -159,13 +153,13 @@ def parse_sat_config(sat: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(sat, dict):
         raise ConfigError("the stable-audio-tools config must be a JSON object")
-    _check_known(sat, "")
+    _check_fields(sat, "", KNOWN[""])
     if _get(sat, "model_type", "") != "diffusion_cond":
         raise ConfigError(f"model_type={sat['model_type']!r}: jaxstage imports diffusion_cond models only")
     model = _get(sat, "model", "")
-    _check_known(model, "model")
+    _check_fields(model, "model", KNOWN["model"])
     diffusion = _get(model, "diffusion", "model")
-    _check_known(diffusion, "model.diffusion")
+    _check_fields(diffusion, "model.diffusion", KNOWN["model.diffusion"])
     if _get(diffusion, "type", "model.diffusion") != "dit":
         raise ConfigError(f"model.diffusion.type={diffusion['type']!r}: jaxstage imports the DiT ('dit') only")
     sat_objective = diffusion.get("diffusion_objective", "v")
@@ -175,9 +169,9 @@ def parse_sat_config(sat: dict[str, Any]) -> dict[str, Any]:
                           f"{', '.join(OBJECTIVES.values())}")
     dit = dict(_get(diffusion, "config", "model.diffusion"))
     where = "model.diffusion.config"
-    _check_fixed(dit, DIT_FIXED, where, DIT_MAPPED | DIT_INIT_ONLY)
-    _check_fixed(dit.get("attn_kwargs", {}), ATTN_FIXED, f"{where}.attn_kwargs", {"qk_norm"})
-    _check_fixed(dit.get("ff_kwargs", {}), FF_FIXED, f"{where}.ff_kwargs", {"mult"})
+    _check_fields(dit, where, DIT_MAPPED | DIT_INIT_ONLY, DIT_FIXED)
+    _check_fields(dit.get("attn_kwargs", {}), f"{where}.attn_kwargs", {"qk_norm"}, ATTN_FIXED)
+    _check_fields(dit.get("ff_kwargs", {}), f"{where}.ff_kwargs", {"mult"}, FF_FIXED)
     for key in ("embed_dim", "depth", "num_heads"):
         _positive_int(_get(dit, key, where), f"{where}.{key}")
     io = _positive_int(_get(dit, "io_channels", where), f"{where}.io_channels")
@@ -251,10 +245,9 @@ def _derived_config(parsed: dict[str, Any]) -> Config:
                           f"{d['input_concat_dim']}: only jaxstage's own super-resolution exports (with their "
                           f"'jaxstage' block) carry global or input-concat conditioning")
     cfg = Config(name="imported")
-    m = cfg.model
-    m.embed_dim, m.depth, m.num_heads = d["embed_dim"], d["depth"], d["num_heads"]
-    m.ff_mult, m.qk_norm, m.global_cond_type = d["ff_mult"], d["qk_norm"], d["global_cond_type"]
-    m.project_cond_tokens, m.timestep_features_dim = d["project_cond_tokens"], TIMESTEP_FEATURES_DIM
+    for name in MODEL_FIELDS:
+        setattr(cfg.model, name, d[name])
+    cfg.model.timestep_features_dim = TIMESTEP_FEATURES_DIM
     cfg.diffusion.objective = parsed["objective"]
     cfg.text.kind = "learned"
     cfg.text.width = d["cond_token_dim"]
@@ -272,13 +265,10 @@ def _derived_config(parsed: dict[str, Any]) -> Config:
 def _check_agrees(cfg: Config, parsed: dict[str, Any]) -> None:
     """The jaxstage config must build exactly the DiT the stable-audio-tools config describes."""
     d = parsed["dit"]
-    pairs = [("model.embed_dim", "embed_dim"), ("model.depth", "depth"), ("model.num_heads", "num_heads"),
-             ("model.ff_mult", "ff_mult"), ("model.qk_norm", "qk_norm"), ("model.global_cond_type", "global_cond_type"),
-             ("model.project_cond_tokens", "project_cond_tokens")]
-    for key, field in pairs:
-        if config_lib.get_value(cfg, key) != d[field]:
-            raise ConfigError(f"{key}={config_lib.get_value(cfg, key)!r} disagrees with the checkpoint's "
-                              f"model.diffusion.config.{field}={d[field]!r}")
+    for name in MODEL_FIELDS:
+        if getattr(cfg.model, name) != d[name]:
+            raise ConfigError(f"model.{name}={getattr(cfg.model, name)!r} disagrees with the checkpoint's "
+                              f"model.diffusion.config.{name}={d[name]!r}")
     if cfg.diffusion.objective != parsed["objective"]:
         raise ConfigError(f"diffusion.objective={cfg.diffusion.objective!r} disagrees with the checkpoint's "
                           f"diffusion_objective ({OBJECTIVES.get(parsed['objective'])})")

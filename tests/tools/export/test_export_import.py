@@ -41,7 +41,7 @@ def exported(run, tmp_path_factory):
 
 
 def _tensors(folder: Path) -> dict[str, np.ndarray]:
-    return safetensors_io.read_checkpoint(folder)[0]
+    return safetensors_io.read_checkpoint(folder)
 
 
 def test_export_loads_strict_in_stable_audio_tools_and_matches_jax(run, exported):
