@@ -25,8 +25,7 @@ def write_samples(logger: RunLogger, generator: Generator, state, cfg: Config, s
     logger.audio(step, prompts.captions, audio, cfg.data.sample_rate)
 
 
-def attribute_check(logger: RunLogger, generator: Generator, state, cfg: Config, workdir: Path
-                    ) -> dict[str, float]:
+def attribute_check(logger: RunLogger, generator: Generator, state, cfg: Config, workdir: Path) -> dict[str, float]:
     """Attribute accuracy of the EMA model on ``sample.final_eval_prompts`` held-out prompts (synthetic
     data), judged by signal analysis; written to ``attributes.json``."""
     prompts = held_out_prompts(cfg, cfg.sample.final_eval_prompts)

@@ -80,8 +80,7 @@ def sr_eval(generator: SRGenerator, state, cfg: Config, count: int, *, baselines
             "per_clip": per_clip}
 
 
-def sr_final_eval(logger: RunLogger, generator: SRGenerator, state, cfg: Config,
-                  workdir: Path) -> dict[str, Any]:
+def sr_final_eval(logger: RunLogger, generator: SRGenerator, state, cfg: Config, workdir: Path) -> dict[str, Any]:
     """:func:`sr_eval` on ``sample.final_eval_prompts`` clips, written to ``WORKDIR/sr_eval.json``."""
     report = sr_eval(generator, state, cfg, cfg.sample.final_eval_prompts)
     if jax.process_index() == 0:

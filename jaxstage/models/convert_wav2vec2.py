@@ -22,16 +22,6 @@ _POS_CONV = "encoder.pos_conv_embed.conv.weight"
 _ANCHOR = "feature_projection.projection.weight"  # present in every supported state dict
 
 
-def _require_torch():
-    """Import torch + transformers or fail with the extra to install."""
-    try:
-        import torch  # noqa: F401
-        import transformers
-    except ImportError as e:
-        raise ImportError(f'wav2vec2 conversion needs the torch extra: pip install -e ".[torch]" ({e})') from e
-    return transformers
-
-
 def config_from_transformers(hf_config: Any) -> Wav2Vec2EncoderConfig:
     """A transformers `Wav2Vec2Config` / `HubertConfig` / `WavLMConfig` -> `Wav2Vec2EncoderConfig`."""
     model_type = hf_config.model_type
@@ -118,21 +108,20 @@ def params_from_torch(state_dict: Mapping[str, Any], cfg: Wav2Vec2EncoderConfig)
     return jax.tree_util.tree_map_with_path(convert, nnx.to_pure_dict(state))
 
 
-def model_from_params(cfg: Wav2Vec2EncoderConfig, params: dict) -> Wav2Vec2Encoder:
-    """Build a `Wav2Vec2Encoder` holding `params` (a pure dict from `params_from_torch`)."""
-    graphdef, state = _abstract_state(cfg)
-    nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
-    return nnx.merge(graphdef, state)
-
-
 def from_torch_model(hf_model: Any) -> Wav2Vec2Encoder:
     """A loaded transformers `Wav2Vec2Model` / `HubertModel` / `WavLMModel` (or task model) -> JAX."""
     cfg = config_from_transformers(hf_model.config)
-    return model_from_params(cfg, params_from_torch(hf_model.state_dict(), cfg))
+    graphdef, state = _abstract_state(cfg)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params_from_torch(hf_model.state_dict(), cfg)))
+    return nnx.merge(graphdef, state)
 
 
 def load_encoder(model_dir: str | os.PathLike) -> Wav2Vec2Encoder:
     """Load a saved transformers model directory (no network) as a `Wav2Vec2Encoder`."""
-    transformers = _require_torch()
+    try:
+        import torch  # noqa: F401
+        import transformers
+    except ImportError as e:
+        raise ImportError(f'wav2vec2 conversion needs the torch extra: pip install -e ".[torch]" ({e})') from e
     hf_model = transformers.AutoModel.from_pretrained(os.fspath(model_dir), local_files_only=True)
     return from_torch_model(hf_model)

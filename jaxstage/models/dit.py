@@ -40,14 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from jaxstage.models.transformer import (
-    FlatConv1x1,
-    LAYER_NORM_EPS,
-    ContinuousTransformer,
-    layer_norm,
-    mlp,
-    sequential,
-)
+from jaxstage.models.transformer import LAYER_NORM_EPS, ContinuousTransformer, FlatConv1x1, layer_norm, mlp, sequential
 
 GlobalCondType = Literal["prepend", "adaLN"]
 
@@ -79,9 +72,8 @@ class FourierFeatures(nnx.Module):
 
 def _conv1x1(dim: int, *, rngs: nnx.Rngs, dtype, param_dtype) -> nnx.Conv:
     """Zero-init bias-free 1x1 conv (kernel [1, in, out] <-> torch Conv1d weight [out, in, 1])."""
-    return FlatConv1x1(dim, dim, kernel_size=(1,), use_bias=False,
-                    kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
-                    param_dtype=param_dtype, rngs=rngs)
+    return FlatConv1x1(dim, dim, kernel_size=(1,), use_bias=False, kernel_init=nnx.initializers.zeros_init(),
+                       dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def _nearest_resize(x: jax.Array, length: int) -> jax.Array:
@@ -112,14 +104,12 @@ class DiffusionTransformer(nnx.Module):
         qk = ("ln" if qk_norm else "none") if isinstance(qk_norm, bool) else qk_norm  # True -> "ln"
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.dtype = dtype
-        self.io_channels = io_channels
         self.cond_token_dim = cond_token_dim
         self.global_cond_dim = global_cond_dim
         self.input_concat_dim = input_concat_dim
         self.global_cond_type = global_cond_type
 
-        self.timestep_features = FourierFeatures(1, timestep_features_dim, rngs=rngs,
-                                                 param_dtype=param_dtype)
+        self.timestep_features = FourierFeatures(1, timestep_features_dim, rngs=rngs, param_dtype=param_dtype)
         self.to_timestep_embed = mlp(timestep_features_dim, embed_dim, embed_dim, bias=True,
                                      in_axes=(None, "embed"), **kw)
         cond_embed_dim = None
@@ -129,8 +119,7 @@ class DiffusionTransformer(nnx.Module):
             self.to_cond_embed = mlp(cond_token_dim, cond_embed_dim, cond_embed_dim, bias=False,
                                      in_axes=(None, out_axis), **kw)
         if global_cond_dim > 0:
-            self.to_global_embed = mlp(global_cond_dim, embed_dim, embed_dim, bias=False,
-                                       in_axes=(None, "embed"), **kw)
+            self.to_global_embed = mlp(global_cond_dim, embed_dim, embed_dim, bias=False, in_axes=(None, "embed"), **kw)
         dim_in = io_channels + input_concat_dim
         self.transformer = ContinuousTransformer(
             embed_dim, depth, dim_in=dim_in, dim_out=io_channels, dim_heads=embed_dim // num_heads,
@@ -194,10 +183,7 @@ class DiffusionTransformer(nnx.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def block_weight_matrices(model: DiffusionTransformer, *,
-                          include_cross: bool = True) -> list[list[jax.Array]]:
+def block_weight_matrices(model: DiffusionTransformer, *, include_cross: bool = True) -> list[list[jax.Array]]:
     """Per block: the 2-D kernels [in, out] of attention and feed-forward, in the order
     self_attn.to_qkv, self_attn.to_out, [cross_attn.to_q, .to_kv, .to_out], ff.ff.0.proj, ff.ff.2.
     Zero-initialised kernels (to_out, ff.ff.2) are exactly zero at init: normalize with an eps."""
@@ -214,4 +200,3 @@ def block_weight_matrices(model: DiffusionTransformer, *,
 def count_params(model: nnx.Module) -> int:
     """Number of trainable (`nnx.Param`) scalars; buffers are excluded."""
     return sum(int(a.size) for a in jax.tree.leaves(nnx.state(model, nnx.Param)))
-

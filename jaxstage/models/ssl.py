@@ -128,20 +128,10 @@ class SpectralSSL:
                 groups.append(_normalize_group(resample_frames(g, num_frames), num_groups, self.norm_eps))
         return jnp.concatenate(groups, axis=-1)
 
-    def __call__(self, audio: jax.Array) -> jax.Array:
-        return self.features(audio)
 
-
-def ssl_targets(batch: Mapping[str, jax.Array], num_tokens: int, encoder: SpectralSSL | None = None) -> jax.Array:
-    """Targets [B, num_tokens, d_ssl]: `batch["ssl_targets"]` if present, else `encoder(batch["audio"])`.
-
-    Both paths go through `resample_frames`; the choice is static (dict keys), so it is jit-safe.
-    Targets carry no gradient.
-    """
-    if "ssl_targets" in batch:
-        frames = jnp.asarray(batch["ssl_targets"], jnp.float32)
-    elif encoder is not None:
-        frames = encoder.features(batch["audio"])
-    else:
-        raise ValueError("no SSL targets: batch has no 'ssl_targets' and no encoder was given")
-    return jax.lax.stop_gradient(resample_frames(frames, num_tokens))
+def ssl_targets(batch: Mapping[str, jax.Array], num_tokens: int) -> jax.Array:
+    """Precomputed targets ``batch["ssl_targets"]`` resampled to [B, num_tokens, d_ssl], without gradient
+    (φ computed in the step goes through ``train.recipe.ssl_targets``)."""
+    if "ssl_targets" not in batch:
+        raise ValueError("no SSL targets: the batch has no 'ssl_targets' (precomputed targets come with prepared data)")
+    return jax.lax.stop_gradient(resample_frames(jnp.asarray(batch["ssl_targets"], jnp.float32), num_tokens))

@@ -34,13 +34,8 @@ def resample_fft(audio: jax.Array, rate_in: int, rate_out: int) -> jax.Array:
         return audio
     n_in = audio.shape[-1]
     n_out = int(round(n_in * rate_out / rate_in))
-    spectrum = jnp.fft.rfft(audio, axis=-1)
-    bins = n_out // 2 + 1
-    if bins <= spectrum.shape[-1]:
-        spectrum = spectrum[..., :bins]
-    else:
-        spectrum = jnp.pad(spectrum, [(0, 0)] * (spectrum.ndim - 1) + [(0, bins - spectrum.shape[-1])])
-    return jnp.fft.irfft(spectrum, n=n_out, axis=-1) * (n_out / n_in)
+    # irfft with n=n_out truncates or zero-pads the spectrum to n_out // 2 + 1 bins
+    return jnp.fft.irfft(jnp.fft.rfft(audio, axis=-1), n=n_out, axis=-1) * (n_out / n_in)
 
 
 def standardize(audio: jax.Array, eps: float = 1e-7) -> jax.Array:

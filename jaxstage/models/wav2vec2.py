@@ -27,6 +27,7 @@ that after the encoder's final LayerNorm.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Literal, NamedTuple
 
@@ -38,15 +39,10 @@ from flax import nnx
 ModelType = Literal["wav2vec2", "hubert", "wavlm"]
 CONV_NORM_EPS = 1e-5  # torch nn.LayerNorm / nn.GroupNorm / nn.BatchNorm1d default in the conv stack
 
+_GELU_TANH = functools.partial(jax.nn.gelu, approximate=True)
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "tanh": jnp.tanh,
-}
+    "gelu": functools.partial(jax.nn.gelu, approximate=False), "gelu_new": _GELU_TANH, "gelu_pytorch_tanh": _GELU_TANH,
+    "relu": jax.nn.relu, "silu": jax.nn.silu, "swish": jax.nn.silu, "tanh": jnp.tanh}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +96,6 @@ class EncoderOutput(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
 def _layer_norm(dim: int, eps: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """torch-equivalent LayerNorm (two-pass variance, as torch computes it)."""
     return nnx.LayerNorm(dim, epsilon=eps, use_fast_variance=False, rngs=rngs)
@@ -137,8 +131,6 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
 
 
 # ----------------------------------------------------------------------------- feature extractor
-
-
 class ConvLayer(nnx.Module):
     """Conv1d (VALID, strided) + optional GroupNorm("group", per channel) / LayerNorm("layer") + act."""
 
@@ -217,8 +209,6 @@ class PositionalConvEmbedding(nnx.Module):
 
 
 # ----------------------------------------------------------------------------- transformer
-
-
 def _key_bias(mask: jax.Array | None, dtype) -> jax.Array | None:
     """Frame mask [B, T] bool -> additive key bias [B, 1, 1, T] (0 or dtype min)."""
     if mask is None:
@@ -232,10 +222,7 @@ class Attention(nnx.Module):
     def __init__(self, cfg: Wav2Vec2EncoderConfig, *, has_relative_position_bias: bool, rngs: nnx.Rngs):
         d, h = cfg.hidden_size, cfg.num_attention_heads
         self.num_heads, self.head_dim = h, cfg.head_dim
-        self.k_proj = nnx.Linear(d, d, rngs=rngs)
-        self.v_proj = nnx.Linear(d, d, rngs=rngs)
-        self.q_proj = nnx.Linear(d, d, rngs=rngs)
-        self.out_proj = nnx.Linear(d, d, rngs=rngs)
+        self.k_proj, self.v_proj, self.q_proj, self.out_proj = (nnx.Linear(d, d, rngs=rngs) for _ in range(4))
         self.wavlm = cfg.model_type == "wavlm"
         if self.wavlm:
             self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_bucket_distance
@@ -343,7 +330,7 @@ class Wav2Vec2Encoder(nnx.Module):
     `attention_mask` [B, L] (1 = real sample) is optional: as in transformers, padded frames are
     zeroed before the positional conv and masked as attention keys (the conv stack still sees the
     padding, so "group"-norm checkpoints expect unpadded input). Pure and jit-able: wrap calls in
-    `nnx.jit`, or split it and `jax.jit` a function of (graphdef, state, wav) (`encode`).
+    `nnx.jit`, or split it and `jax.jit` a function of (graphdef, state, wav) (as `NeuralSSL` does).
     """
 
     def __init__(self, cfg: Wav2Vec2EncoderConfig, *, rngs: nnx.Rngs):
@@ -354,23 +341,8 @@ class Wav2Vec2Encoder(nnx.Module):
 
     def __call__(self, wav: jax.Array, attention_mask: jax.Array | None = None) -> EncoderOutput:
         features = self.feature_extractor(wav.astype(jnp.float32))
-        num_frames = features.shape[1]
-        mask = None if attention_mask is None else frame_mask(attention_mask, num_frames, self.cfg)
+        mask = None if attention_mask is None else frame_mask(attention_mask, features.shape[1], self.cfg)
         x, extract_features = self.feature_projection(features)
         last, hidden_states = self.encoder(x, mask)
         return EncoderOutput(last, hidden_states, extract_features)
 
-
-# jit boundary: the model is split into a static graphdef and an array state, so one compilation
-# serves every set of weights with the same config and input shape.
-@jax.jit
-def _encode(graphdef: nnx.GraphDef, state: nnx.State, wav: jax.Array,
-            attention_mask: jax.Array | None) -> EncoderOutput:
-    return nnx.merge(graphdef, state)(wav, attention_mask)
-
-
-def encode(model: Wav2Vec2Encoder, wav: jax.Array,
-           attention_mask: jax.Array | None = None) -> EncoderOutput:
-    """Jitted forward of `model` on a waveform batch [B, L]."""
-    graphdef, state = nnx.split(model)
-    return _encode(graphdef, state, wav, attention_mask)

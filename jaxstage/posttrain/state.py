@@ -106,18 +106,13 @@ def arc_state_shardings(ax: ARCExperiment, abstract: ARCState) -> ARCState:
     )
 
 
-def init_arc_state(ax: ARCExperiment, generator: Params, codec_stats: CodecStats) -> ARCState:
-    """Generator (raw and EMA) = ``generator`` (the pretrained EMA weights); discriminator backbone =
-    its first ``arc.disc_depth`` blocks, head freshly initialized; fresh optimizers.
+def _initial_arc_state_fn(ax: ARCExperiment, state_key: jax.Array):
+    """``(generator params, codec_stats, head_key) -> ARCState`` at step 0 (traced by ``init_arc_state``;
+    shapes only in ``arc_restore_target``)."""
 
-    jit boundary: built with the target shardings as out_shardings (no host copy of the weights).
-    """
-    cfg = ax.cfg
-    head_key, state_key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed), 17))
-
-    def init_fn(gen_params, stats, head_key):
+    def init_fn(gen_params, stats, head_key) -> ARCState:
         fresh = nnx.to_pure_dict(nnx.split(
-            Discriminator(cfg, ax.gen.io_channels, text_dim=ax.gen.text_dim, rngs=nnx.Rngs(head_key)),
+            Discriminator(ax.cfg, ax.gen.io_channels, text_dim=ax.gen.text_dim, rngs=nnx.Rngs(head_key)),
             nnx.Param, ...)[1])
         disc = from_pretrained(fresh, gen_params)
         return ARCState(
@@ -126,6 +121,17 @@ def init_arc_state(ax: ARCExperiment, generator: Params, codec_stats: CodecStats
             rng=state_key, codec_stats=stats, skips=init_skips(),
         )
 
+    return init_fn
+
+
+def init_arc_state(ax: ARCExperiment, generator: Params, codec_stats: CodecStats) -> ARCState:
+    """Generator (raw and EMA) = ``generator`` (the pretrained EMA weights); discriminator backbone =
+    its first ``arc.disc_depth`` blocks, head freshly initialized; fresh optimizers.
+
+    jit boundary: built with the target shardings as out_shardings (no host copy of the weights).
+    """
+    head_key, state_key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(ax.cfg.train.seed), 17))
+    init_fn = _initial_arc_state_fn(ax, state_key)
     abstract = jax.eval_shape(init_fn, generator, codec_stats, head_key)
     with jax.set_mesh(ax.mesh):
         return jax.jit(init_fn, out_shardings=arc_state_shardings(ax, abstract))(generator, codec_stats, head_key)
@@ -135,15 +141,8 @@ def arc_restore_target(ax: ARCExperiment) -> ARCState:
     """Sharded abstract ARC state (for restoring a post-training checkpoint onto ``ax``'s mesh)."""
     from jaxstage.models.codecs import fit_stats
 
-    def build():
-        params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), ax.gen.abstract_params)
-        disc = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), ax.abstract_disc_params)
-        audio = jnp.zeros((1, ax.cfg.num_samples), jnp.float32)
-        stats = fit_stats(ax.gen.codec, audio, per_channel=ax.cfg.codec.per_channel_stats)
-        return ARCState(step=jnp.zeros((), jnp.int32), params=params, opt_state=ax.gen_tx.init(params),
-                        ema_params=params, disc_params=disc, disc_opt_state=ax.disc_tx.init(disc),
-                        rng=jax.random.PRNGKey(0), codec_stats=stats, skips=init_skips())
-
-    abstract = jax.eval_shape(build)
+    audio = jax.ShapeDtypeStruct((1, ax.cfg.num_samples), jnp.float32)
+    stats = jax.eval_shape(lambda a: fit_stats(ax.gen.codec, a, per_channel=ax.cfg.codec.per_channel_stats), audio)
+    key = jax.random.PRNGKey(0)
+    abstract = jax.eval_shape(_initial_arc_state_fn(ax, key), ax.gen.abstract_params, stats, key)
     return abstract_target(abstract, arc_state_shardings(ax, abstract))
-

@@ -159,29 +159,33 @@ class Checkpointer:
         self.verify(step)
         saved = set(self.state_metadata(step).keys()) if added_fields else set()
         missing = {name: value for name, value in (added_fields or {}).items() if name not in saved}
-        if missing:
+        try:  # name the checkpoint on any failure; never start fresh silently
+            if not missing:
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
+                restored = self.manager.restore(step, args=args)
+                return restored.state, restored.data
             kept = {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name not in missing}
             placed = {name: jax.device_put(value, jax.tree.map(lambda t: t.sharding, getattr(target, name)))
                       for name, value in missing.items()}
-            state = target.replace(**self.restore_fields(step, kept), **placed)
+            state = target.replace(**self._read_fields(step, kept), **placed)
             return state, self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
-        try:
-            restored = self.manager.restore(step, args=args)
-        except Exception as err:  # name the checkpoint; never start fresh silently
+        except Exception as err:
             raise self._damaged(step, f"it failed to restore ({_first_line(err)})") from err
-        return restored.state, restored.data
 
     def restore_fields(self, step: int, target: dict[str, Any]) -> dict[str, Any]:
         """Restore only the top-level state fields named by ``target``'s keys (e.g. the weights and
         codec statistics, without the optimizer moments) into ``target``'s shapes and shardings."""
         self.verify(step)
-        restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
-        args = ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
-        try:  # a checkpointer of its own: the manager's "state" item keeps the handler that saves it
-            return dict(ocp.PyTreeCheckpointer().restore(self.directory / str(step) / "state", args=args))
+        try:
+            return self._read_fields(step, target)
         except Exception as err:  # name the checkpoint; never start fresh silently
             raise self._damaged(step, f"it failed to restore ({_first_line(err)})") from err
+
+    def _read_fields(self, step: int, target: dict[str, Any]) -> dict[str, Any]:
+        restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
+        args = ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
+        # a checkpointer of its own: the manager's "state" item keeps the handler that saves it
+        return dict(ocp.PyTreeCheckpointer().restore(self.directory / str(step) / "state", args=args))
 
     def state_metadata(self, step: int) -> Any:
         """Shapes and dtypes of the saved state at ``step`` (a tree of array metadata), read without the data."""

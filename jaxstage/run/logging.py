@@ -104,7 +104,9 @@ class RunLogger:
                     if v is not None:
                         self._tb.add_scalar(f"loss_bucket/{i}", v, step)
         if self._bar is not None:
-            self._bar.set_postfix(**{self.headline: f"{values[self.headline]:.4f}"}, p=f"{values.get('progress') or 0:.2f}", sps=f"{values.get('steps_per_s', 0):.1f}",
+            headline = values[self.headline]  # None: not finite (a skipped step)
+            self._bar.set_postfix(**{self.headline: "nan" if headline is None else f"{headline:.4f}"},
+                                  p=f"{values.get('progress') or 0:.2f}", sps=f"{values.get('steps_per_s', 0):.1f}",
                                   refresh=False)
 
     def eval_metrics(self, step: int, values: dict[str, float]) -> None:

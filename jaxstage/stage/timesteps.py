@@ -52,13 +52,8 @@ class AdaptiveTimestepConfig:
         return table[objective_name]
 
 
-def adaptive_level_params(
-    p: jax.Array | float,
-    objective_name: str,
-    dist: str,
-    scale: jax.Array | float,
-    cfg: AdaptiveTimestepConfig = AdaptiveTimestepConfig(),
-) -> dict[str, jax.Array]:
+def adaptive_level_params(p: jax.Array | float, objective_name: str, dist: str, scale: jax.Array | float,
+                          cfg: AdaptiveTimestepConfig = AdaptiveTimestepConfig()) -> dict[str, jax.Array]:
     """`sample_levels` params at progress p: {loc: μ(p), scale} or {p_mean: P(p), p_std: scale}."""
     if dist not in PARAM_KEYS:
         raise ValueError(f"adaptive timesteps need a distribution with a location {sorted(PARAM_KEYS)}, got {dist!r}")

@@ -201,7 +201,7 @@ def ssl_targets(recipe: Recipe, batch: dict[str, jax.Array], num_tokens: int, ss
     """SSL targets at the backbone's token rate (no gradient): ``batch["ssl_targets"]`` when the
     data carries precomputed ones, else φ of ``batch["audio"]`` (spectral stand-in or encoder)."""
     if "ssl_targets" in batch or recipe.ssl is None:
-        return models_ssl.ssl_targets(batch, num_tokens, None)
+        return models_ssl.ssl_targets(batch, num_tokens)
     frames = ssl_features(recipe, batch["audio"], ssl_params)
     return jax.lax.stop_gradient(models_ssl.resample_frames(frames, num_tokens))
 

@@ -94,20 +94,13 @@ def load_ssl_encoder(cfg: Config, mesh: Mesh):
     return neural, params
 
 
-def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:
-    """Initialize parameters, optimizer and regime directly with their target shardings.
+def _initial_state_fn(exp: Experiment):
+    """``(init_key, state_key, codec_stats, monitor) -> TrainState`` at step 0, parameters constrained to
+    their target shardings (traced by ``init_state``; shapes only in ``abstract_state``)."""
 
-    jit boundary: parameters are created already sharded by ``param_shardings`` (no host copy);
-    the optimizer moments inherit those shardings by propagation.
-    """
-    cfg = exp.cfg
-    key = jax.random.PRNGKey(cfg.train.seed)
-    init_key, state_key = jax.random.split(key)
-
-    ssl_dim = exp.recipe.projector_dim
-
-    def init_fn(init_key, stats, monitor):
-        model = Denoiser(cfg, exp.io_channels, ssl_dim=ssl_dim, text_dim=exp.text_dim, rngs=nnx.Rngs(init_key))
+    def init_fn(init_key, state_key, stats, monitor) -> TrainState:
+        model = Denoiser(exp.cfg, exp.io_channels, ssl_dim=exp.recipe.projector_dim, text_dim=exp.text_dim,
+                         rngs=nnx.Rngs(init_key))
         params = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[1])
         params = jax.lax.with_sharding_constraint(params, exp.param_shardings)
         return TrainState(
@@ -116,21 +109,25 @@ def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch |
             regime=init_regime(exp.recipe), codec_stats=stats, monitor=monitor, skips=init_skips(),
         )
 
+    return init_fn
+
+
+def init_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:
+    """Initialize parameters, optimizer and regime directly with their target shardings.
+
+    jit boundary: parameters are created already sharded by ``param_shardings`` (no host copy);
+    the optimizer moments inherit those shardings by propagation.
+    """
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(exp.cfg.train.seed))
     with jax.set_mesh(exp.mesh):
         shardings = state_shardings(exp, codec_stats, monitor)
-        return jax.jit(init_fn, out_shardings=shardings)(init_key, codec_stats, monitor)
+        return jax.jit(_initial_state_fn(exp), out_shardings=shardings)(init_key, state_key, codec_stats, monitor)
 
 
 def abstract_state(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:
     """Shape/dtype tree of the train state (no allocation)."""
-    def build(stats, monitor):
-        params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), exp.abstract_params)
-        return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=exp.tx.init(params),
-            ema_params=params, rng=jax.random.PRNGKey(0), regime=init_regime(exp.recipe), codec_stats=stats,
-            monitor=monitor, skips=init_skips(),
-        )
-    return jax.eval_shape(build, codec_stats, monitor)
+    key = jax.random.PRNGKey(0)
+    return jax.eval_shape(_initial_state_fn(exp), key, key, codec_stats, monitor)
 
 
 def state_shardings(exp: Experiment, codec_stats: CodecStats, monitor: MonitorBatch | None) -> TrainState:

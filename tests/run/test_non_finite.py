@@ -157,3 +157,14 @@ def test_guard_counts_and_names_the_metric():
     np.testing.assert_array_equal(state.w, [2.0, 2.0])
     assert guard.stop_line(metrics["_skips"]) == ("loss is not finite at step 2: 1 consecutive steps skipped "
                                                   "(train.max_skipped_steps=0)")
+
+
+def test_progress_bar_shows_a_skipped_step(tmp_path):
+    """A skipped step logs its loss as null; the progress bar shows it as nan instead of failing."""
+    from jaxstage.run.logging import RunLogger
+
+    logger = RunLogger(tmp_path, progress_bar=True)
+    logger.start_progress(0, 10)
+    logger.metrics(1, {"loss": None, "progress": 0.0, "steps_per_s": 1.0, "skipped_steps": 1})
+    assert "loss=nan" in str(logger._bar)
+    logger.close()
