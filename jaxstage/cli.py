@@ -322,8 +322,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif args.ref is not None or args.est is not None or args.input_sr is not None:
         raise ValueError("--task tta scores a run: drop --ref/--est/--input-sr")
     from jaxstage.eval import sr_report, tta
+    from jaxstage.run.workdir import read_run_config
 
-    workdir, cfg = _run_config(args.workdir)
+    workdir, cfg = read_run_config(args.workdir)
     _check_steps(args.steps)
     common = dict(n=args.n, sampler=args.sampler, steps=args.steps, step=args.step, out=args.out)
     if args.task == "sr":
@@ -357,16 +358,6 @@ def _eval_sr_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_config(workdir_arg: str):
-    """(run directory, its resolved config); a folder without config.json is a one-line error."""
-    from jaxstage.config import load_json
-
-    workdir = Path(workdir_arg)
-    if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
-    return workdir, load_json(workdir / "config.json")
-
-
 def _check_steps(steps: int | None) -> None:
     if steps is not None and steps < 1:
         raise ValueError(f"--steps={steps} must be >= 1")
@@ -374,8 +365,10 @@ def _check_steps(steps: int | None) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _check_steps(args.steps)
-    workdir, cfg = _run_config(args.workdir)
     from jaxstage.inference import wav_files
+    from jaxstage.run.workdir import read_run_config
+
+    workdir, cfg = read_run_config(args.workdir)
 
     settings = dict(step=args.step, ema=not args.no_ema, sampler=args.sampler, steps=args.steps, seed=args.seed,
                     raw_levels=args.raw_levels)

@@ -381,21 +381,15 @@ NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "
 def validate(cfg: Config) -> Config:
     """Raise ConfigError on the first bad value; return cfg unchanged otherwise."""
     for key, choices in CHOICES.items():
-        value = get_value(cfg, key)
-        if value not in choices:
+        if (value := get_value(cfg, key)) not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
-    for key in POSITIVE:
-        value = get_value(cfg, key)
-        if not value > 0:
-            raise ConfigError(f"{key}={value!r} must be > 0")
-    for key in PROBABILITIES:
-        value = get_value(cfg, key)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{key}={value!r} must be in [0, 1]")
-    for key in NON_NEGATIVE:
-        value = get_value(cfg, key)
-        if value < 0:
-            raise ConfigError(f"{key}={value!r} must be >= 0")
+    ranges = ((POSITIVE, lambda v: not v > 0, "must be > 0"),
+              (PROBABILITIES, lambda v: not 0.0 <= v <= 1.0, "must be in [0, 1]"),
+              (NON_NEGATIVE, lambda v: v < 0, "must be >= 0"))
+    for keys, out_of_range, rule in ranges:
+        for key in keys:
+            if out_of_range(value := get_value(cfg, key)):
+                raise ConfigError(f"{key}={value!r} {rule}")
     if cfg.codec.hop_length > cfg.codec.n_fft:
         raise ConfigError(f"codec.hop_length={cfg.codec.hop_length} must be <= codec.n_fft={cfg.codec.n_fft}")
     if cfg.model.embed_dim % cfg.model.num_heads:

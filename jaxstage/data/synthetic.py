@@ -126,14 +126,8 @@ class ClipAttributes:
 
 def sample_attributes(rng: np.random.Generator, mix_prob: float) -> ClipAttributes:
     """Draw attributes uniformly; with probability `mix_prob` add a second, different source."""
-    source = SOURCES[rng.integers(len(SOURCES))]
-    pitch_band = PITCH_BANDS[rng.integers(len(PITCH_BANDS))]
-    rhythm = RHYTHMS[rng.integers(len(RHYTHMS))]
-    envelope = ENVELOPES[rng.integers(len(ENVELOPES))]
-    source2 = None
-    if rng.random() < mix_prob:
-        others = [s for s in SOURCES if s != source]
-        source2 = others[rng.integers(len(others))]
+    source, pitch_band, rhythm, envelope = (_pick(values, rng) for values in (SOURCES, PITCH_BANDS, RHYTHMS, ENVELOPES))
+    source2 = _pick(tuple(s for s in SOURCES if s != source), rng) if rng.random() < mix_prob else None
     return ClipAttributes(source, pitch_band, rhythm, envelope, source2)
 
 
@@ -174,13 +168,10 @@ def caption(attrs: ClipAttributes, rng: np.random.Generator | None = None) -> st
     envelope = _pick(ENVELOPE_PHRASES[attrs.envelope], rng)
     if attrs.source2 is None:
         return f"{_source_phrase(attrs.source, attrs.pitch_band, attrs.rhythm, rng)}, {envelope}"
-    hits_carry_rhythm = "hits" in (attrs.source, attrs.source2)
-    first_rhythm = attrs.rhythm if attrs.source == "hits" else None
-    second_rhythm = attrs.rhythm if attrs.source2 == "hits" else None
-    first = _source_phrase(attrs.source, attrs.pitch_band, first_rhythm, rng)
-    second = _source_phrase(attrs.source2, None, second_rhythm, rng)
+    first = _source_phrase(attrs.source, attrs.pitch_band, attrs.rhythm if attrs.source == "hits" else None, rng)
+    second = _source_phrase(attrs.source2, None, attrs.rhythm if attrs.source2 == "hits" else None, rng)
     text = f"{first} and {second}"
-    if not hits_carry_rhythm:
+    if "hits" not in (attrs.source, attrs.source2):
         text += ", " + _pick(RHYTHM_PHRASES[attrs.rhythm], rng).removeprefix("with ")
     return f"{text}, {envelope}"
 
@@ -249,10 +240,7 @@ def _fundamental_hz(source: str, band: str, sample_rate: int, rng: np.random.Gen
 def _additive_tone(f0: float, harmonics: np.ndarray, t: np.ndarray, limit_hz: float, phase: float) -> np.ndarray:
     """Sum of sin(n * f0) / n over the given harmonic numbers below `limit_hz`."""
     harmonics = harmonics[harmonics * f0 < limit_hz]
-    out = np.zeros_like(t)
-    for n in harmonics:
-        out += np.sin(2 * np.pi * n * f0 * t + n * phase) / n
-    return out
+    return sum((np.sin(2 * np.pi * n * f0 * t + n * phase) / n for n in harmonics), np.zeros_like(t))
 
 
 def _chirp(band: str, rising: bool, t: np.ndarray, duration: float, sample_rate: int, rng: np.random.Generator,
@@ -318,9 +306,8 @@ def _render_source(source: str, attrs: ClipAttributes, sample_rate: int, num_sam
     else:
         if source in TONAL_SOURCES:
             f0 = _fundamental_hz(source, attrs.pitch_band, sample_rate, rng, settings)
-            max_harmonic = max(1, int(limit // f0))
-            odd_only = 2 if source == "square" else 1
-            harmonics = np.array([1]) if source == "sine" else np.arange(1, max_harmonic + 1, odd_only)
+            step = 2 if source == "square" else 1  # square: odd harmonics only
+            harmonics = np.array([1]) if source == "sine" else np.arange(1, max(1, int(limit // f0)) + 1, step)
             signal = _additive_tone(f0, harmonics, t, limit, rng.uniform(0, 2 * np.pi))
         elif source in CHIRP_SOURCES:
             signal = _chirp(attrs.pitch_band, source == "chirp_up", t, duration, sample_rate, rng, settings)

@@ -122,13 +122,11 @@ def _db(value_db: float) -> float:
 
 
 def _ramp_envelope(length: int, attack: int, release: int) -> np.ndarray:
-    """Ones with raised-cosine attack and release ramps (clipped to the length)."""
+    """Ones with raised-cosine attack and release ramps (clipped to the length; a zero-length ramp is empty)."""
     env = np.ones(length)
     attack, release = min(attack, length), min(release, length)
-    if attack:
-        env[:attack] *= 0.5 - 0.5 * np.cos(np.pi * (np.arange(attack) + 0.5) / attack)
-    if release:
-        env[length - release:] *= 0.5 + 0.5 * np.cos(np.pi * (np.arange(release) + 0.5) / release)
+    env[:attack] *= 0.5 - 0.5 * np.cos(np.pi * (np.arange(attack) + 0.5) / attack)
+    env[length - release:] *= 0.5 + 0.5 * np.cos(np.pi * (np.arange(release) + 0.5) / release)
     return env
 
 
@@ -224,12 +222,10 @@ def _build_timeline(rng: np.random.Generator, sample_rate: int, num_samples: int
         d = _uniform(rng, s.vowel_s)
         tl.add_voicing(t, d, _db(_uniform(rng, s.syllable_level_db)), _uniform(rng, s.vowel_attack_s),
                        _uniform(rng, s.vowel_release_s))
-        tl.anchor_t.append(t + 0.2 * d)
-        tl.anchor_vowel.append(vowel := _vowel_target(rng, tract, n_formants, s))
-        if rng.random() < s.diphthong_prob:
-            vowel = _vowel_target(rng, tract, n_formants, s)
-        tl.anchor_t.append(t + 0.8 * d)
-        tl.anchor_vowel.append(vowel)
+        tl.anchor_t += [t + 0.2 * d, t + 0.8 * d]
+        vowel = _vowel_target(rng, tract, n_formants, s)
+        glide = _vowel_target(rng, tract, n_formants, s) if rng.random() < s.diphthong_prob else vowel
+        tl.anchor_vowel += [vowel, glide]
         tl.accent_t.append(t + 0.5 * d)
         tl.accent_st.append(float(rng.normal(0.0, s.accent_st)))
         t += d

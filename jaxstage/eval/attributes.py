@@ -91,17 +91,19 @@ DEFAULT_ANALYSIS = AnalysisSettings()
 # ---------------------------------------------------------------- Spectra
 
 
-def _pow2_at_least(n: float) -> int:
-    """Smallest power of two >= n (and >= 2)."""
-    return int(2 ** np.ceil(np.log2(max(n, 2))))
-
-
-def _frame_power(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    """Hann-windowed power spectra, frames fully inside the (zero-extended) signal: [frames, bins]."""
+def _range_power(x: np.ndarray, sample_rate: int, frame_s: float, hop_s: float, s: AnalysisSettings,
+                 centred: bool = False) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Hann-windowed power spectra in the analysed frequency range: (power [frames, bins], freqs, n_fft, hop).
+    Frames lie fully inside the zero-extended signal; `centred` first pads half a frame at both ends."""
+    n_fft = int(2 ** np.ceil(np.log2(max(frame_s * sample_rate, 2))))  # smallest power of two >= frame (and 2)
+    hop = max(int(round(hop_s * sample_rate)), 1)
+    x = np.pad(x, n_fft // 2) if centred else x
     if x.size < n_fft:
         x = np.pad(x, (0, n_fft - x.size))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-    return np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    keep = (freqs >= _min_freq_hz(sample_rate, s)) & (freqs <= s.max_freq_fraction * sample_rate / 2)
+    return (np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2)[:, keep], freqs[keep], n_fft, hop
 
 
 def _to_db(power: np.ndarray, floor_db: float = 100.0) -> np.ndarray:
@@ -118,8 +120,7 @@ def _tilt_free_db(power: np.ndarray, freqs: np.ndarray, s: AnalysisSettings) -> 
     """
     db = _to_db(power)
     log_f = np.log2(freqs) - np.log2(freqs).mean()
-    slope = (db - db.mean(axis=1, keepdims=True)) @ log_f / np.sum(log_f**2)
-    slope = np.clip(slope, *s.tilt_range_db_per_octave)
+    slope = np.clip((db - db.mean(axis=1, keepdims=True)) @ log_f / np.sum(log_f**2), *s.tilt_range_db_per_octave)
     return db - db.mean(axis=1, keepdims=True) - slope[:, None] * log_f
 
 
@@ -237,8 +238,7 @@ def _band_powers_db(spectrum: np.ndarray, freqs: np.ndarray, s: AnalysisSettings
     edges = lo * 2.0 ** (np.arange(int(np.log2(hi / lo) * s.noise_bands_per_octave) + 1) / s.noise_bands_per_octave)
     centres, levels = [], []
     for a, b in zip(edges[:-1], edges[1:]):
-        inside = (freqs >= a) & (freqs < b)
-        if np.any(inside):
+        if np.any(inside := (freqs >= a) & (freqs < b)):
             centres.append(np.log2(np.sqrt(a * b)))
             levels.append(np.mean(spectrum[inside]))
     return np.array(centres), 10 * np.log10(np.maximum(np.array(levels), 1e-30))
@@ -256,9 +256,8 @@ def _noise_colour_and_band(spectrum: np.ndarray, freqs: np.ndarray, sample_rate:
         error = float(np.sum((design @ coef - level_db) ** 2)) + (0.0 if coef[2] > 0 else s.negative_emphasis_penalty)
         fits.append((error, band, float(coef[1])))
     _, band, slope = min(fits, key=lambda fit: fit[0])
-    if slope > s.white_pink_slope_db:
-        return "white_noise", band
-    return ("pink_noise" if slope > s.pink_brown_slope_db else "brown_noise"), band
+    colour = "white" if slope > s.white_pink_slope_db else ("pink" if slope > s.pink_brown_slope_db else "brown")
+    return f"{colour}_noise", band
 
 
 def _normalized_bin_envelope_db(x: np.ndarray, sample_rate: int, s: AnalysisSettings) -> np.ndarray:
@@ -267,13 +266,7 @@ def _normalized_bin_envelope_db(x: np.ndarray, sample_rate: int, s: AnalysisSett
     Averaging in dB keeps brown noise (power piled into a few low bins) smooth, and lets bins far above
     a background floor carry the gating even where the floor fills the other bins.
     """
-    n_fft = _pow2_at_least(s.noise_envelope_frame_s * sample_rate)
-    hop = max(int(round(s.envelope_hop_s * sample_rate)), 1)
-    pad = n_fft // 2
-    power = _frame_power(np.pad(x, (pad, pad)), n_fft, hop)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    keep = (freqs >= _min_freq_hz(sample_rate, s)) & (freqs <= s.max_freq_fraction * sample_rate / 2)
-    power = power[:, keep]
+    power = _range_power(x, sample_rate, s.noise_envelope_frame_s, s.envelope_hop_s, s, centred=True)[0]
     relative = power / np.maximum(power.mean(axis=0, keepdims=True), 1e-30)
     relative_db = 10 * np.log10(np.maximum(relative, 10 ** (-s.envelope_floor_db / 10)))
     weights = relative_db.var(axis=0)  # bins that move most (not swamped by a steady floor) count most
@@ -322,8 +315,7 @@ def _upper_line(env_db: np.ndarray, hop_s: float, s: AnalysisSettings) -> np.nda
     return slope * np.arange(env_db.size) * hop_s + intercept
 
 
-def onset_times(env_db: np.ndarray, upper_db: np.ndarray, hop_s: float,
-                s: AnalysisSettings = DEFAULT_ANALYSIS) -> np.ndarray:
+def onset_times(env_db: np.ndarray, upper_db: np.ndarray, hop_s: float, s: AnalysisSettings) -> np.ndarray:
     """Starts of the stretches where the envelope stands `onset_rise_db` above its median over the
     last `onset_rise_s` (a local test, so fades do not matter) and, within as long again, comes within
     `onset_reach_db` of the upper line `upper_db` and `onset_rise_db` above the clip's background
@@ -350,7 +342,7 @@ def _onset_rate_hz(onsets_s: np.ndarray, duration: float) -> float:
     return onsets_s.size / duration
 
 
-def envelope_shape(env_db: np.ndarray, hop_s: float, s: AnalysisSettings = DEFAULT_ANALYSIS) -> EnvelopeShape:
+def envelope_shape(env_db: np.ndarray, hop_s: float, s: AnalysisSettings) -> EnvelopeShape:
     """Fade, duty and onset rate of a dB loudness envelope sampled every `hop_s`."""
     duration = max(env_db.size * hop_s, hop_s)
     env_db = ndimage.median_filter(env_db, max(int(round(s.envelope_median_s / hop_s)), 1) | 1, mode="nearest")
@@ -377,11 +369,7 @@ def _rhythm(shape: EnvelopeShape, is_hits: bool, s: AnalysisSettings) -> str:
 
 def _fade(shape: EnvelopeShape, s: AnalysisSettings) -> str:
     """fade_in / fade_out when the upper line changes by more than `fade_db` over the clip."""
-    if shape.fade_db > s.fade_db:
-        return "fade_in"
-    if shape.fade_db < -s.fade_db:
-        return "fade_out"
-    return "constant"
+    return "fade_in" if shape.fade_db > s.fade_db else ("fade_out" if shape.fade_db < -s.fade_db else "constant")
 
 
 # ---------------------------------------------------------------- Public API
@@ -399,18 +387,14 @@ class _SpectralView:
 
 def _spectral_view(x: np.ndarray, sample_rate: int, frame_s: float, hop_s: float, s: AnalysisSettings) -> _SpectralView:
     """Power spectra of the loud frames in the analysis range, and their power-weighted tonality."""
-    n_fft = _pow2_at_least(frame_s * sample_rate)
-    hop = max(int(round(hop_s * sample_rate)), 1)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    in_range = (freqs >= _min_freq_hz(sample_rate, s)) & (freqs <= s.max_freq_fraction * sample_rate / 2)
-    power = _frame_power(x, n_fft, hop)[:, in_range]
+    power, freqs, n_fft, hop = _range_power(x, sample_rate, frame_s, hop_s, s)
     frame_power = power.sum(axis=1)
     frame_db = _to_db(frame_power)
     active = frame_db >= frame_db.max() - s.active_frame_db
     times = (np.arange(frame_db.size) * hop + n_fft / 2) / sample_rate
     weights = frame_power[active] / max(float(frame_power[active].sum()), 1e-30)
-    tonality = float(np.sum(_tonality_per_frame(power[active], freqs[in_range], s) * weights))
-    return _SpectralView(power[active], freqs[in_range], times[active], tonality)
+    tonality = float(np.sum(_tonality_per_frame(power[active], freqs, s) * weights))
+    return _SpectralView(power[active], freqs, times[active], tonality)
 
 
 def _labels(source: str, pitch_band: str, shape: EnvelopeShape, s: AnalysisSettings) -> dict[str, str]:
@@ -424,29 +408,23 @@ def analyze(audio: np.ndarray, sample_rate: int, settings: AnalysisSettings = DE
     s = settings
     x = np.nan_to_num(np.asarray(audio, dtype=np.float64).reshape(-1))
     x = x - x.mean()
-    duration = x.size / sample_rate
     long = _spectral_view(x, sample_rate, s.spectrum_frame_s, s.spectrum_hop_s, s)
     short = _spectral_view(x, sample_rate, s.short_frame_s, s.short_hop_s, s)
     spectrum = long.power.mean(axis=0)
 
     track = _peak_track_hz(long.power, long.freqs)
     f0 = float(np.median(track))
-    if max(long.tonality, short.tonality) < s.tonal_threshold:
-        shape = envelope_shape(_normalized_bin_envelope_db(x, sample_rate, s), s.envelope_hop_s, s)
-        if shape.duty < s.hits_max_duty:  # bursts too short to look tonal (low, fast-decaying hits)
-            return _labels("hits", _band_of(f0, sample_rate, s), shape, s)
-        source, band = _noise_colour_and_band(spectrum, long.freqs, sample_rate, s)
-        return _labels(source, band, shape, s)
-
-    shape = envelope_shape(_tonal_envelope_db(x, sample_rate, track, s), s.envelope_hop_s, s)
-    if shape.duty < s.hits_max_duty:
-        source = "hits"
-    else:
-        sweep, centre = _sweep_octaves(track, long.times, duration)
-        if abs(sweep) >= s.chirp_octaves:
-            source, f0 = ("chirp_up" if sweep > 0 else "chirp_down"), centre
-        else:
-            source = _tonal_kind(spectrum, long.freqs, f0, s.max_freq_fraction * sample_rate / 2, s)
+    noisy = max(long.tonality, short.tonality) < s.tonal_threshold
+    env_db = _normalized_bin_envelope_db(x, sample_rate, s) if noisy else _tonal_envelope_db(x, sample_rate, track, s)
+    shape = envelope_shape(env_db, s.envelope_hop_s, s)
+    if shape.duty < s.hits_max_duty:  # short decays; noise-like: bursts too short to look tonal (low, fast hits)
+        return _labels("hits", _band_of(f0, sample_rate, s), shape, s)
+    if noisy:
+        return _labels(*_noise_colour_and_band(spectrum, long.freqs, sample_rate, s), shape, s)
+    sweep, centre = _sweep_octaves(track, long.times, x.size / sample_rate)
+    if abs(sweep) >= s.chirp_octaves:
+        return _labels("chirp_up" if sweep > 0 else "chirp_down", _band_of(centre, sample_rate, s), shape, s)
+    source = _tonal_kind(spectrum, long.freqs, f0, s.max_freq_fraction * sample_rate / 2, s)
     return _labels(source, _band_of(f0, sample_rate, s), shape, s)
 
 

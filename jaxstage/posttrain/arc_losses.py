@@ -39,13 +39,10 @@ def _weighted_mean(values: jax.Array, weights: Optional[jax.Array]) -> jax.Array
         return jnp.mean(values)
     w = jnp.broadcast_to(jnp.asarray(weights, values.dtype), values.shape)
     total = jnp.sum(w)
-    safe_total = jnp.where(total > 0, total, 1.0)
-    return jnp.sum(w * values) / safe_total
+    return jnp.sum(w * values) / jnp.where(total > 0, total, 1.0)
 
 
-def relativistic_d_loss(
-    real_scores: jax.Array, fake_scores: jax.Array, mask: Optional[jax.Array] = None
-) -> jax.Array:
+def relativistic_d_loss(real_scores: jax.Array, fake_scores: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
     """SPEC §5.4 discriminator loss: ``mean softplus(−(D(real) − D(fake)))``.
 
     Scores of any shape (e.g. ``[B, T]``), paired elementwise. ``mask`` (bool or float weights,
@@ -55,20 +52,14 @@ def relativistic_d_loss(
     return _weighted_mean(jax.nn.softplus(-(real_scores - fake_scores)), mask)
 
 
-def relativistic_g_loss(
-    real_scores: jax.Array, fake_scores: jax.Array, mask: Optional[jax.Array] = None
-) -> jax.Array:
+def relativistic_g_loss(real_scores: jax.Array, fake_scores: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
     """SPEC §5.4 generator loss: ``mean softplus(D(real) − D(fake))``; ``mask`` as in ``relativistic_d_loss``."""
     _check_pair(real_scores, fake_scores, "real_scores and fake_scores")
     return _weighted_mean(jax.nn.softplus(real_scores - fake_scores), mask)
 
 
-def contrastive_d_loss(
-    scores_matched: jax.Array,
-    scores_rolled: jax.Array,
-    weight: Optional[jax.Array] = None,
-    mask: Optional[jax.Array] = None,
-) -> jax.Array:
+def contrastive_d_loss(scores_matched: jax.Array, scores_rolled: jax.Array, weight: Optional[jax.Array] = None,
+                       mask: Optional[jax.Array] = None) -> jax.Array:
     """SPEC §5.5 contrastive loss: ``mean softplus(−(D(real, c) − D(real, c_rolled)))``.
 
     Scores ``[B, ...]`` paired elementwise. Per clip, the mean over the trailing axes (over the
@@ -114,9 +105,8 @@ def roll_prompts(cond: PyTree, shift: int = 1) -> PyTree:
     return jax.tree_util.tree_map(lambda leaf: jnp.roll(leaf, shift, axis=0), cond)
 
 
-def contrastive_weight_mask(
-    text_ids: jax.Array, text_mask: jax.Array, rolled_ids: jax.Array, rolled_mask: jax.Array
-) -> jax.Array:
+def contrastive_weight_mask(text_ids: jax.Array, text_mask: jax.Array, rolled_ids: jax.Array,
+                            rolled_mask: jax.Array) -> jax.Array:
     """SPEC §5.5: ``[B]`` float, 1 where clip ``b``'s rolled prompt differs from its own, else 0.
 
     Two prompts are the same when their masks agree and their token ids agree wherever the mask
@@ -133,9 +123,8 @@ def contrastive_weight_mask(
     return 1.0 - (same_mask & same_ids).astype(jnp.float32)
 
 
-def approx_r1_penalty(
-    score_fn: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.Array, sigma: float = 0.05
-) -> jax.Array:
+def approx_r1_penalty(score_fn: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.Array,
+                      sigma: float = 0.05) -> jax.Array:
     """SPEC §5.6 approximate R1 (``x`` real) / R2 (``x`` fake): ``mean (score_fn(x + σ·n) − score_fn(x))²``.
 
     ``n = jax.random.normal(key, x.shape, x.dtype)``; the mean is over all score elements. Not

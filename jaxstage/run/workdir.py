@@ -55,6 +55,15 @@ def run_kind(workdir: str | Path) -> str | None:
     return None
 
 
+def read_run_config(workdir: str | Path, name: str = "") -> tuple[Path, Config]:
+    """(run directory, its resolved config); a folder without config.json is one line naming ``name``
+    (the flag or key that gave it) or the folder."""
+    path = Path(workdir).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{name or path}: no config.json (not a jaxstage run directory)")
+    return path, config_lib.load_json(path / "config.json")
+
+
 def prepare_workdir(cfg: Config, workdir: Path, kind: str = "train") -> None:
     """Create the run directory for a ``kind`` run; on resume, refuse another trainer's directory
     and a config that changes more than cadence/length."""

@@ -125,14 +125,9 @@ def route_gradient(hidden: jax.Array, g: jax.Array | float) -> jax.Array:
     return frozen + jnp.asarray(g, hidden.dtype) * (hidden - frozen)
 
 
-def guided_alignment(
-    hidden: jax.Array,
-    projector_fn: Callable[[jax.Array], jax.Array],
-    targets: jax.Array,
-    p: jax.Array | float,
-    cfg: AlignmentConfig = AlignmentConfig(),
-    mask: jax.Array | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+def guided_alignment(hidden: jax.Array, projector_fn: Callable[[jax.Array], jax.Array], targets: jax.Array,
+                     p: jax.Array | float, cfg: AlignmentConfig = AlignmentConfig(),
+                     mask: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """λ₀·L_align(h_ψ(route_gradient(H, λ_ssl(p)/λ₀)), y) and its metrics.
 
     Gradients: projector ∝ λ₀ at every p; backbone ∝ λ_ssl(p) (0 for p ≥ p_off). Metrics:

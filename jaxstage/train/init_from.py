@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxstage.config import Config, ConfigError, get_value
+from jaxstage.run.workdir import read_run_config
 from jaxstage.tools.export.key_map import flatten
 
 REQUIRED_PARTS = ("dit",)
@@ -58,9 +59,4 @@ def same_codec(cfg: Config, source: Config) -> bool:
 
 def source_run(init_from: str, name: str = "train.init_from") -> tuple[Path, Config]:
     """(directory, config) of the run named by ``name`` (a config key or flag); one-line errors otherwise."""
-    from jaxstage.config import load_json
-
-    path = Path(init_from).expanduser()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{name}={init_from}: no config.json (not a jaxstage run directory)")
-    return path, load_json(path / "config.json")
+    return read_run_config(init_from, f"{name}={init_from}")

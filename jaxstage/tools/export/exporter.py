@@ -18,8 +18,9 @@ import ml_dtypes
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxstage.config import ConfigError, load_json
+from jaxstage.config import ConfigError
 from jaxstage.inference.load import load_run
+from jaxstage.run.workdir import read_run_config
 from jaxstage.tools.export import key_map, safetensors_io
 from jaxstage.tools.export.sat_config import check_exportable, dit_dims, to_sat_config
 
@@ -77,12 +78,9 @@ def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None,
     restore (e.g. one device). Raises ConfigError for models stable-audio-tools cannot represent
     (EDM objective, timestep features other than 256), before any checkpoint is read.
     """
-    workdir = Path(workdir)
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
-    if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxstage run directory)")
-    cfg = load_json(workdir / "config.json")
+    workdir, cfg = read_run_config(workdir)
     check_exportable(cfg)
     exp, state = load_run(cfg, workdir, step=step, mesh=mesh)
     params = gather_to_host((state.ema_params if ema else state.params)["dit"])
