@@ -251,6 +251,39 @@ class OobleckVAE(nnx.Module):
         return self.decoder(latents)
 
 
+# ------------------------------------------------------------------ chunked encode / decode
+
+
+def chunk_plan(frames: int, chunk: int = 128, overlap: int = 32) -> list[tuple[int, int, int]]:
+    """stable-audio-tools' chunking of ``frames`` latent frames (``encode_audio``/``decode_audio``):
+    chunks of ``chunk`` frames every ``chunk − overlap``, the last one anchored to the end; each keeps
+    its frames ``[keep_from, keep_to)`` (``overlap // 2`` trimmed at inner edges). Returns
+    ``(start, keep_from, keep_to)`` per chunk, in order (a later chunk overwrites an earlier one)."""
+    if not 0 <= overlap < chunk:
+        raise ValueError(f"chunked coding needs 0 <= overlap < chunk, got overlap {overlap}, chunk {chunk}")
+    starts = list(range(0, frames - chunk + 1, chunk - overlap))
+    if starts[-1] + chunk != frames:
+        starts.append(frames - chunk)
+    trim = overlap // 2
+    return [(s, trim if i else 0, chunk - trim if i < len(starts) - 1 else chunk) for i, s in enumerate(starts)]
+
+
+def chunked(fn, x: jax.Array, frames: int, in_per_frame: int, out_per_frame: int, chunk: int = 128,
+            overlap: int = 32) -> jax.Array:
+    """``fn`` (encode or decode) over ``x`` [B, frames·in_per_frame, C] in overlapping chunks (see
+    ``chunk_plan``), one chunk at a time (``lax.map``: memory bounded by one chunk), pasted into
+    [B, frames·out_per_frame, C_out]. ``frames <= chunk`` runs ``fn`` once on the whole input."""
+    if frames <= chunk:
+        return fn(x)
+    plan = chunk_plan(frames, chunk, overlap)
+    pieces = jax.lax.map(fn, jnp.stack([x[:, s * in_per_frame:(s + chunk) * in_per_frame] for s, _, _ in plan]))
+    out = jnp.zeros((x.shape[0], frames * out_per_frame, pieces.shape[-1]), pieces.dtype)
+    for piece, (start, keep_from, keep_to) in zip(pieces, plan):
+        kept = piece[:, keep_from * out_per_frame:keep_to * out_per_frame]
+        out = out.at[:, (start + keep_from) * out_per_frame:(start + keep_to) * out_per_frame].set(kept)
+    return out
+
+
 # ------------------------------------------------------------------ stable-audio-tools state dicts
 
 
