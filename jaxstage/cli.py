@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--config", default=None, help="the model_config.json (default: beside the weights)")
     imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of the derived jaxstage config, e.g. --set codec.n_mels=64 (repeatable)")
+    for name, what in (("import-autoencoder", "a stable-audio-tools Oobleck autoencoder (or the autoencoder of a "
+                                              "diffusion checkpoint) into a jaxstage autoencoder directory"),
+                       ("export-autoencoder", "a jaxstage autoencoder directory as a stable-audio-tools one")):
+        ae = sub.add_parser(name, help=f"write {what} (docs/latent.md)")
+        ae.add_argument("--src", required=True, help="folder with model_config.json + weights, or a weights file")
+        ae.add_argument("--out", required=True, help="output folder (model_config.json, model.safetensors)")
+        ae.add_argument("--config", default=None, help="the model_config.json (default: beside the weights)")
     post = sub.add_parser("posttrain", help="ARC post-training: turn a pretrained rectified-flow run into a "
                                             "few-step sampler (docs/arc.md)")
     post.add_argument("--config", default=None, help="experiment file (e.g. configs/synth_t2a_arc.py)")
@@ -277,6 +284,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_autoencoder(args: argparse.Namespace) -> int:
+    from jaxstage.tools.export.autoencoder import import_autoencoder
+
+    report = import_autoencoder(args.src, args.out, config_path=args.config)
+    print(f"wrote {report['out']}: Oobleck VAE, {report['tensors']} tensors ({report['parameters']:,} parameters) "
+          f"from {report['source']}; {report['hop']} samples per latent, {report['latent_dim']} latent channels, "
+          f"scale {report['scale']:g}", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from jaxstage.run.report import write_report
 
@@ -411,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"train": cmd_train, "sample": cmd_sample, "report": cmd_report, "prepare": cmd_prepare,
                 "eval": cmd_eval, "export": cmd_export, "import": cmd_import,
-                "aot-check": cmd_aot_check, "posttrain": cmd_train}
+                "aot-check": cmd_aot_check, "posttrain": cmd_train, "import-autoencoder": cmd_autoencoder,
+                "export-autoencoder": cmd_autoencoder}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, ImportError) as err:

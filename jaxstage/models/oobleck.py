@@ -301,9 +301,10 @@ def torch_state(vae: OobleckVAE, prefix: str = "") -> dict[str, jax.Array]:
     return _flat(nnx.to_pure_dict(nnx.state(vae, nnx.Param)), prefix)
 
 
-def load_torch_state(vae: OobleckVAE, tensors: dict, prefix: str = "", source: str = "the checkpoint") -> None:
-    """Put a stable-audio-tools autoencoder state dict (arrays by key) into ``vae`` in place; a missing,
-    unexpected or differently shaped weight is one line naming the key."""
+def matching_torch_state(vae: OobleckVAE, tensors: dict, prefix: str = "", source: str = "the checkpoint") -> dict:
+    """The entries of ``tensors`` (a stable-audio-tools state dict) that are ``vae``'s weights, by key;
+    a missing, unexpected (under ``encoder.``/``decoder.``) or differently shaped weight is one line
+    naming the key. ``vae`` may be abstract (``nnx.eval_shape``)."""
     ours = torch_state(vae, prefix)
     theirs = {k: v for k, v in tensors.items() if k.startswith((prefix + "encoder.", prefix + "decoder."))}
     for key in sorted(ours.keys() ^ theirs.keys()):
@@ -313,8 +314,14 @@ def load_torch_state(vae: OobleckVAE, tensors: dict, prefix: str = "", source: s
         if tuple(theirs[key].shape) != tuple(value.shape):
             raise ValueError(f"{source}: {key!r} has shape {tuple(theirs[key].shape)}, "
                              f"this config {tuple(value.shape)}")
+    return theirs
+
+
+def load_torch_state(vae: OobleckVAE, tensors: dict, prefix: str = "", source: str = "the checkpoint") -> None:
+    """Put a stable-audio-tools autoencoder state dict (arrays by key) into ``vae`` in place (checked
+    by ``matching_torch_state``)."""
+    leaves = {k: jnp.asarray(v, jnp.float32) for k, v in matching_torch_state(vae, tensors, prefix, source).items()}
     state = nnx.state(vae, nnx.Param)
-    leaves = {key: jnp.asarray(theirs[key], jnp.float32) for key in ours}
 
     def fill(tree: dict, path: str) -> dict:
         return {k: fill(v, f"{path}{k}.") if isinstance(v, dict) else leaves[f"{path}{k}"] for k, v in tree.items()}
