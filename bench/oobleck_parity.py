@@ -35,6 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latents", type=int, default=22, help="latent frames (2048 samples each)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "oobleck_parity.jsonl"))
+    parser.add_argument("--memory-seconds", type=float, default=60.0,
+                        help="also compile (not run) the SAO decode of this many seconds, chunked and unchunked, "
+                             "and report XLA's memory figures (0: skip)")
     args = parser.parse_args()
     cfg = OobleckConfig()  # the SAO shape
     encoder_cls, decoder_cls, _ = load_oobleck_classes()
@@ -83,10 +86,29 @@ def main() -> None:
         "torch_forward_s": round(torch_s, 2), "jax_compile_and_forward_s": round(jax_s, 2),
         "device": jax.devices()[0].device_kind, "jax": jax.__version__, "torch": torch.__version__,
     }
+    if args.memory_seconds:
+        result.update(decode_memory(vae, cfg, args.memory_seconds))
     print(json.dumps(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:
         f.write(json.dumps(result) + "\n")
+
+
+def decode_memory(vae: OobleckVAE, cfg: OobleckConfig, seconds: float) -> dict:
+    """XLA's temporary-buffer figures (MiB) of decoding ``seconds`` of latents at once and in
+    stable-audio-tools' chunks (128 latents, overlap 32): compiled for abstract shapes, never run."""
+    from jaxstage.models.oobleck import chunked
+
+    frames = int(round(seconds * 44100 / cfg.hop))
+    graph, params = nnx.split(vae)
+    latents = jax.ShapeDtypeStruct((1, frames, cfg.latent_dim), jnp.float32)
+    out = {"memory_latents": frames}
+    for name, fn in (("unchunked", lambda p, z: nnx.merge(graph, p).decode(z)),
+                     ("chunked", lambda p, z: chunked(nnx.merge(graph, p).decode, z, frames, 1, cfg.hop))):
+        stats = jax.jit(fn).lower(params, latents).compile().memory_analysis()
+        out[f"decode_{name}_temp_mib"] = round(stats.temp_size_in_bytes / 2**20, 1)
+        out[f"decode_{name}_output_mib"] = round(stats.output_size_in_bytes / 2**20, 1)
+    return out
 
 
 if __name__ == "__main__":
