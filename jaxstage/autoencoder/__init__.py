@@ -1,0 +1,1 @@
+"""Training an Oobleck autoencoder (issue 18): the reconstruction losses so far."""
