@@ -140,3 +140,18 @@ def test_chunked_decode_of_sao_length_sequence_equals_unchunked():
     got = jax.jit(lambda z: chunked(vae.decode, z, frames, 1, cfg.hop))(z)
     assert got.shape == (1, frames * cfg.hop, cfg.audio_channels)
     assert _relative_error(got, vae.decode(z)) <= 1e-4
+
+
+def test_vae_kl_matches_stable_audio_tools():
+    """``vae_kl`` of ``vae_moments`` equals the KL that stable-audio-tools' ``vae_sample`` returns."""
+    import sys
+
+    from jaxstage.models.oobleck import vae_kl
+
+    load_oobleck_classes()
+    vae_sample = sys.modules["stable_audio_tools.models.bottleneck"].vae_sample
+    encoded = np.random.default_rng(6).standard_normal((2, 6, 9)).astype(np.float32)  # [B, 2·latent, T]
+    mean, scale = torch.from_numpy(encoded).chunk(2, dim=1)
+    _, want = vae_sample(mean, scale)
+    got = vae_kl(*vae_moments(jnp.asarray(encoded.transpose(0, 2, 1))))
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
