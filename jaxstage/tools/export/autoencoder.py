@@ -56,8 +56,11 @@ def oobleck_config(sat: dict[str, Any], source: str) -> tuple[OobleckConfig, str
     if (ae.get("bottleneck") or {}).get("type") != "vae":
         raise ConfigError(f"{source}: bottleneck {(ae.get('bottleneck') or {}).get('type')!r}: jaxstage implements "
                           f"the vae bottleneck only")
-    for key in ("soft_clip", "pretransform"):
-        if ae.get(key) or parts["decoder"].get(key):
+    # stable-audio-tools reads soft_clip from the decoder's entry (beside its config) and a nested
+    # pretransform from the autoencoder's
+    for key, value in (("decoder.soft_clip", (ae.get("decoder") or {}).get("soft_clip")),
+                       ("pretransform", ae.get("pretransform"))):
+        if value:
             raise ConfigError(f"{source}: autoencoder {key} is not implemented in jaxstage")
     enc, dec = parts["encoder"], parts["decoder"]
     for key in ("channels", "c_mults", "strides", "use_snake"):
@@ -112,13 +115,15 @@ def load_autoencoder(directory: str | Path) -> tuple[OobleckVAE, dict[str, Any]]
     cfg, prefix, info = oobleck_config(sat, str(config_file))
     vae = OobleckVAE(cfg, nnx.Rngs(0))
     load_torch_state(vae, tensors, prefix, source=str(weights))
-    return vae, {**info, "config": cfg, "sha256": content_hash(weights)}
+    shards = sorted(Path(weights).parent.glob("model-*-of-*.safetensors")) if weights.name.endswith(".json") else []
+    return vae, {**info, "config": cfg, "sha256": content_hash(*(shards or [weights]))}
 
 
-def content_hash(path: str | Path) -> str:
-    """SHA-256 of a weights file (read in 4 MiB blocks)."""
+def content_hash(*paths: str | Path) -> str:
+    """SHA-256 of the weights files, in order (read in 4 MiB blocks); a sharded checkpoint hashes its shards."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
     return digest.hexdigest()

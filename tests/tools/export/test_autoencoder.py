@@ -86,6 +86,7 @@ def test_import_from_a_diffusion_checkpoint_pretransform(tmp_path):
      "encoder.antialias_activation=true: anti-aliased activations are not implemented"),
     ({"bottleneck": {"type": "rvq"}}, "bottleneck 'rvq': jaxstage implements the vae bottleneck only"),
     ({"downsampling_ratio": 16}, "downsampling_ratio=16 does not fit the VAE (expected 8)"),
+    ({"decoder": {**AE_CONFIG["decoder"], "soft_clip": True}}, "autoencoder decoder.soft_clip is not implemented"),
 ])
 def test_unsupported_autoencoders_are_one_line_errors(tmp_path, change, message):
     source = _write_sat_autoencoder(tmp_path / "sat", _source_state(), {**AE_CONFIG, **change})
