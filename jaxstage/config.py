@@ -46,6 +46,9 @@ class DataConfig:
     mix_prob: float = 0.2  # synthetic only: probability a clip mixes two sources
     seed: int = 0  # data order (and, synthetic, content) seed
     text_max_length: int = 16  # text.kind=learned: caption length in hash tokens
+    # prepared + codec.kind=oobleck: train on the records' pre-encoded latents (`jaxstage prepare
+    # --autoencoder`, the same autoencoder); the step then runs no encoder
+    latents: bool = False
     prefetch_threads: int = 2  # grain read threads per process
     prefetch_buffer: int = 8  # grain prefetch buffer (elements)
 
@@ -54,7 +57,7 @@ class DataConfig:
 class CodecConfig:
     """Audio representation the diffusion model works in."""
 
-    kind: str = "stft"  # stft | mel
+    kind: str = "stft"  # stft | mel | oobleck (the latents of a frozen Oobleck VAE: codec.autoencoder)
     n_fft: int = 256
     hop_length: int = 128
     compress: float = 0.5  # stft: magnitude exponent
@@ -65,6 +68,16 @@ class CodecConfig:
     griffin_lim_iters: int = 32  # mel only
     stats_examples: int = 256  # clips used to fit the data-derived normalization
     per_channel_stats: bool = False
+    # oobleck only: a jaxstage autoencoder directory (`jaxstage import-autoencoder`, or the
+    # `autoencoder/` of a `configs/synth_oobleck.py` run); its sample rate must be data.sample_rate
+    # and data.sample_rate * data.clip_seconds a multiple of its samples per latent
+    autoencoder: str = ""
+    # oobleck only: SHA-256 of its weights; "" takes the directory's when a run starts, and config.json
+    # records it, so a resume or a sampler refuses a different autoencoder at that path
+    autoencoder_sha256: str = ""
+    latent: str = "mean"  # oobleck only: mean (the bottleneck mean) | sample (mean + stdev * noise, per step)
+    chunk_frames: int = 128  # oobleck only: longer latent sequences are coded in overlapping chunks (0: never)
+    chunk_overlap: int = 32  # oobleck only: latents shared by neighbouring chunks (stable-audio-tools' 32)
 
 
 @dataclass
@@ -313,11 +326,46 @@ class ARCConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    """The Oobleck VAE trainer (``task=autoencoder``, ``configs/synth_oobleck.py``): the VAE's shape
+    (``jaxstage.models.oobleck.OobleckConfig``), its losses and the optional adversarial
+    discriminator (stable-audio-tools' ``EncodecDiscriminator``). Read only with task=autoencoder."""
+
+    audio_channels: int = 1  # the data pipeline is mono: must be 1
+    channels: int = 32
+    c_mults: tuple[int, ...] = (1, 2, 4, 8)
+    strides: tuple[int, ...] = (2, 4, 4, 4)  # their product (the hop) must divide the clip length
+    latent_dim: int = 16
+    use_snake: bool = True  # SnakeBeta activations (else ELU)
+    final_tanh: bool = False
+    use_nearest_upsample: bool = False
+    # multi-resolution STFT loss (jaxstage.autoencoder.losses): (fft size, hop) pairs; each fft size
+    # must be below twice the clip length (reflect padding)
+    stft_resolutions: tuple[tuple[int, int], ...] = ((1024, 256), (512, 128), (256, 64), (128, 32), (64, 16),
+                                                     (32, 8))
+    stft_weight: float = 1.0
+    kl_weight: float = 1e-4  # stable-audio-tools' VAE bottleneck weight
+    l1_weight: float = 0.0  # time-domain L1 (0 = off)
+    # adversarial training (stable-audio-tools' EncodecDiscriminator: multi-scale STFT discriminator,
+    # hinge loss, feature matching); the disc_* keys and the two weights are read only when enabled
+    disc_enabled: bool = False
+    disc_filters: int = 32
+    disc_n_ffts: tuple[int, ...] = (512, 256, 128)  # one sub-discriminator each: hop n_fft // 4, window n_fft
+    disc_kernel: tuple[int, int] = (3, 9)  # (time, frequency) kernel of its 2-D convolutions
+    disc_dilations: tuple[int, ...] = (1, 2, 4)  # time dilations of its inner convolutions
+    adversarial_weight: float = 0.1
+    feature_matching_weight: float = 5.0
+    disc_start_step: int = 0  # steps before this train the VAE alone (no GAN terms, discriminator frozen)
+    disc_lr: float = 1e-4  # discriminator AdamW learning rate (constant; betas, decay, clipping from optim.*)
+
+
+@dataclass
 class Config:
     """The whole experiment."""
 
     name: str = "synth_t2a"
     task: str = "t2a"  # t2a (text-to-audio) | sr (audio super-resolution: low band + cutoff -> full band; see sr.*)
+    #                    | autoencoder (an Oobleck VAE on the clips; see autoencoder.*)
     data: DataConfig = field(default_factory=DataConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -334,6 +382,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sr: SRConfig = field(default_factory=SRConfig)
     arc: ARCConfig = field(default_factory=ARCConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
 
     @property
     def num_samples(self) -> int:
@@ -344,9 +393,10 @@ class Config:
 # ------------------------------------------------------------------------------- validation
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("t2a", "sr"),
+    "task": ("t2a", "sr", "autoencoder"),
     "data.source": ("synthetic", "synthetic_speech", "prepared"),
-    "codec.kind": ("stft", "mel"),
+    "codec.kind": ("stft", "mel", "oobleck"),
+    "codec.latent": ("mean", "sample"),
     "text.kind": ("learned", "precomputed"),
     "model.global_cond_type": ("prepend", "adaLN"),
     "diffusion.objective": ("edm", "v", "rf"),
@@ -375,7 +425,8 @@ PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_drop
 
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every", "eval.every",
                 "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio", "train.max_skipped_steps",
-                "guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps")
+                "guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps",
+                "codec.chunk_frames", "codec.chunk_overlap")
 
 
 def validate(cfg: Config) -> Config:
@@ -392,6 +443,7 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(f"{key}={value!r} {rule}")
     if cfg.codec.hop_length > cfg.codec.n_fft:
         raise ConfigError(f"codec.hop_length={cfg.codec.hop_length} must be <= codec.n_fft={cfg.codec.n_fft}")
+    _validate_latent_codec(cfg)
     if cfg.model.embed_dim % cfg.model.num_heads:
         raise ConfigError(f"model.embed_dim={cfg.model.embed_dim} is not divisible by model.num_heads={cfg.model.num_heads}")
     if cfg.text.width % cfg.text.num_heads:
@@ -438,6 +490,7 @@ def validate(cfg: Config) -> Config:
                           "must be between 1 and 2**31 samples")
     _validate_data(cfg)
     _validate_sr(cfg)
+    _validate_autoencoder(cfg)
     if not 0.0 < cfg.sample.peak_level <= 1.0:
         raise ConfigError(f"sample.peak_level={cfg.sample.peak_level!r} must be in (0, 1] (full scale is 1)")
     lo, hi = cfg.sample.cfg_interval
@@ -476,6 +529,28 @@ def _validate_data(cfg: Config) -> None:
     if cfg.guidance.ssl == "precomputed" and cfg.regime.discrepancy == "output":
         raise ConfigError("regime.discrepancy=output computes φ of decoded audio: it needs guidance.ssl=spectral, "
                           "not precomputed")
+
+
+def _validate_latent_codec(cfg: Config) -> None:
+    """``codec.kind=oobleck`` and the keys only it reads; ``data.latents`` (pre-encoded records)."""
+    c = cfg.codec
+    if c.kind == "oobleck":
+        if not c.autoencoder:
+            raise ConfigError("codec.kind=oobleck needs codec.autoencoder (a jaxstage autoencoder directory)")
+        if c.chunk_frames and c.chunk_overlap >= c.chunk_frames:
+            raise ConfigError(f"codec.chunk_overlap={c.chunk_overlap} must be < codec.chunk_frames={c.chunk_frames}")
+    else:
+        default = CodecConfig()
+        for key in ("autoencoder", "autoencoder_sha256", "latent", "chunk_frames", "chunk_overlap"):
+            if getattr(c, key) != getattr(default, key):
+                raise ConfigError(f"codec.{key} is set but only codec.kind=oobleck reads it (codec.kind={c.kind!r})")
+    if cfg.data.latents:
+        if cfg.data.source != "prepared" or c.kind != "oobleck":
+            raise ConfigError(f"data.latents=true reads pre-encoded records: it needs data.source=prepared and "
+                              f"codec.kind=oobleck, not {cfg.data.source!r} and {c.kind!r}")
+        if c.latent != "mean":
+            raise ConfigError("data.latents=true: the records hold the bottleneck mean; codec.latent=sample draws "
+                              "in the step from an encoder the step does not run (set codec.latent=mean)")
 
 
 def _validate_sr(cfg: Config) -> None:
@@ -522,6 +597,78 @@ def _validate_sr(cfg: Config) -> None:
     if not 0 <= s.window_overlap_seconds * cfg.data.sample_rate <= cfg.num_samples / 2:
         raise ConfigError(f"sr.window_overlap_seconds={s.window_overlap_seconds:g} must be in [0, half a clip "
                           f"(data.clip_seconds / 2 = {cfg.data.clip_seconds / 2:g} s)]")
+
+
+# sections the autoencoder trainer never reads: a changed key there is an error with task=autoencoder
+AUTOENCODER_UNREAD = ("text", "model", "diffusion", "regime", "guidance", "timesteps", "struct", "arc")
+AUTOENCODER_UNREAD_KEYS = ("sample.sampler", "sample.steps", "sample.cfg_scale", "sample.cfg_interval",
+                           "codec.kind", "codec.stats_examples", "codec.per_channel_stats")
+AUTOENCODER_DISC_KEYS = ("disc_filters", "disc_n_ffts", "disc_kernel", "disc_dilations", "adversarial_weight",
+                         "feature_matching_weight", "disc_start_step", "disc_lr")
+
+
+def _changed(section: Any, prefix: str) -> list[str]:
+    """Dotted keys of ``section`` whose value differs from the section's default."""
+    default = vars(type(section)())
+    return [f"{prefix}.{k}" for k in _fields(section) if getattr(section, k) != default[k]]
+
+
+def _validate_autoencoder(cfg: Config) -> None:
+    """The autoencoder task and its ``autoencoder.*`` section (read only with task=autoencoder)."""
+    a = cfg.autoencoder
+    if cfg.task != "autoencoder":
+        if changed := _changed(a, "autoencoder"):
+            raise ConfigError(f"{changed[0]} is set but only task=autoencoder reads autoencoder.* (task={cfg.task!r})")
+        return
+    if cfg.data.source != "synthetic":
+        raise ConfigError(f"task=autoencoder trains on data.source=synthetic (its report needs the clips' known "
+                          f"attributes), not {cfg.data.source!r}")
+    unread = [k for name in AUTOENCODER_UNREAD for k in _changed(getattr(cfg, name), name)]
+    unread += [k for k in AUTOENCODER_UNREAD_KEYS if get_value(cfg, k) != get_value(Config(), k)]
+    if unread:
+        raise ConfigError(f"{unread[0]} is set but task=autoencoder does not read it (no diffusion model; codec.* "
+                          f"sets only the stft/mel codecs its report compares against)")
+    if a.audio_channels != 1:
+        raise ConfigError(f"autoencoder.audio_channels={a.audio_channels}: the data pipeline is mono; must be 1")
+    for key in ("channels", "latent_dim", "disc_filters"):
+        if getattr(a, key) < 1:
+            raise ConfigError(f"autoencoder.{key}={getattr(a, key)} must be >= 1")
+    for key in ("c_mults", "strides", "disc_n_ffts", "disc_kernel", "disc_dilations"):
+        values = getattr(a, key)
+        if not values or min(values) < 1:
+            raise ConfigError(f"autoencoder.{key}={values!r} must be a non-empty tuple of values >= 1")
+    if len(a.c_mults) != len(a.strides):
+        raise ConfigError(f"autoencoder.c_mults={a.c_mults!r} and autoencoder.strides={a.strides!r} differ in length")
+    hop = math.prod(a.strides)
+    if cfg.num_samples % hop:
+        raise ConfigError(f"autoencoder.strides={a.strides!r}: their product {hop} must divide the clip length "
+                          f"(data.sample_rate * data.clip_seconds = {cfg.num_samples} samples)")
+    if not a.stft_resolutions:
+        raise ConfigError("autoencoder.stft_resolutions must list at least one (fft size, hop) pair")
+    for n_fft, hop_length in a.stft_resolutions:
+        if not 2 <= n_fft < 2 * cfg.num_samples or not 0 < hop_length <= n_fft:
+            raise ConfigError(f"autoencoder.stft_resolutions: ({n_fft}, {hop_length}) needs 2 <= fft size < twice the "
+                              f"clip length ({cfg.num_samples} samples) and 0 < hop <= fft size")
+    for key in ("stft_weight", "kl_weight", "l1_weight", "adversarial_weight", "feature_matching_weight",
+                "disc_start_step"):
+        if getattr(a, key) < 0:
+            raise ConfigError(f"autoencoder.{key}={getattr(a, key)!r} must be >= 0")
+    if a.stft_weight == 0 and a.l1_weight == 0:
+        raise ConfigError("autoencoder.stft_weight and autoencoder.l1_weight are both 0: nothing to reconstruct with")
+    if not a.disc_enabled:
+        default = AutoencoderConfig()
+        for key in AUTOENCODER_DISC_KEYS:
+            if getattr(a, key) != getattr(default, key):
+                raise ConfigError(f"autoencoder.{key} is set but autoencoder.disc_enabled=false")
+        return
+    if not a.disc_lr > 0:
+        raise ConfigError(f"autoencoder.disc_lr={a.disc_lr!r} must be > 0")
+    for n_fft in a.disc_n_ffts:
+        if not 4 <= n_fft <= cfg.num_samples:
+            raise ConfigError(f"autoencoder.disc_n_ffts: {n_fft} must be in [4, the clip length {cfg.num_samples}]")
+    if a.disc_start_step >= cfg.train.steps:
+        raise ConfigError(f"autoencoder.disc_start_step={a.disc_start_step} >= train.steps={cfg.train.steps}: "
+                          f"the discriminator would never train (set autoencoder.disc_enabled=false)")
 
 
 # ------------------------------------------------------------------------ keys and overrides

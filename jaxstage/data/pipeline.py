@@ -10,7 +10,9 @@ training shuffles the records before them. The batch keys follow the config: ``t
 tokens of the caption, ``text.kind=learned``) or ``text_emb`` (``text.kind=precomputed``), with
 ``text_mask``; ``ssl_targets`` only with ``guidance.ssl=precomputed``; ``audio_mask`` (True = real
 audio, False = zero padding of a short clip) when the records carry it (task=t2a only), so that the
-losses and the monitor average over real frames only.
+losses and the monitor average over real frames only. Pre-encoded latents (``data.latents``):
+``latents`` and ``latent_mask`` (the real latent frames) replace ``audio_mask``, and ``audio`` is
+left out when nothing in the step reads it (:func:`batch_has_audio`).
 
 Super-resolution (``task=sr``, ``data.source=synthetic_speech`` or ``prepared``): every example also
 carries ``low`` (the low-band audio, same rate and length) and ``cutoff`` (float32 Hz), simulated by
@@ -47,9 +49,15 @@ class TrainExample(grain.transforms.Map):
         self.sr = cfg.task == "sr"
         self.precomputed_text = cfg.text.kind == "precomputed"
         self.precomputed_ssl = cfg.guidance.ssl == "precomputed"
+        self.latents = cfg.data.latents
+        self.audio = batch_has_audio(cfg)
 
     def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
-        out = {"audio": element["audio"].astype(np.float32)}
+        out = {"audio": element["audio"].astype(np.float32)} if self.audio else {}
+        if self.latents:
+            out["latents"] = element["latents"].astype(np.float32)
+            if "latent_mask" in element:
+                out["latent_mask"] = element["latent_mask"].astype(bool)
         if self.precomputed_text:
             out["text_emb"] = element["text_emb"].astype(np.float32)
             out["text_mask"] = element["text_mask"].astype(bool)
@@ -61,9 +69,18 @@ class TrainExample(grain.transforms.Map):
         if self.sr:
             out["low"] = np.asarray(element["low"], np.float32)
             out["cutoff"] = np.asarray(element["cutoff"], np.float32)
-        elif "audio_mask" in element:
+        elif "audio_mask" in element and self.audio and not self.latents:
             out["audio_mask"] = element["audio_mask"].astype(bool)
         return out
+
+
+def batch_has_audio(cfg: Config) -> bool:
+    """Whether batches carry the waveform: always, except with pre-encoded latents (data.latents) when
+    nothing in the step reads audio (SSL targets precomputed or alignment off, task=t2a)."""
+    if not cfg.data.latents or cfg.task == "sr":
+        return True
+    g = cfg.guidance
+    return g.ssl != "precomputed" and (g.lambda0 > 0 or cfg.regime.discrepancy == "output")
 
 
 # Third entry of the low-band generator's seed, so its stream differs from the clip renderer's.
@@ -159,11 +176,15 @@ def num_training(cfg: Config, source) -> int:
 
 def example_spec(cfg: Config) -> ExampleSpec:
     """Per-example shapes and dtypes of the batch keys (prepared: read from dataset.json once)."""
-    spec: ExampleSpec = {"audio": ((cfg.num_samples,), np.dtype(np.float32))}
+    spec: ExampleSpec = {"audio": ((cfg.num_samples,), np.dtype(np.float32))} if batch_has_audio(cfg) else {}
     prepared = None
     if cfg.data.source == "prepared":
         prepared = read_spec(cfg.data.path)
         check_spec(prepared, cfg)
+    if cfg.data.latents:
+        spec["latents"] = (prepared.shape("latents"), np.dtype(np.float32))
+        if "latent_mask" in prepared.features:
+            spec["latent_mask"] = (prepared.shape("latent_mask"), np.dtype(bool))
     if cfg.text.kind == "precomputed":
         spec["text_emb"] = (prepared.shape("text_emb"), np.dtype(np.float32))
         spec["text_mask"] = (prepared.shape("text_mask"), np.dtype(bool))
@@ -172,7 +193,7 @@ def example_spec(cfg: Config) -> ExampleSpec:
         spec["text_mask"] = ((cfg.data.text_max_length,), np.dtype(bool))
     if cfg.guidance.ssl == "precomputed":
         spec["ssl_targets"] = (prepared.shape("ssl"), np.dtype(np.float32))
-    if prepared is not None and cfg.task != "sr" and "audio_mask" in prepared.features:
+    if prepared is not None and cfg.task != "sr" and "audio_mask" in prepared.features and not cfg.data.latents:
         spec["audio_mask"] = ((cfg.num_samples,), np.dtype(bool))
     if cfg.task == "sr":
         spec["low"] = ((cfg.num_samples,), np.dtype(np.float32))

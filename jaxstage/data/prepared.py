@@ -28,6 +28,7 @@ class PreparedSpec:
     num_samples: int
     shards: tuple[tuple[str, int], ...]  # (file name, record count)
     features: dict[str, tuple[tuple[int, ...], str]]  # key -> (shape, dtype)
+    autoencoder: dict[str, Any] | None = None  # prepare --autoencoder: what encoded the latents (sha256, ...)
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Per-example shape of ``key``; ConfigError naming dataset.json if it was not prepared."""
@@ -54,7 +55,8 @@ def read_spec(directory: str | Path) -> PreparedSpec:
                     for k, v in _field(meta, "features", path).items()}
         spec = PreparedSpec(directory=directory, count=int(_field(meta, "count", path)),
                             sample_rate=int(_field(meta, "sample_rate", path)),
-                            num_samples=int(_field(meta, "num_samples", path)), shards=shards, features=features)
+                            num_samples=int(_field(meta, "num_samples", path)), shards=shards, features=features,
+                            autoencoder=(meta.get("encoders") or {}).get("autoencoder"))
     except (TypeError, KeyError, ValueError, AttributeError) as err:
         if isinstance(err, ConfigError):
             raise
@@ -86,10 +88,28 @@ def check_spec(spec: PreparedSpec, cfg: Config) -> None:
                               f"must be [L, D] / [L]")
     if cfg.guidance.ssl == "precomputed" and len(spec.shape("ssl")) != 2:
         raise ConfigError(f"{path}: features.ssl.shape={list(spec.shape('ssl'))} must be [frames, dim]")
+    if cfg.data.latents:
+        _check_latents(spec, cfg, path)
     held_out = cfg.regime.monitor_size
     if spec.count <= held_out:
         raise ConfigError(f"{path}: count={spec.count} leaves no training records after holding out "
                           f"regime.monitor_size={held_out}")
+
+
+def _check_latents(spec: PreparedSpec, cfg: Config, path: Path) -> None:
+    """data.latents: the records hold latents of exactly ``codec.autoencoder`` (same SHA-256)."""
+    from jaxstage.tools.export.autoencoder import autoencoder_sha256
+
+    shape = spec.shape("latents")
+    if len(shape) != 2:
+        raise ConfigError(f"{path}: features.latents.shape={list(shape)} must be [frames, latent_dim]")
+    made_with = (spec.autoencoder or {}).get("sha256")
+    if made_with is None:
+        raise ConfigError(f"{path}: encoders.autoencoder is missing (not prepared with --autoencoder)")
+    expected = cfg.codec.autoencoder_sha256 or autoencoder_sha256(cfg.codec.autoencoder)
+    if made_with != expected:
+        raise ConfigError(f"{path}: latents were encoded by an autoencoder with SHA-256 {made_with[:16]}..., "
+                          f"codec.autoencoder={cfg.codec.autoencoder} has {expected[:16]}...")
 
 
 class PreparedSource:

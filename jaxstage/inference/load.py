@@ -64,7 +64,7 @@ def load_run(cfg: Config, workdir: str | Path, step: int | None = None,
         raise FileNotFoundError(f"{workdir / 'checkpoints'} has no step {step} (available: {available})")
     model = LOADERS[kind](cfg, ckpt.state_metadata(step), mesh)
     rep = parallel.replicated(model.mesh)
-    stats = jax.eval_shape(lambda: fit_stats(model.codec, jnp.zeros((1, cfg.num_samples), jnp.float32),
+    stats = jax.eval_shape(lambda: fit_stats(model.bound_codec(), jnp.zeros((1, cfg.num_samples), jnp.float32),
                                              per_channel=cfg.codec.per_channel_stats))
     params = ckpt_lib.abstract_target(model.abstract_params, model.param_shardings)
     target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep), "params": params, "ema_params": params,

@@ -1,6 +1,6 @@
-"""What sampling needs of a run, and nothing more: the codec, the objective, the denoiser's graph
-and parameter shardings (no optimizer, no SSL encoder, no regime). Training's ``Experiment``
-extends it with the optimizer and the recipe."""
+"""What sampling needs of a run, and nothing more: the codec (and a latent codec's frozen weights),
+the objective, the denoiser's graph and parameter shardings (no optimizer, no SSL encoder, no
+regime). Training's ``Experiment`` extends it with the optimizer and the recipe."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from jaxstage import parallel
-from jaxstage.config import Config
+from jaxstage.config import Config, ConfigError
 from jaxstage.data.pipeline import ExampleSpec, example_spec
 from jaxstage.diffusion.objectives import make_objective
 from jaxstage.models.codecs import make_codec
@@ -36,10 +36,17 @@ class InferenceModel:
     param_shardings: Params
     batch_sharding: NamedSharding
     example_spec: ExampleSpec  # batch key -> (per-example shape, dtype); prepared data: from dataset.json
+    # codec.kind=oobleck: the frozen autoencoder's weights, replicated on the mesh; an argument of every
+    # compiled function that encodes or decodes (never a captured constant, never optimized); else None
+    codec_params: Params | None
 
     @property
     def io_channels(self) -> int:
         return self.codec.channels
+
+    def bound_codec(self, codec_params: Params | None = None):
+        """The codec bound to ``codec_params`` (inside jit: the traced argument), default this model's."""
+        return self.codec.bind(self.codec_params if codec_params is None else codec_params)
 
     @property
     def text_key(self) -> str:
@@ -57,14 +64,51 @@ class InferenceModel:
 
 
 def codec_from_config(cfg: Config):
-    """The codec named by ``codec.kind`` with the config's hyperparameters."""
+    """The codec named by ``codec.kind`` with the config's hyperparameters (oobleck: see
+    :func:`latent_codec_from_config`, which also loads the weights)."""
     c = cfg.codec
+    if c.kind == "oobleck":
+        return latent_codec_from_config(cfg)[0]
     if c.kind == "stft":
         return make_codec("stft", sample_rate=cfg.data.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
                           compress=c.compress, scale=c.scale)
     return make_codec("mel", sample_rate=cfg.data.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
                       n_mels=c.n_mels, f_min=c.f_min, f_max=c.f_max or cfg.data.sample_rate / 2,
                       griffin_lim_iters=c.griffin_lim_iters)
+
+
+def latent_codec_from_config(cfg: Config) -> tuple[Any, Params]:
+    """(OobleckCodec, its weights on the host) for ``codec.kind=oobleck``: the autoencoder directory
+    ``codec.autoencoder`` checked against the config (its SHA-256 when recorded, sample rate, clip
+    length); each failure is one line naming the key."""
+    from jaxstage.models.latent_codec import OobleckCodec, vae_params
+    from jaxstage.tools.export.autoencoder import load_autoencoder
+
+    c = cfg.codec
+    vae, info = load_autoencoder(c.autoencoder)
+    if c.autoencoder_sha256 and info["sha256"] != c.autoencoder_sha256:
+        raise ConfigError(f"codec.autoencoder={c.autoencoder}: its weights have SHA-256 {info['sha256'][:16]}..., the "
+                          f"run was made with {c.autoencoder_sha256[:16]}... (codec.autoencoder_sha256): a different "
+                          f"autoencoder")
+    if info["sample_rate"] is not None and int(info["sample_rate"]) != cfg.data.sample_rate:
+        raise ConfigError(f"codec.autoencoder={c.autoencoder} works at {info['sample_rate']} Hz, "
+                          f"data.sample_rate={cfg.data.sample_rate}")
+    hop = info["config"].hop
+    if cfg.num_samples % hop:
+        raise ConfigError(f"data.clip_seconds={cfg.data.clip_seconds:g}: {cfg.num_samples} samples is not a multiple of "
+                          f"the autoencoder's {hop} samples per latent (codec.autoencoder={c.autoencoder})")
+    codec = OobleckCodec(vae=info["config"], sample_rate=cfg.data.sample_rate, scale=info["scale"],
+                         latent=c.latent, chunk_frames=c.chunk_frames, chunk_overlap=c.chunk_overlap)
+    return codec, vae_params(vae)
+
+
+def pin_autoencoder(cfg: Config) -> None:
+    """Record the SHA-256 of ``codec.autoencoder``'s weights in ``cfg`` (codec.kind=oobleck with no
+    hash yet), so config.json names the exact autoencoder a run was made with."""
+    if cfg.codec.kind == "oobleck" and not cfg.codec.autoencoder_sha256:
+        from jaxstage.tools.export.autoencoder import autoencoder_sha256
+
+        cfg.codec.autoencoder_sha256 = autoencoder_sha256(cfg.codec.autoencoder)
 
 
 def objective_from_config(cfg: Config):
@@ -80,7 +124,9 @@ def inference_parts(cfg: Config, mesh: Mesh | None = None, *, projector_dim: int
     carries the REPA projector when ``projector_dim`` > 0 (its weights are part of the run's params)."""
     mesh = parallel.make_mesh(cfg.mesh) if mesh is None else mesh
     rules = parallel.rules_dict(cfg.mesh.rules)
-    codec = codec_from_config(cfg)
+    codec, codec_params = latent_codec_from_config(cfg) if cfg.codec.kind == "oobleck" else (codec_from_config(cfg), None)
+    if codec_params is not None:  # jit boundary: the frozen weights live replicated on every device
+        codec_params = jax.device_put(codec_params, parallel.replicated(mesh))
     spec = example_spec(cfg) if spec is None else spec
     text_dim = spec["text_emb"][0][-1] if "text_emb" in spec else 0
 
@@ -94,4 +140,4 @@ def inference_parts(cfg: Config, mesh: Mesh | None = None, *, projector_dim: int
     return dict(cfg=cfg, mesh=mesh, rules=rules, codec=codec, objective=objective_from_config(cfg),
                 graphdef=graphdef, buffers=buffers, abstract_params=nnx.to_pure_dict(abstract_param_state),
                 param_shardings=parallel.state_shardings(mesh, abstract_param_state, rules),
-                batch_sharding=parallel.batch_sharding(mesh, rules), example_spec=spec)
+                batch_sharding=parallel.batch_sharding(mesh, rules), example_spec=spec, codec_params=codec_params)

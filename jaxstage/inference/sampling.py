@@ -20,20 +20,23 @@ from jaxstage.train.state import Experiment, Params
 
 
 def sample_audio(exp: Experiment, sampler: str, levels: jax.Array, denoise, stats: CodecStats, key: jax.Array,
-                 batch: int) -> jax.Array:
-    """Audio [batch, N]: ``sampler`` run from Gaussian noise with ``denoise``, then decoded (use inside jit)."""
+                 batch: int, codec_params: Params | None = None) -> jax.Array:
+    """Audio [batch, N]: ``sampler`` run from Gaussian noise with ``denoise``, then decoded with the codec
+    (bound to ``codec_params``, a latent codec's traced weights) (use inside jit)."""
     noise_key, sampler_key = jax.random.split(key)
     x_T = jax.random.normal(noise_key, (batch, exp.codec.num_frames(exp.cfg.num_samples), exp.io_channels), jnp.float32)
     x0 = samplers.sample(sampler, denoise, exp.objective, levels, x_T, sampler_key)
-    return exp.codec.decode(denormalize(x0, stats), exp.cfg.num_samples)
+    return exp.codec.bind(codec_params).decode(denormalize(x0, stats), exp.cfg.num_samples)
 
 
 def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = True):
-    """A jitted ``(params, stats, text, text_mask, key, cfg_scale) -> audio [B, N]``; ``text`` is token
-    ids [B, L] or precomputed embeddings [B, L, D] (per ``text.kind``).
+    """A jitted ``(params, stats, text, text_mask, key, cfg_scale, codec_params) -> audio [B, N]``;
+    ``text`` is token ids [B, L] or precomputed embeddings [B, L, D] (per ``text.kind``);
+    ``codec_params``: a latent codec's frozen autoencoder (None for weight-free codecs).
 
     jit boundary: compiled once per (sampler, steps, guided, batch size); the guidance scale is a
-    traced argument, so changing it does not recompile. CFG batches the conditional and unconditional
+    traced argument, so changing it does not recompile; the autoencoder's weights are an argument, not
+    constants baked into the executable. CFG batches the conditional and unconditional
     passes into one model call; ``guided=False`` runs the conditional pass alone (``cfg_scale`` is
     then ignored: what a scale of 1 computes, at half the cost).
     """
@@ -43,7 +46,7 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = T
 
     @jax.jit
     def generate(params: Params, stats: CodecStats, text: jax.Array, text_mask: jax.Array,
-                 key: jax.Array, cfg_scale: jax.Array) -> jax.Array:
+                 key: jax.Array, cfg_scale: jax.Array, codec_params: Params | None) -> jax.Array:
         model = exp.model(params)
         tokens, mask = model.encode_text(text, text_mask)
 
@@ -60,7 +63,7 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = T
             def denoise(x, level):
                 return denoise_with(x, level, cond)
 
-        return sample_audio(exp, sampler, levels, denoise, stats, key, text.shape[0])
+        return sample_audio(exp, sampler, levels, denoise, stats, key, text.shape[0], codec_params)
 
     return generate
 
@@ -95,6 +98,6 @@ class Generator:
         scale = s.cfg_scale if cfg_scale is None else cfg_scale
         fn = self._fn(sampler or s.sampler, steps or s.steps, scale != 1.0)
         audio = fn(params, stats, jnp.asarray(text), jnp.asarray(text_mask), jax.random.PRNGKey(seed),
-                   jnp.asarray(scale, jnp.float32))
+                   jnp.asarray(scale, jnp.float32), self.exp.codec_params)
         return np.asarray(jax.device_get(audio), np.float32)  # raw levels: WAV writers fit them to full scale
 

@@ -26,7 +26,8 @@ from jaxstage.train.state import Experiment, Params
 
 
 def make_sr_generate_fn(exp: Experiment, sampler: str, steps: int, replace: bool):
-    """A jitted ``(params, stats, low [B, N], cutoff [B] Hz, key) -> audio [B, N]`` at the model's rate;
+    """A jitted ``(params, stats, low [B, N], cutoff [B] Hz, key, codec_params) -> audio [B, N]`` at the
+    model's rate (``codec_params``: a latent codec's frozen autoencoder, an argument; else None);
     ``replace``: put the input's band below the cutoff back (``sr.replace_n_fft``, ``sr.replace_transition_hz``).
 
     jit boundary: compiled once per (sampler, steps, batch size); the cutoff is a traced per-example
@@ -40,13 +41,13 @@ def make_sr_generate_fn(exp: Experiment, sampler: str, steps: int, replace: bool
 
     @jax.jit
     def generate(params: Params, stats: CodecStats, low_audio: jax.Array, cutoff: jax.Array,
-                 key: jax.Array) -> jax.Array:
+                 key: jax.Array, codec_params: Params | None) -> jax.Array:
         model = exp.model(params)
         batch = low_audio.shape[0]
         ids = jnp.broadcast_to(jnp.asarray(empty_ids), (batch, empty_ids.shape[1]))
         mask = jnp.broadcast_to(jnp.asarray(empty_mask), (batch, empty_mask.shape[1]))
         tokens, mask = model.encode_text(ids, mask)
-        low = normalize(exp.codec.encode(low_audio), stats)
+        low = normalize(exp.codec.bind(codec_params).encode(low_audio), stats)
 
         def denoise(x: jax.Array, level: jax.Array) -> jax.Array:
             level = jnp.broadcast_to(jnp.asarray(level, jnp.float32), (batch,))
@@ -54,7 +55,7 @@ def make_sr_generate_fn(exp: Experiment, sampler: str, steps: int, replace: bool
             out = model.denoise(x_in, c_noise, tokens, mask, low=low, cutoff=cutoff).out
             return objective.denoise(out, x, level)
 
-        audio = sample_audio(exp, sampler, levels, denoise, stats, key, batch)
+        audio = sample_audio(exp, sampler, levels, denoise, stats, key, batch, codec_params)
         if replace:
             audio = replace_low_band(audio, low_audio, cutoff, cfg.data.sample_rate, n_fft=cfg.sr.replace_n_fft,
                                      transition_hz=cfg.sr.replace_transition_hz)
@@ -122,7 +123,7 @@ class SRGenerator:
             short = self.batch_size - part.shape[0]  # padded with copies of the last row (dropped below)
             part, cut = np.pad(part, ((0, short), (0, 0)), mode="edge"), np.pad(cut, (0, short), mode="edge")
             key = jax.random.fold_in(jax.random.PRNGKey(seed), g)
-            audio = fn(params, stats, jnp.asarray(part), jnp.asarray(cut), key)
+            audio = fn(params, stats, jnp.asarray(part), jnp.asarray(cut), key, self.exp.codec_params)
             out.append(np.asarray(jax.device_get(audio), np.float32)[: self.batch_size - short])
         return np.concatenate(out)
 

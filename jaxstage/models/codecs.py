@@ -1,4 +1,6 @@
 """Weight-free audio codecs: audio [B, N] float32 <-> features [B, T, C] (channels-last, T = frames).
+(The latent codec over a frozen autoencoder is ``models.latent_codec``; it shares this interface
+once bound to its weights.)
 
 - `StftCodec`: compressed complex STFT, real and imaginary parts as channels; exactly invertible.
 - `MelCodec`: log-mel spectrogram, inverted by mel pseudo-inverse + fast Griffin-Lim.
@@ -6,6 +8,8 @@
 
 Codecs are frozen dataclasses of static hyperparameters: hashable, so they can be closed over in
 `jax.jit` or passed as static arguments. All encode/decode functions are pure and jit-able.
+``codec.bind(params)`` is the codec ready to use: a weight-free codec has no weights
+(``params=None``) and returns itself; ``encode``'s ``key`` (a latent codec's sampling) is unused.
 """
 
 from __future__ import annotations
@@ -124,7 +128,10 @@ class StftCodec:
     def num_frames(self, num_samples: int) -> int:
         return stft_num_frames(num_samples, self.n_fft, self.hop_length)
 
-    def encode(self, audio: jax.Array) -> jax.Array:
+    def bind(self, params: None = None) -> StftCodec:
+        return self
+
+    def encode(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """[B, N] -> [B, T, 2 * (n_fft // 2 + 1)]."""
         spec = stft(audio.astype(jnp.float32), self.n_fft, self.hop_length, self.pad_mode)
         re, im = jnp.real(spec), jnp.imag(spec)
@@ -222,7 +229,10 @@ class MelCodec:
     def num_frames(self, num_samples: int) -> int:
         return stft_num_frames(num_samples, self.n_fft, self.hop_length)
 
-    def encode(self, audio: jax.Array) -> jax.Array:
+    def bind(self, params: None = None) -> MelCodec:
+        return self
+
+    def encode(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """[B, N] -> [B, T, n_mels] log-mel."""
         spec = stft(audio.astype(jnp.float32), self.n_fft, self.hop_length, self.pad_mode)
         mag = jnp.abs(spec) ** self.power
@@ -290,11 +300,15 @@ class CodecStats:
 
 
 def fit_stats(codec: Codec, audio_batch: jax.Array, per_channel: bool, min_std: float = 1e-5) -> CodecStats:
-    """Mean/std of `codec.encode(audio_batch)` over batch and frames.
+    """Mean/std of `codec.encode(audio_batch)` over batch and frames (``codec`` bound to its weights).
 
     per_channel=False fits one scalar mean and one scalar std, broadcast to [C].
     """
-    features = codec.encode(jnp.asarray(audio_batch, jnp.float32))
+    return stats_of_features(codec.encode(jnp.asarray(audio_batch, jnp.float32)), per_channel, min_std)
+
+
+def stats_of_features(features: jax.Array, per_channel: bool, min_std: float = 1e-5) -> CodecStats:
+    """Mean/std of features [..., C] over every axis but the channels (see :func:`fit_stats`)."""
     flat = features.reshape(-1, features.shape[-1])
     if per_channel:
         mean, std = flat.mean(axis=0), flat.std(axis=0)

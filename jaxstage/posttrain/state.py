@@ -142,7 +142,8 @@ def arc_restore_target(ax: ARCExperiment) -> ARCState:
     from jaxstage.models.codecs import fit_stats
 
     audio = jax.ShapeDtypeStruct((1, ax.cfg.num_samples), jnp.float32)
-    stats = jax.eval_shape(lambda a: fit_stats(ax.gen.codec, a, per_channel=ax.cfg.codec.per_channel_stats), audio)
+    stats = jax.eval_shape(lambda a: fit_stats(ax.gen.bound_codec(), a, per_channel=ax.cfg.codec.per_channel_stats),
+                           audio)
     key = jax.random.PRNGKey(0)
     abstract = jax.eval_shape(_initial_arc_state_fn(ax, key), ax.gen.abstract_params, stats, key)
     return abstract_target(abstract, arc_state_shardings(ax, abstract))

@@ -14,7 +14,7 @@ The three discriminator passes (real, fake, real with rolled prompts) run as one
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,10 +52,14 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
         x_in, c_noise = objective.model_input(x, tau)
         return ax.discriminator(disc_params)(x_in, c_noise, ids, mask)
 
-    def arc_step(state: ARCState, batch: Batch) -> tuple[ARCState, Metrics]:
+    def arc_step(state: ARCState, batch: Batch, codec_params: Any = None) -> tuple[ARCState, Metrics]:
+        """One ARC step; ``codec_params``: a latent codec's frozen autoencoder (compiled: an argument)."""
         key = jax.random.fold_in(state.rng, state.step)
         t_key, eps_key, tau_key, noise_key, r1_key = jax.random.split(key, 5)
-        x0 = normalize(exp.codec.encode(batch["audio"]), state.codec_stats)
+        if "latents" in batch:  # static: pre-encoded records (data.latents)
+            x0 = normalize(batch["latents"], state.codec_stats)
+        else:
+            x0 = normalize(exp.bound_codec(codec_params).encode(batch["audio"]), state.codec_stats)
         ids, mask = batch[text_key], batch["text_mask"]
         b = x0.shape[0]
         t = levels(t_key, b, a.gen_level_loc, a.gen_level_scale)
@@ -116,7 +120,9 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
 
 def compile_arc_step(ax: ARCExperiment, state_like: ARCState) -> CompiledStep:
     """Compile ``arc_step`` once (see ``run.compiled_step``): both players' params by the logical
-    rules, moments mirroring them, the rest replicated; the state is donated; non-finite steps are skipped."""
+    rules, moments mirroring them, the rest replicated; the state is donated; non-finite steps are skipped;
+    a latent codec's frozen autoencoder is a third, replicated, non-donated argument."""
     guard = NonFiniteGuard(FINITE_METRICS, ax.cfg.train.max_skipped_steps)
+    frozen = () if ax.gen.codec_params is None else (ax.gen.codec_params,)
     return compile_step(make_arc_step(ax), state_like, arc_state_shardings(ax, state_like), abstract_batch(ax.gen),
-                        ax.mesh, ax.gen.batch_sharding, guard)
+                        ax.mesh, ax.gen.batch_sharding, guard, frozen)

@@ -66,7 +66,11 @@ def read_run_config(workdir: str | Path, name: str = "") -> tuple[Path, Config]:
 
 def prepare_workdir(cfg: Config, workdir: Path, kind: str = "train") -> None:
     """Create the run directory for a ``kind`` run; on resume, refuse another trainer's directory
-    and a config that changes more than cadence/length."""
+    and a config that changes more than cadence/length. codec.kind=oobleck: ``cfg`` first records the
+    SHA-256 of its autoencoder, so a resume with different weights at the same path is refused."""
+    from jaxstage.inference.model import pin_autoencoder
+
+    pin_autoencoder(cfg)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "samples").mkdir(exist_ok=True)
     existing = run_kind(workdir)

@@ -217,7 +217,8 @@ def monitor_levels(cfg: Config, objective) -> np.ndarray:
 def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
                   text_ids: np.ndarray, text_mask: np.ndarray,
                   ssl_frames: np.ndarray | None = None, ssl_params=None, low_audio: np.ndarray | None = None,
-                  cutoff: np.ndarray | None = None, audio_mask: np.ndarray | None = None) -> MonitorBatch | None:
+                  cutoff: np.ndarray | None = None, audio_mask: np.ndarray | None = None,
+                  latents: np.ndarray | None = None, latent_mask: np.ndarray | None = None) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
     ``targets`` are φ of the clean clips at the token rate (or ``ssl_frames``, the clips' precomputed
@@ -225,24 +226,35 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
     the output discrepancy with φ of the decoded prediction. ``text_ids`` are token ids or, with
     text.kind=precomputed, embeddings. ``low_audio`` [M, N] and ``cutoff`` [M] (Hz): the SR condition
     (task=sr), the low band encoded and normalized like ``audio``. ``audio_mask`` [M, N] (prepared data,
-    True = real audio): the discrepancy then averages over the real frames only.
+    True = real audio): the discrepancy then averages over the real frames only. ``latents`` [M, T, C]
+    (and ``latent_mask`` [M, T]): the clips pre-encoded (data.latents), used instead of encoding ``audio``.
     Without a discrepancy to measure (alignment kind and ``guidance.lambda0 = 0``): None.
     """
-    from jaxstage.models.codecs import frame_mask, normalize
+    from jaxstage.models.codecs import normalize
+    from jaxstage.models.latent_codec import encode_host
 
     if not recipe.monitor_enabled:
         return None
-    x0 = normalize(codec.encode(jnp.asarray(audio)), stats)
+    x0 = normalize(jnp.asarray(latents) if latents is not None else encode_host(codec, audio), stats)
     noise = jax.random.normal(jax.random.PRNGKey(cfg.regime.monitor_seed), x0.shape, x0.dtype)
     levels = jnp.asarray(monitor_levels(cfg, objective)[: x0.shape[0]])
-    batch = {"audio": jnp.asarray(audio)}
+    batch = {} if audio is None else {"audio": jnp.asarray(audio)}
     if ssl_frames is not None:
         batch["ssl_targets"] = jnp.asarray(ssl_frames)
     targets = ssl_targets(recipe, batch, x0.shape[1], ssl_params)
     if (low_audio is None) != (cutoff is None):
         raise ValueError("the SR monitor needs both low_audio and cutoff")
-    low = None if low_audio is None else normalize(codec.encode(jnp.asarray(low_audio)), stats)
+    low = None if low_audio is None else normalize(encode_host(codec, low_audio), stats)
     return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
                         text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask), low=low,
                         cutoff=None if cutoff is None else jnp.asarray(cutoff, jnp.float32),
-                        frame_mask=None if audio_mask is None else frame_mask(codec, jnp.asarray(audio_mask)))
+                        frame_mask=_monitor_frame_mask(codec, audio_mask, latent_mask))
+
+
+def _monitor_frame_mask(codec, audio_mask: np.ndarray | None, latent_mask: np.ndarray | None) -> jax.Array | None:
+    """The monitor's real frames: the records' latent mask, or the audio mask at the codec's frames."""
+    from jaxstage.models.codecs import frame_mask
+
+    if latent_mask is not None:
+        return jnp.asarray(latent_mask, jnp.float32)
+    return None if audio_mask is None else frame_mask(codec, jnp.asarray(audio_mask))

@@ -66,6 +66,12 @@ class Experiment(InferenceModel):
     recipe: Recipe
     ssl_params: Any = None  # frozen SSL encoder weights, replicated on the mesh (guidance.ssl=encoder)
 
+    def frozen_params(self) -> dict[str, Any]:
+        """The frozen weights the train step reads, by name (``ssl``, ``codec``): a separate,
+        replicated, non-donated argument of the compiled step, never part of the train state."""
+        frozen = {"ssl": self.ssl_params, "codec": self.codec_params}
+        return {k: v for k, v in frozen.items() if v is not None}
+
 
 def build_experiment(cfg: Config, mesh: Mesh | None = None) -> Experiment:
     """Codec, objective, model graph, optimizer and shardings for ``cfg`` on ``mesh``."""
@@ -171,8 +177,11 @@ def optimizer_shardings(abstract_opt_state: Any, abstract_params: Params, param_
     return map_opt(abstract_opt_state)
 
 
-def fit_codec_stats(exp: Experiment, audio: np.ndarray) -> CodecStats:
-    """Data-derived normalization of the codec features, from a host batch of clips."""
-    from jaxstage.models.codecs import fit_stats
+def fit_codec_stats(exp: Experiment, audio: np.ndarray | None, latents: np.ndarray | None = None) -> CodecStats:
+    """Data-derived normalization of the codec features, from a host batch of clips (or their
+    pre-encoded ``latents``, data.latents: no encoder runs)."""
+    from jaxstage.models.codecs import stats_of_features
+    from jaxstage.models.latent_codec import encode_host
 
-    return fit_stats(exp.codec, jnp.asarray(audio), per_channel=exp.cfg.codec.per_channel_stats)
+    features = jnp.asarray(latents) if latents is not None else encode_host(exp.bound_codec(), audio)
+    return stats_of_features(features, per_channel=exp.cfg.codec.per_channel_stats)

@@ -44,7 +44,7 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
     """
     objective, recipe, cfg = exp.objective, exp.recipe, exp.cfg
 
-    def discrepancy(params, monitor: MonitorBatch, codec_stats, ssl_params=None) -> jax.Array:
+    def discrepancy(params, monitor: MonitorBatch, codec_stats, ssl_params=None, codec_params=None) -> jax.Array:
         params = jax.lax.stop_gradient(params)
         model = exp.model(params)
         x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
@@ -54,7 +54,7 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
         if recipe.discrepancy == "alignment":
             return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets, mask=monitor.frame_mask)
         x0_hat = objective.denoise(out.out, x_t, monitor.levels)
-        audio = exp.codec.decode(denormalize(x0_hat, codec_stats), cfg.num_samples)
+        audio = exp.bound_codec(codec_params).decode(denormalize(x0_hat, codec_stats), cfg.num_samples)
         predicted = resample_frames(ssl_features(recipe, audio, ssl_params), monitor.targets.shape[1])
         return guidance_lib.alignment_loss(predicted, monitor.targets, mask=monitor.frame_mask)
 
@@ -94,22 +94,28 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
 
     measure_discrepancy = make_discrepancy(exp)
 
-    def train_step(state: TrainState, batch: Batch, ssl_params: Any = None) -> tuple[TrainState, Metrics]:
-        """One step; ``ssl_params``: the frozen SSL encoder's weights (guidance.ssl=encoder), else None.
+    def train_step(state: TrainState, batch: Batch, frozen: dict[str, Any] | None = None) -> tuple[TrainState, Metrics]:
+        """One step; ``frozen``: the frozen weights (``Experiment.frozen_params``: the SSL encoder's
+        under ``ssl``, the latent codec's autoencoder under ``codec``).
 
-        Called uncompiled without them, the Experiment's copy is used (captured as constants);
+        Called uncompiled without them, the Experiment's copies are used (captured as constants);
         ``compile_train_step`` always passes them as an argument instead.
         """
-        if ssl_params is None:
-            ssl_params = exp.ssl_params
+        frozen = exp.frozen_params() if frozen is None else frozen
+        ssl_params, codec_params = frozen.get("ssl"), frozen.get("codec")
+        codec = exp.bound_codec(codec_params)
         key = jax.random.fold_in(state.rng, state.step)
         level_key, noise_key, drop_key = jax.random.split(key, 3)
         step = state.step
         p = regime_lib.progress_at_step(state.regime.progress, step, recipe.progress)
-        x0 = normalize(exp.codec.encode(batch["audio"]), state.codec_stats)
-        mask = frame_mask(exp.codec, batch["audio_mask"]) if "audio_mask" in batch else None  # static
+        if "latents" in batch:  # static: pre-encoded records (data.latents), no encoder in the step
+            x0 = normalize(batch["latents"], state.codec_stats)
+            mask = batch["latent_mask"].astype(jnp.float32) if "latent_mask" in batch else None
+        else:  # a latent codec with codec.latent=sample draws its latents with a key of their own
+            x0 = normalize(codec.encode(batch["audio"], jax.random.fold_in(key, 1)), state.codec_stats)
+            mask = frame_mask(codec, batch["audio_mask"]) if "audio_mask" in batch else None  # static
         # task=sr: the low band in the same normalized feature space (input channels) and its cutoff
-        low = normalize(exp.codec.encode(batch["low"]), state.codec_stats) if sr else None
+        low = normalize(codec.encode(batch["low"]), state.codec_stats) if sr else None
         cutoff = batch["cutoff"] if sr else None
         batch_size = x0.shape[0]
         levels = sample_levels(level_key, batch_size, objective, d.level_dist, level_dist_params(cfg, recipe, p),
@@ -157,7 +163,8 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
             progress = jax.lax.cond(
                 new_step % recipe.monitor_every == 0,
                 lambda: regime_lib.update_progress(
-                    regime.progress, measure_discrepancy(params, state.monitor, state.codec_stats, ssl_params),
+                    regime.progress, measure_discrepancy(params, state.monitor, state.codec_stats, ssl_params,
+                                                         codec_params),
                     new_step, recipe.progress),
                 lambda: regime.progress,
             )
@@ -210,9 +217,9 @@ def abstract_batch(exp: Experiment) -> Batch:
 
 def compile_train_step(exp: Experiment, state: TrainState) -> CompiledStep:
     """Compile ``train_step`` once for ``state``'s shapes and the mesh (see ``run.compiled_step``), its
-    non-finite steps skipped; with guidance.ssl=encoder the frozen encoder's weights are a third,
-    replicated argument."""
-    frozen = () if exp.ssl_params is None else (exp.ssl_params,)
+    non-finite steps skipped; frozen weights (guidance.ssl=encoder's encoder, codec.kind=oobleck's
+    autoencoder) are a third, replicated, non-donated argument."""
+    frozen = (exp.frozen_params(),) if exp.frozen_params() else ()
     guard = NonFiniteGuard(FINITE_METRICS, exp.cfg.train.max_skipped_steps)
     return compile_step(make_train_step(exp), state, state_shardings(exp, state.codec_stats, state.monitor),
                         abstract_batch(exp), exp.mesh, exp.batch_sharding, guard, frozen)

@@ -54,7 +54,7 @@ def train(cfg: Config, workdir: str | Path | None = None) -> RunResult:
 
 def fresh_state(exp: Experiment) -> TrainState:
     """A newly initialized train state: codec normalization fitted, monitor batch built."""
-    stats = fit_codec_stats(exp, _stats_audio(exp.cfg))
+    stats = fit_codec_stats(exp, *_stats_clips(exp.cfg))
     return init_state(exp, stats, make_monitor(exp, stats))
 
 
@@ -67,7 +67,7 @@ def state_from_run(exp: Experiment, init_from: str) -> tuple[TrainState, str]:
     path, source_cfg = source_run(init_from)
     _, source = load_run(source_cfg, path, mesh=exp.mesh)
     reuse_stats = same_codec(exp.cfg, source_cfg)
-    stats = source.codec_stats if reuse_stats else fit_codec_stats(exp, _stats_audio(exp.cfg))
+    stats = source.codec_stats if reuse_stats else fit_codec_stats(exp, *_stats_clips(exp.cfg))
     state = init_state(exp, stats, make_monitor(exp, stats))
     params, copied, kept = merge_params(state.params, source.params, source_name=init_from)
     ema, _, _ = merge_params(state.ema_params, source.ema_params, source_name=init_from)
@@ -89,16 +89,18 @@ def restore_target(exp: Experiment):
 def _abstract_stats_and_monitor(exp: Experiment):
     m = exp.cfg.regime.monitor_size
     batch = {k: jnp.zeros((m, *shape), dtype) for k, (shape, dtype) in exp.example_spec.items()}
-    stats = fit_codec_stats(exp, batch["audio"][:1])
+    stats = fit_codec_stats(exp, batch["audio"][:1] if "audio" in batch else None,
+                            batch["latents"][:1] if "latents" in batch else None)
     return stats, _monitor_of(exp, stats, batch)
 
 
 def _monitor_of(exp: Experiment, stats, batch: dict) -> MonitorBatch | None:
     """The monitor batch of held-out ``batch`` (a data-pipeline batch: audio, text, and where present
     precomputed SSL targets, padding masks, the SR low band and cutoff)."""
-    return build_monitor(exp.cfg, exp.recipe, exp.codec, exp.objective, stats, batch["audio"], batch[exp.text_key],
-                         batch["text_mask"], batch.get("ssl_targets"), ssl_params=exp.ssl_params,
-                         low_audio=batch.get("low"), cutoff=batch.get("cutoff"), audio_mask=batch.get("audio_mask"))
+    return build_monitor(exp.cfg, exp.recipe, exp.bound_codec(), exp.objective, stats, batch.get("audio"),
+                         batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"), ssl_params=exp.ssl_params,
+                         low_audio=batch.get("low"), cutoff=batch.get("cutoff"), audio_mask=batch.get("audio_mask"),
+                         latents=batch.get("latents"), latent_mask=batch.get("latent_mask"))
 
 
 def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
@@ -127,8 +129,11 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
     return _monitor_of(exp, stats, {"audio": audio, exp.text_key: ids, "text_mask": mask})
 
 
-def _stats_audio(cfg: Config) -> np.ndarray:
-    """The first ``codec.stats_examples`` training clips of the data source (fixed, order-independent)."""
+def _stats_clips(cfg: Config) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(audio, None) of the first ``codec.stats_examples`` training clips of the data source (fixed,
+    order-independent), or (None, their latents) when training reads pre-encoded latents."""
     source = make_source(cfg)
     n = min(cfg.codec.stats_examples, num_training(cfg, source))
-    return np.stack([source[i]["audio"] for i in range(n)])
+    if cfg.data.latents:
+        return None, np.stack([source[i]["latents"] for i in range(n)])
+    return np.stack([source[i]["audio"] for i in range(n)]), None

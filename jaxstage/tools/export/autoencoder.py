@@ -24,7 +24,7 @@ from flax import nnx
 from jaxstage.config import ConfigError
 from jaxstage.models.oobleck import OobleckConfig, OobleckVAE, load_torch_state, matching_torch_state
 from jaxstage.tools.export import safetensors_io
-from jaxstage.tools.export.importer import read_source
+from jaxstage.tools.export.checkpoint_files import read_source
 
 # stable-audio-tools 0.0.19's OobleckEncoder/OobleckDecoder defaults (a config key left out means these)
 SAT_DEFAULTS = {"channels": 128, "c_mults": [1, 2, 4, 8], "strides": [2, 4, 8, 8], "use_snake": False,
@@ -91,6 +91,30 @@ def _write(out: Path, cfg: OobleckConfig, info: dict[str, Any], tensors: dict[st
     safetensors_io.write_text_atomic(out / "model_config.json", json.dumps(config, indent=2))
 
 
+def sat_autoencoder_config(cfg: OobleckConfig) -> dict[str, Any]:
+    """stable-audio-tools' ``model`` block of an autoencoder config for ``cfg`` (Oobleck + VAE)."""
+    shape = {"channels": cfg.channels, "c_mults": list(cfg.c_mults), "strides": list(cfg.strides),
+             "use_snake": cfg.use_snake}
+    return {"encoder": {"type": "oobleck", "config": {"in_channels": cfg.audio_channels, "latent_dim": 2 * cfg.latent_dim,
+                                                      **shape}},
+            "decoder": {"type": "oobleck", "config": {"out_channels": cfg.audio_channels, "latent_dim": cfg.latent_dim,
+                                                      "final_tanh": cfg.final_tanh,
+                                                      "use_nearest_upsample": cfg.use_nearest_upsample, **shape}},
+            "bottleneck": {"type": "vae"}, "latent_dim": cfg.latent_dim, "downsampling_ratio": cfg.hop,
+            "io_channels": cfg.audio_channels}
+
+
+def save_autoencoder(vae: OobleckVAE, out: str | Path, sample_rate: int, scale: float = 1.0,
+                     source: str = "jaxstage") -> Path:
+    """Write ``vae`` (e.g. one jaxstage trained) as a jaxstage autoencoder directory ``out``."""
+    from jaxstage.models.oobleck import torch_state
+
+    tensors = {k: np.asarray(v, np.float32) for k, v in torch_state(vae).items()}
+    info = {"sample_rate": int(sample_rate), "scale": float(scale), "model": sat_autoencoder_config(vae.cfg)}
+    _write(Path(out), vae.cfg, info, tensors, source)
+    return Path(out)
+
+
 def import_autoencoder(src: str | Path, out: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
     """Write a jaxstage autoencoder directory at ``out`` from a stable-audio-tools checkpoint (or export
     one again: the layouts are the same); returns a report."""
@@ -115,8 +139,23 @@ def load_autoencoder(directory: str | Path) -> tuple[OobleckVAE, dict[str, Any]]
     cfg, prefix, info = oobleck_config(sat, str(config_file))
     vae = OobleckVAE(cfg, nnx.Rngs(0))
     load_torch_state(vae, tensors, prefix, source=str(weights))
-    shards = sorted(Path(weights).parent.glob("model-*-of-*.safetensors")) if weights.name.endswith(".json") else []
-    return vae, {**info, "config": cfg, "sha256": content_hash(*(shards or [weights]))}
+    return vae, {**info, "config": cfg, "sha256": _weights_hash(Path(weights))}
+
+
+def autoencoder_sha256(directory: str | Path) -> str:
+    """The SHA-256 that ``load_autoencoder`` reports for a jaxstage autoencoder directory, without
+    reading the weights into memory."""
+    directory = Path(directory)
+    for name in (safetensors_io.INDEX_NAME, safetensors_io.SINGLE_NAME):
+        if (directory / name).is_file():
+            return _weights_hash(directory / name)
+    raise FileNotFoundError(f"{directory}: no {safetensors_io.SINGLE_NAME} or {safetensors_io.INDEX_NAME} "
+                            f"(not a jaxstage autoencoder directory: `jaxstage import-autoencoder` makes one)")
+
+
+def _weights_hash(weights: Path) -> str:
+    shards = sorted(weights.parent.glob("model-*-of-*.safetensors")) if weights.name.endswith(".json") else []
+    return content_hash(*(shards or [weights]))
 
 
 def content_hash(*paths: str | Path) -> str:
