@@ -1,7 +1,7 @@
 """The ``jaxstage`` command line: the only argv parser in the project.
 
     jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...] [--coordinator H:P --num-processes N --process-id I]
-                    [--heartbeat-timeout S]
+                    [--heartbeat-timeout S]          (task=autoencoder configs, e.g. configs/synth_oobleck.py: the VAE trainer)
     jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
     jaxstage sample --workdir DIR --input LOW.wav|DIR --out HIGH.wav|DIR [--cutoff HZ] [--no-replace-low-band]
     jaxstage report --workdir DIR [--out FILE.png]
@@ -120,11 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a field of the derived jaxstage config, e.g. --set codec.n_mels=64 (repeatable)")
     for name, what in (("import-autoencoder", "a stable-audio-tools Oobleck autoencoder (or the autoencoder of a "
                                               "diffusion checkpoint) into a jaxstage autoencoder directory"),
-                       ("export-autoencoder", "a jaxstage autoencoder directory as a stable-audio-tools one")):
+                       ("export-autoencoder", "a jaxstage autoencoder directory (or an autoencoder training run's "
+                                              "EMA VAE) as a stable-audio-tools one")):
         ae = sub.add_parser(name, help=f"write {what} (docs/latent.md)")
-        ae.add_argument("--src", required=True, help="folder with model_config.json + weights, or a weights file")
-        ae.add_argument("--out", required=True, help="output folder (model_config.json, model.safetensors)")
+        ae.add_argument("--src", required=True, help="folder with model_config.json + weights, or a weights file"
+                                                     + (", or an autoencoder run directory" if name[0] == "e" else ""))
+        ae.add_argument("--out", required=name[0] == "i",
+                        help="output folder (model_config.json, model.safetensors)"
+                             + ("; default for a run directory: RUN_DIR/autoencoder" if name[0] == "e" else ""))
         ae.add_argument("--config", default=None, help="the model_config.json (default: beside the weights)")
+        if name[0] == "e":
+            ae.add_argument("--step", type=int, default=None, help="run directory: checkpoint step (default: newest)")
     post = sub.add_parser("posttrain", help="ARC post-training: turn a pretrained rectified-flow run into a "
                                             "few-step sampler (docs/arc.md)")
     post.add_argument("--config", default=None, help="experiment file (e.g. configs/synth_t2a_arc.py)")
@@ -216,6 +222,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             from jaxstage.posttrain.trainer import posttrain
 
             return posttrain(cfg, args.workdir, init_from=args.init_from)
+        if cfg.task == "autoencoder":
+            from jaxstage.autoencoder.trainer import train_autoencoder
+
+            return train_autoencoder(cfg, args.workdir)
         from jaxstage.train.trainer import train
 
         return train(cfg, args.workdir)
@@ -286,6 +296,19 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_autoencoder(args: argparse.Namespace) -> int:
     from jaxstage.tools.export.autoencoder import import_autoencoder
+
+    if args.command == "export-autoencoder" and (Path(args.src) / "run.json").is_file():
+        if args.config is not None:
+            raise ValueError("--config is for autoencoder directories; a run directory has its own config.json")
+        from jaxstage.autoencoder.export import export_run_autoencoder
+
+        out = export_run_autoencoder(args.src, args.out, step=args.step)
+        print(f"wrote {out}: the EMA VAE of {args.src}", file=sys.stderr)
+        return 0
+    if getattr(args, "step", None) is not None:
+        raise ValueError("--step selects a checkpoint of a run directory; --src is an autoencoder directory")
+    if args.out is None:
+        raise ValueError("--out is required unless --src is an autoencoder run directory")
 
     report = import_autoencoder(args.src, args.out, config_path=args.config)
     print(f"wrote {report['out']}: Oobleck VAE, {report['tensors']} tensors ({report['parameters']:,} parameters) "
@@ -386,6 +409,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from jaxstage.run.workdir import read_run_config
 
     workdir, cfg = read_run_config(args.workdir)
+    if cfg.task == "autoencoder":
+        raise ValueError(f"{workdir} is an autoencoder run (task=autoencoder): it samples nothing; its VAE is "
+                         f"{workdir / 'autoencoder'} (use it as codec.autoencoder of a latent diffusion run)")
 
     settings = dict(step=args.step, ema=not args.no_ema, sampler=args.sampler, steps=args.steps, seed=args.seed,
                     raw_levels=args.raw_levels)

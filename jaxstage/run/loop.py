@@ -52,7 +52,7 @@ def run(trainer: Trainer, workdir: str | Path | None = None) -> RunResult:
     step_fn = trainer.compile(state)
     logger.info(f"{trainer.title} step compiled in {step_fn.compile_seconds:.1f}s; {step_fn.memory_analysis()}")
     distributed.barrier(f"{trainer.kind}_step_compiled")  # processes enter the first collective together
-    outputs = RunOutputs(cfg, trainer.sampling_model)
+    outputs = trainer.outputs() or RunOutputs(cfg, trainer.sampling_model)  # a trainer may supply its own
     config_dict = config_lib.to_dict(cfg)
 
     # ---- loop

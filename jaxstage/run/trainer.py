@@ -36,6 +36,7 @@ class RunResult:
     compile_count: int
     attribute_accuracy: dict[str, float] | None = None
     sr_eval: dict | None = None  # task=sr: the held-out LSD report (sr_eval.json)
+    reconstruction: dict | None = None  # task=autoencoder: per system, the reconstruction_eval.json scores
 
 
 class Trainer:
@@ -79,3 +80,10 @@ class Trainer:
     def compile(self, state: Any) -> CompiledStep:
         """The step ``(state, batch) -> (state, metrics)``, compiled once for ``state``'s shapes."""
         raise NotImplementedError
+
+    def outputs(self) -> Any:
+        """The run's samples, periodic evaluation and end-of-run checks: an object with ``sample(logger,
+        state, step)``, ``evaluate(state) -> eval_* dict`` and ``final_checks(logger, state, workdir,
+        result)``. None (the default): the loop's ``RunOutputs`` of ``sampling_model`` (text-to-audio or
+        SR samples, the attribute check or the SR report)."""
+        return None
