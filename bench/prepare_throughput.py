@@ -9,7 +9,12 @@ writes a `path,caption` CSV and times `prepare` into a fresh directory per varia
   tiny    + a 1-layer T5 encoder and a 2-layer HuBERT (random weights; the pipeline's overhead)
   base    + T5-base-sized text encoder (12 layers, d 768) and HuBERT-base-sized audio encoder
           (12 layers, hidden 768), random weights: the compute of the real models, no download
+  oobleck      --autoencoder: the reduced Oobleck of configs/synth_oobleck.py (random weights), 8 kHz
+  oobleck_sao  --autoencoder: Stable Audio Open's Oobleck (156M parameters, random weights), 44.1 kHz
+The oobleck variants run at their autoencoder's rate and round the clip down to whole latents.
 Record the printed figures in docs/benchmarks.md with the machine.
+
+    python bench/prepare_throughput.py --clips 8 --variants oobleck oobleck_sao
 """
 
 from __future__ import annotations
@@ -79,12 +84,36 @@ def encoders(variant: str, work: Path):
             HFAudioEncoder(save_base_hubert(work / "hubertb"), layers=(6, 7), sample_rate=16000))
 
 
+AUTOENCODERS = {  # variant -> (OobleckConfig keyword arguments, sample rate)
+    "oobleck": (dict(audio_channels=1, channels=32, c_mults=(1, 2, 4, 8), strides=(2, 4, 4, 4), latent_dim=16), 8000),
+    "oobleck_sao": (dict(), 44100),  # OobleckConfig's defaults are SAO's
+}
+
+
+def autoencoder(variant: str, work: Path, seconds: float):
+    """(AutoencoderEncoder, sample rate, clip seconds) of an Oobleck variant (random weights)."""
+    from flax import nnx
+
+    from jaxstage.data.latent_encoder import AutoencoderEncoder
+    from jaxstage.models.oobleck import OobleckConfig, OobleckVAE
+    from jaxstage.tools.export.autoencoder import save_autoencoder
+
+    kwargs, rate = AUTOENCODERS[variant]
+    cfg = OobleckConfig(**kwargs)
+    directory = save_autoencoder(OobleckVAE(cfg, nnx.Rngs(0)), work / variant, rate)
+    num_samples = int(seconds * rate) // cfg.hop * cfg.hop
+    encoder = AutoencoderEncoder(directory, rate, num_samples)
+    encoder(np.zeros((1, num_samples), np.float32))  # compile outside the timed run (one executable per batch size)
+    return encoder, rate, num_samples / rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--sample-rate", type=int, default=16000)
-    parser.add_argument("--variants", nargs="+", default=["none", "tiny", "base"], choices=["none", "tiny", "base"])
+    parser.add_argument("--variants", nargs="+", default=["none", "tiny", "base"],
+                        choices=["none", "tiny", "base", *AUTOENCODERS])
     args = parser.parse_args()
     from jaxstage.data.prepare import prepare
 
@@ -95,13 +124,19 @@ def main() -> None:
         audio_dir.mkdir()
         manifest = write_clips(audio_dir, args.clips, args.seconds)
         for variant in args.variants:
-            text, ssl = encoders(variant, work)
+            text = ssl = ae = None
+            rate, clip_seconds = args.sample_rate, args.seconds
+            if variant in AUTOENCODERS:
+                ae, rate, clip_seconds = autoencoder(variant, work, args.seconds)
+            else:
+                text, ssl = encoders(variant, work)
             start = time.perf_counter()
-            meta = prepare(manifest, work / f"out_{variant}", sample_rate=args.sample_rate,
-                           clip_seconds=args.seconds, text_encoder=text, ssl_encoder=ssl, progress=False)
+            meta = prepare(manifest, work / f"out_{variant}", sample_rate=rate, clip_seconds=clip_seconds,
+                           text_encoder=text, ssl_encoder=ssl, progress=False, autoencoder=ae)
             seconds = time.perf_counter() - start
             assert meta["count"] == args.clips, meta["skipped"]
-            results[variant] = {"seconds": round(seconds, 2), "clips_per_s": round(args.clips / seconds, 2)}
+            results[variant] = {"seconds": round(seconds, 2), "clips_per_s": round(args.clips / seconds, 2),
+                                "sample_rate": rate, "clip_seconds": round(clip_seconds, 3)}
     print(json.dumps({"clips": args.clips, "clip_seconds": args.seconds, "sample_rate": args.sample_rate,
                       "cpu_count": os.cpu_count(), "results": results}))
 

@@ -33,8 +33,9 @@ def shard_name(index: int) -> str:
 def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip_seconds: float,
             text_encoder: Any = None, ssl_encoder: Any = None, shard_size: int = 256,
             min_seconds: float = 0.5, kind: str = "auto", audio_dir: str | Path | None = None,
-            batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
-    """Prepare (or resume preparing) `out_dir`; returns the dataset.json dict."""
+            batch_size: int = 16, progress: bool = True, autoencoder: Any = None) -> dict[str, Any]:
+    """Prepare (or resume preparing) `out_dir`; returns the dataset.json dict. ``autoencoder``
+    (``data.latent_encoder.AutoencoderEncoder``): also store each clip's latents and latent mask."""
     from tqdm import tqdm
 
     if sample_rate <= 0 or clip_seconds <= 0:
@@ -51,6 +52,8 @@ def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip
         "min_seconds": float(min_seconds), "num_items": len(items),
         "encoders": {"text": _describe(text_encoder), "ssl": _describe(ssl_encoder)},
     }
+    if autoencoder is not None:  # absent otherwise: directories prepared before it existed still resume
+        signature["encoders"]["autoencoder"] = _describe(autoencoder)
     out.mkdir(parents=True, exist_ok=True)
     finished = _finished(out, signature)
     if finished is not None:
@@ -66,7 +69,8 @@ def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip
             chunk = items[k * shard_size:(k + 1) * shard_size]
             count, skipped = _write_shard(out, k, chunk, sample_rate=sample_rate, num_samples=num_samples,
                                           min_seconds=min_seconds, text_encoder=text_encoder,
-                                          ssl_encoder=ssl_encoder, batch_size=batch_size, bar=bar)
+                                          ssl_encoder=ssl_encoder, batch_size=batch_size, bar=bar,
+                                          autoencoder=autoencoder)
             done.append({"file": shard_name(k) if count else None, "count": count, "skipped": skipped})
             _write_json_atomic(out / PROGRESS_JSON, {"signature": signature, "shards": done})
     finally:
@@ -120,7 +124,7 @@ def _resume_state(out: Path, signature: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _write_shard(out: Path, index: int, items: Sequence[Item], *, sample_rate: int, num_samples: int,
                  min_seconds: float, text_encoder: Any, ssl_encoder: Any, batch_size: int,
-                 bar: Any) -> tuple[int, list[dict[str, Any]]]:
+                 bar: Any, autoencoder: Any = None) -> tuple[int, list[dict[str, Any]]]:
     """Write shard `index` from `items`; returns (records written, skipped entries)."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
@@ -142,7 +146,7 @@ def _write_shard(out: Path, index: int, items: Sequence[Item], *, sample_rate: i
                 bar.update(1)
             if not examples:
                 continue
-            _encode(examples, text_encoder, ssl_encoder)
+            _encode(examples, text_encoder, ssl_encoder, autoencoder)
             if writer is None:
                 writer = ArrayRecordWriter(str(tmp), "group_size:1")
             for example in examples:
@@ -168,8 +172,8 @@ def _load_item(item: Item, sample_rate: int, num_samples: int,
     return {"audio": audio, "audio_mask": mask, "caption": item.caption, "id": item.id}, None
 
 
-def _encode(examples: list[dict[str, Any]], text_encoder: Any, ssl_encoder: Any) -> None:
-    """Add text_emb / text_mask / ssl to a batch of examples in place."""
+def _encode(examples: list[dict[str, Any]], text_encoder: Any, ssl_encoder: Any, autoencoder: Any = None) -> None:
+    """Add text_emb / text_mask / ssl / latents / latent_mask to a batch of examples in place."""
     if text_encoder is not None:
         emb, mask = text_encoder([ex["caption"] for ex in examples])
         for ex, e, m in zip(examples, emb, mask):
@@ -179,6 +183,11 @@ def _encode(examples: list[dict[str, Any]], text_encoder: Any, ssl_encoder: Any)
         mask = np.stack([ex["audio_mask"] for ex in examples])
         for ex, s in zip(examples, ssl_encoder(audio, mask)):
             ex["ssl"] = np.asarray(s, np.float32)
+    if autoencoder is not None:
+        audio = np.stack([ex["audio"] for ex in examples])
+        mask = np.stack([ex["audio_mask"] for ex in examples])
+        for ex, z, m in zip(examples, *autoencoder(audio, mask)):
+            ex["latents"], ex["latent_mask"] = np.asarray(z, np.float32), np.asarray(m, bool)
 
 
 def _dataset_meta(out: Path, signature: dict[str, Any], done: list[dict[str, Any]],
