@@ -6,7 +6,7 @@
     jaxstage sample --workdir DIR --input LOW.wav|DIR --out HIGH.wav|DIR [--cutoff HZ] [--no-replace-low-band]
     jaxstage report --workdir DIR [--out FILE.png]
     jaxstage prepare --manifest FILE --out DIR [--kind K] [--audio-dir DIR] [--sample-rate HZ]
-                     [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7]
+                     [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7] [--autoencoder AE_DIR]
     jaxstage eval   --task sr --ref DIR --est DIR --input-sr HZ [--out FILE.json] [--allow-missing]
     jaxstage eval   --task sr --workdir DIR [--n N] [--sampler NAME] [--steps N] [--out FILE.json]
     jaxstage eval   --task tta --workdir DIR [--prompts FILE] [--n N] [--ast DIR] [--clap DIR] [--out FILE.json]
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--text-max-length", type=int, default=64)
     prep.add_argument("--ssl-encoder", default=None, metavar="MODEL_DIR", help="local HF audio encoder (HuBERT, ...)")
     prep.add_argument("--ssl-layers", default="6,7", help="hidden-state layers to average, e.g. 6,7")
+    prep.add_argument("--autoencoder", default=None, metavar="AE_DIR",
+                      help="a jaxstage autoencoder directory: also store each clip's latents (train with "
+                           "codec.kind=oobleck, data.latents=true; docs/latent.md)")
     prep.add_argument("--shard-size", type=int, default=256)
     prep.add_argument("--batch-size", type=int, default=16, help="items per encoder batch")
 
@@ -340,9 +343,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--ssl-layers={args.ssl_layers!r}: expected comma-separated integers") from None
         ssl = HFAudioEncoder(args.ssl_encoder, layers=layers, sample_rate=args.sample_rate)
+    autoencoder = None
+    if args.autoencoder:
+        from jaxstage.data.latent_encoder import AutoencoderEncoder
+
+        autoencoder = AutoencoderEncoder(args.autoencoder, args.sample_rate,
+                                         int(round(args.sample_rate * args.clip_seconds)), batch_size=args.batch_size)
     meta = prepare(args.manifest, args.out, sample_rate=args.sample_rate, clip_seconds=args.clip_seconds,
                    text_encoder=text, ssl_encoder=ssl, shard_size=args.shard_size, min_seconds=args.min_seconds,
-                   kind=args.kind, audio_dir=args.audio_dir, batch_size=args.batch_size)
+                   kind=args.kind, audio_dir=args.audio_dir, batch_size=args.batch_size, autoencoder=autoencoder)
     print(f"prepared {meta['count']} records in {len(meta['shards'])} shards, skipped {len(meta['skipped'])} "
           f"(reasons in dataset.json): {args.out}", file=sys.stderr)
     return 0
