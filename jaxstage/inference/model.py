@@ -103,11 +103,16 @@ def latent_codec_from_config(cfg: Config) -> tuple[Any, Params]:
 
 
 def pin_autoencoder(cfg: Config) -> None:
-    """Record the SHA-256 of ``codec.autoencoder``'s weights in ``cfg`` (codec.kind=oobleck with no
-    hash yet), so config.json names the exact autoencoder a run was made with."""
-    if cfg.codec.kind == "oobleck" and not cfg.codec.autoencoder_sha256:
-        from jaxstage.tools.export.autoencoder import autoencoder_sha256
+    """codec.kind=oobleck: make ``codec.autoencoder`` an absolute path and record the SHA-256 of its
+    weights (when not given), so config.json names the exact autoencoder a run was made with."""
+    if cfg.codec.kind != "oobleck":
+        return
+    from pathlib import Path
 
+    from jaxstage.tools.export.autoencoder import autoencoder_sha256
+
+    cfg.codec.autoencoder = str(Path(cfg.codec.autoencoder).expanduser().resolve())
+    if not cfg.codec.autoencoder_sha256:
         cfg.codec.autoencoder_sha256 = autoencoder_sha256(cfg.codec.autoencoder)
 
 

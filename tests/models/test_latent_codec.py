@@ -114,10 +114,11 @@ def test_latent_run_end_to_end(tmp_path):
     assert step.trace_count == 1
 
     workdir = tmp_path / "run"
-    result = train(latent_config(ae), workdir)
-    assert result.final_step == 4
+    result = train(latent_config(ae, "sample.final_eval_prompts=2"), workdir)
+    assert result.final_step == 4 and set(result.attribute_accuracy) >= {"source"}  # the attribute check ran
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["codec"]["autoencoder_sha256"] == load_autoencoder(ae)[1]["sha256"]
+    assert saved["codec"]["autoencoder"] == str(ae.resolve())
     _, run_cfg = read_run_config(workdir)
     model, weights = load_run(run_cfg, workdir)
     from jaxstage.inference.sampling import Generator
