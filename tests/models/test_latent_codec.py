@@ -126,6 +126,14 @@ def test_latent_run_end_to_end(tmp_path):
     audio = Generator(model)(weights.ema_params, weights.codec_stats, ["a low hum"], steps=2)
     assert audio.shape == (1, cfg.num_samples) and np.isfinite(audio).all()
 
+    # ARC post-training of the latent run: its step takes the frozen autoencoder as an argument too
+    from jaxstage.posttrain.trainer import posttrain
+
+    arc = ["arc.disc_depth=1", "train.steps=2", "train.log_every=1", "sample.sampler=pingpong", "sample.steps=2",
+           "sample.cfg_scale=1.0", "sample.final_eval_prompts=0"]
+    arc_result = posttrain(latent_config(ae, *arc), tmp_path / "arc", init_from=str(workdir))
+    assert arc_result.final_step == 2 and arc_result.compile_count == 1
+
     write_vae(ae, seed=4)  # a different autoencoder at the same path
     with pytest.raises(ConfigError, match="codec.autoencoder_sha256"):
         train(latent_config(ae, "train.steps=6"), workdir)
