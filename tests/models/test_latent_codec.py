@@ -139,3 +139,15 @@ def test_latent_run_end_to_end(tmp_path):
         train(latent_config(ae, "train.steps=6"), workdir)
     with pytest.raises(ConfigError, match="a different autoencoder"):
         load_run(run_cfg, workdir)
+
+
+def test_sr_in_latent_space(tmp_path):
+    """task=sr with the latent codec: the low band is encoded by the same autoencoder (in the step and
+    in the sampler), and the end-of-run SR report runs on decoded audio."""
+    from jaxstage.train.trainer import train
+
+    ae = write_vae(tmp_path / "ae", seed=5)
+    cfg = latent_config(ae, "task=sr", "data.source=synthetic_speech", "sample.cfg_scale=1.0", "train.steps=2",
+                        "sample.final_eval_prompts=2", "regime.monitor_size=4", "eval.num=2")
+    result = train(cfg, tmp_path / "sr")
+    assert result.final_step == 2 and result.sr_eval is not None
