@@ -19,7 +19,8 @@ from jaxstage.tools.export.key_map import flatten
 
 REQUIRED_PARTS = ("dit",)
 CODEC_KEYS = ("codec.kind", "codec.n_fft", "codec.hop_length", "codec.compress", "codec.scale", "codec.n_mels",
-              "codec.f_min", "codec.f_max", "codec.per_channel_stats", "data.sample_rate")
+              "codec.f_min", "codec.f_max", "codec.per_channel_stats", "data.sample_rate",
+              "codec.autoencoder_sha256", "codec.latent")
 
 
 def shapes(tree) -> dict[tuple[str, ...], tuple]:
