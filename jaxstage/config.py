@@ -346,6 +346,10 @@ class AutoencoderConfig:
     stft_weight: float = 1.0
     kl_weight: float = 1e-4  # stable-audio-tools' VAE bottleneck weight
     l1_weight: float = 0.0  # time-domain L1 (0 = off)
+    # scale of the posterior noise the decoder sees in training (mean + latent_noise * stdev * noise):
+    # 1 trains the VAE as stable-audio-tools does; below 1 lets a short run learn to reconstruct before
+    # the encoder has shrunk its stdev (softplus(0) ~ 0.69 at initialization, large against the mean)
+    latent_noise: float = 1.0
     # adversarial training (stable-audio-tools' EncodecDiscriminator: multi-scale STFT discriminator,
     # hinge loss, feature matching); the disc_* keys and the two weights are read only when enabled
     disc_enabled: bool = False
@@ -650,7 +654,7 @@ def _validate_autoencoder(cfg: Config) -> None:
             raise ConfigError(f"autoencoder.stft_resolutions: ({n_fft}, {hop_length}) needs 2 <= fft size < twice the "
                               f"clip length ({cfg.num_samples} samples) and 0 < hop <= fft size")
     for key in ("stft_weight", "kl_weight", "l1_weight", "adversarial_weight", "feature_matching_weight",
-                "disc_start_step"):
+                "disc_start_step", "latent_noise"):
         if getattr(a, key) < 0:
             raise ConfigError(f"autoencoder.{key}={getattr(a, key)!r} must be >= 0")
     if a.stft_weight == 0 and a.l1_weight == 0:

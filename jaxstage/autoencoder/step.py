@@ -46,7 +46,7 @@ def make_ae_step(ax: AEExperiment) -> Callable[[AEState, Batch], tuple[AEState, 
     def loss_fn(params, disc_params, audio, key, gan_active):
         vae = ax.vae(params)
         mean, stdev = vae_moments(vae.encoder(audio))
-        decoded = vae.decode(mean + stdev * jax.random.normal(key, mean.shape, mean.dtype))
+        decoded = vae.decode(mean + a.latent_noise * stdev * jax.random.normal(key, mean.shape, mean.dtype))
         mrstft = multi_resolution_stft_loss(decoded, audio, tuple(a.stft_resolutions))
         kl = vae_kl(mean, stdev)
         loss = a.stft_weight * mrstft + a.kl_weight * kl

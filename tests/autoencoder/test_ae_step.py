@@ -102,3 +102,17 @@ def test_nan_batch_is_skipped():
     state, metrics = step(state, parallel.global_batch(next(stream), ax.batch_sharding))
     assert np.isfinite(metrics["loss"]) and int(state.skips.consecutive) == 0
     assert not _leaves_equal(after.params, jax.device_get(state.params))
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_latent_noise_scales_the_posterior_sample(noise):
+    """autoencoder.latent_noise=0: the decoder sees the mean, so the step's noise key does not change the
+    loss; at 1 (stable-audio-tools' VAE training) it does."""
+    cfg, ax, state, step, stream = _setup(f"autoencoder.latent_noise={noise}", disc=False)
+    batch = parallel.global_batch(next(stream), ax.batch_sharding)
+    other = state.replace(rng=jax.device_put(jax.random.PRNGKey(123), state.rng.sharding))
+    other = jax.tree.map(jnp.copy, other)  # the step donates its state: keep two independent copies
+    _, first = step(jax.tree.map(jnp.copy, state), batch)
+    _, second = step(other, batch)
+    same = float(first["loss"]) == float(second["loss"])
+    assert same == (noise == 0.0)
