@@ -2,7 +2,7 @@
 Oobleck VAE that configs/synth_oobleck.py trains (8 kHz, 1.024 s clips = 64 latent frames of 16
 channels), instead of log-mel frames decoded by Griffin-Lim.
 
-Run (the autoencoder first; each about 10 minutes on a 2-core CPU):
+Run (the autoencoder first, about 12 minutes on a 2-core CPU; then this one, about 7.5 minutes):
     jaxstage train --config configs/synth_oobleck.py --workdir runs/synth_oobleck
     jaxstage train --config configs/synth_t2a_latent.py
     jaxstage sample --workdir runs/synth_t2a_latent --prompt "a low sine tone with a slow fade in" --out tone.wav
@@ -25,8 +25,11 @@ _spec.loader.exec_module(_default)
 
 
 def get_config() -> Config:
-    cfg = _default.get_config()  # the same DiT, recipe, batch and length as the mel default
+    cfg = _default.get_config()  # the same DiT, recipe and batch as the mel default
     cfg.name = "synth_t2a_latent"
+    # the mel default's wall time on a 2-core CPU (7.5 min for its 1800 steps): encoding every batch
+    # with the VAE makes a step ~1.7x slower, so the same time buys 1050 steps (docs/latent.md)
+    cfg.train.steps = 1050
     cfg.train.workdir = "runs/synth_t2a_latent"
     cfg.data.clip_seconds = 1.024  # 8192 samples: whole latents (128 samples each)
     cfg.codec.kind = "oobleck"

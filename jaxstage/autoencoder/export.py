@@ -12,38 +12,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxstage.autoencoder.state import AEExperiment, build_ae_experiment
 from jaxstage.config import Config, ConfigError
-from jaxstage.models.oobleck import OobleckConfig, torch_state
 from jaxstage.run import checkpoint as ckpt_lib
 from jaxstage.run.workdir import read_run_config, run_kind
-from jaxstage.tools.export.autoencoder import _write
+from jaxstage.tools.export.autoencoder import save_autoencoder
 
 KIND = "autoencoder"  # the run kind of `jaxstage train --config configs/synth_oobleck.py` (run.json)
 
 
-def sat_model_config(vae: OobleckConfig) -> dict[str, Any]:
-    """stable-audio-tools' ``model`` block of an Oobleck VAE autoencoder of shape ``vae``."""
-    shared = {"channels": vae.channels, "c_mults": list(vae.c_mults), "strides": list(vae.strides),
-              "use_snake": vae.use_snake}
-    return {"encoder": {"type": "oobleck", "config": {"in_channels": vae.audio_channels, **shared,
-                                                      "latent_dim": 2 * vae.latent_dim}},
-            "decoder": {"type": "oobleck", "config": {"out_channels": vae.audio_channels, **shared,
-                                                      "latent_dim": vae.latent_dim, "final_tanh": vae.final_tanh,
-                                                      "use_nearest_upsample": vae.use_nearest_upsample}},
-            "bottleneck": {"type": "vae"}, "latent_dim": vae.latent_dim, "downsampling_ratio": vae.hop,
-            "io_channels": vae.audio_channels}
-
-
 def write_autoencoder(cfg: Config, ax: AEExperiment, params: Any, out: str | Path, source: str) -> Path:
     """Write ``params`` (VAE weights) as an autoencoder directory at ``out``."""
-    tensors = {k: np.asarray(jax.device_get(v), np.float32) for k, v in torch_state(ax.vae(params)).items()}
-    info = {"sample_rate": cfg.data.sample_rate, "scale": 1.0, "model": sat_model_config(ax.vae_config)}
-    out = Path(out)
-    _write(out, ax.vae_config, info, tensors, source)
-    return out
+    return save_autoencoder(ax.vae(jax.device_get(params)), out, cfg.data.sample_rate, scale=1.0, source=source)
 
 
 def export_run_autoencoder(workdir: str | Path, out: str | Path | None = None, step: int | None = None) -> Path:
@@ -54,12 +35,7 @@ def export_run_autoencoder(workdir: str | Path, out: str | Path | None = None, s
         raise ConfigError(f"{workdir} is a `jaxstage {kind}` run, not an autoencoder run (task=autoencoder)")
     ax = build_ae_experiment(cfg)
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=cfg.train.ckpt_keep, async_save=False)
-    available = ckpt.all_steps()
-    if not available:
-        raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
-    step = max(available) if step is None else step
-    if step not in available:
-        raise FileNotFoundError(f"{workdir / 'checkpoints'} has no step {step} (available: {available})")
+    step = ckpt.existing_step(step)
     rep = jax.sharding.NamedSharding(ax.mesh, jax.sharding.PartitionSpec())
     target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
               "ema_params": ckpt_lib.abstract_target(ax.abstract_params, jax.tree.map(lambda _: rep,

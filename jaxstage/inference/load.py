@@ -56,12 +56,7 @@ def load_run(cfg: Config, workdir: str | Path, step: int | None = None,
     if kind not in LOADERS:
         raise ConfigError(f"{workdir}: run kind {kind!r} cannot be loaded for inference (known: {', '.join(LOADERS)})")
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=cfg.train.ckpt_keep, async_save=False)
-    available = ckpt.all_steps()
-    if not available:
-        raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
-    step = max(available) if step is None else step
-    if step not in available:
-        raise FileNotFoundError(f"{workdir / 'checkpoints'} has no step {step} (available: {available})")
+    step = ckpt.existing_step(step)
     model = LOADERS[kind](cfg, ckpt.state_metadata(step), mesh)
     rep = parallel.replicated(model.mesh)
     stats = jax.eval_shape(lambda: fit_stats(model.bound_codec(), jnp.zeros((1, cfg.num_samples), jnp.float32),

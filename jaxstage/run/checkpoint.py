@@ -69,6 +69,17 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    def existing_step(self, step: int | None = None) -> int:
+        """``step`` (default: the newest) when it is a finished checkpoint; else FileNotFoundError
+        naming the folder and the steps it has."""
+        available = self.all_steps()
+        if not available:
+            raise FileNotFoundError(f"{self.directory} holds no checkpoint")
+        step = max(available) if step is None else step
+        if step not in available:
+            raise FileNotFoundError(f"{self.directory} has no step {step} (available: {available})")
+        return step
+
     def save(self, step: int, state: Any, data_position: dict[str, Any], config: dict[str, Any], *,
              force: bool = False) -> bool:
         """Start saving (asynchronously when enabled); returns whether a save was started."""
