@@ -90,7 +90,7 @@ AUTOENCODERS = {  # variant -> (OobleckConfig keyword arguments, sample rate)
 }
 
 
-def autoencoder(variant: str, work: Path, seconds: float):
+def autoencoder(variant: str, work: Path, seconds: float, batch_size: int):
     """(AutoencoderEncoder, sample rate, clip seconds) of an Oobleck variant (random weights)."""
     from flax import nnx
 
@@ -102,7 +102,7 @@ def autoencoder(variant: str, work: Path, seconds: float):
     cfg = OobleckConfig(**kwargs)
     directory = save_autoencoder(OobleckVAE(cfg, nnx.Rngs(0)), work / variant, rate)
     num_samples = int(seconds * rate) // cfg.hop * cfg.hop
-    encoder = AutoencoderEncoder(directory, rate, num_samples)
+    encoder = AutoencoderEncoder(directory, rate, num_samples, batch_size=batch_size)
     encoder(np.zeros((1, num_samples), np.float32))  # compile outside the timed run (one executable per batch size)
     return encoder, rate, num_samples / rate
 
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--batch-size", type=int, default=16, help="prepare's (and the autoencoder's) batch")
     parser.add_argument("--variants", nargs="+", default=["none", "tiny", "base"],
                         choices=["none", "tiny", "base", *AUTOENCODERS])
     args = parser.parse_args()
@@ -127,16 +128,18 @@ def main() -> None:
             text = ssl = ae = None
             rate, clip_seconds = args.sample_rate, args.seconds
             if variant in AUTOENCODERS:
-                ae, rate, clip_seconds = autoencoder(variant, work, args.seconds)
+                ae, rate, clip_seconds = autoencoder(variant, work, args.seconds, args.batch_size)
             else:
                 text, ssl = encoders(variant, work)
             start = time.perf_counter()
             meta = prepare(manifest, work / f"out_{variant}", sample_rate=rate, clip_seconds=clip_seconds,
-                           text_encoder=text, ssl_encoder=ssl, progress=False, autoencoder=ae)
+                           text_encoder=text, ssl_encoder=ssl, progress=False, autoencoder=ae,
+                           batch_size=args.batch_size)
             seconds = time.perf_counter() - start
             assert meta["count"] == args.clips, meta["skipped"]
             results[variant] = {"seconds": round(seconds, 2), "clips_per_s": round(args.clips / seconds, 2),
                                 "sample_rate": rate, "clip_seconds": round(clip_seconds, 3)}
+            print(json.dumps({"variant": variant, **results[variant]}), file=sys.stderr, flush=True)  # as it goes
     print(json.dumps({"clips": args.clips, "clip_seconds": args.seconds, "sample_rate": args.sample_rate,
                       "cpu_count": os.cpu_count(), "results": results}))
 
