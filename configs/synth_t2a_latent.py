@@ -5,7 +5,7 @@ channels), instead of log-mel frames decoded by Griffin-Lim.
 Run (the autoencoder first, about 12 minutes on a 2-core CPU; then this one, about 7.5 minutes):
     jaxstage train --config configs/synth_oobleck.py --workdir runs/synth_oobleck
     jaxstage train --config configs/synth_t2a_latent.py
-    jaxstage sample --workdir runs/synth_t2a_latent --prompt "a low sine tone with a slow fade in" --out tone.wav
+    jaxstage sample --workdir runs/synth_t2a_latent --prompt "a continuous low-pitched square wave" --out sq.wav
 
 The latents are encoded in the step (the frozen autoencoder is a replicated, non-donated argument of
 the compiled step); with `jaxstage prepare --autoencoder` data, `--set data.source=prepared
