@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxstage import parallel
 from jaxstage.autoencoder.state import AEExperiment, build_ae_experiment
 from jaxstage.config import Config, ConfigError
 from jaxstage.run import checkpoint as ckpt_lib
@@ -36,7 +37,7 @@ def export_run_autoencoder(workdir: str | Path, out: str | Path | None = None, s
     ax = build_ae_experiment(cfg)
     ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=cfg.train.ckpt_keep, async_save=False)
     step = ckpt.existing_step(step)
-    rep = jax.sharding.NamedSharding(ax.mesh, jax.sharding.PartitionSpec())
+    rep = parallel.replicated(ax.mesh)
     target = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
               "ema_params": ckpt_lib.abstract_target(ax.abstract_params, jax.tree.map(lambda _: rep,
                                                                                       ax.abstract_params))}

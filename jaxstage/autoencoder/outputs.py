@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstage import parallel
 from jaxstage.autoencoder.losses import multi_resolution_stft_loss
 from jaxstage.autoencoder.state import AEExperiment, AEState
 from jaxstage.config import Config
@@ -25,7 +26,6 @@ from jaxstage.data.synthetic import prompt_examples
 from jaxstage.eval.attributes import analyze, attribute_accuracy, chance_levels
 from jaxstage.eval.held_out import held_out_prompts
 from jaxstage.eval.sr_metrics import si_sdr_np
-from jaxstage.models.codecs import make_codec
 from jaxstage.run.logging import RunLogger
 from jaxstage.run.trainer import RunResult
 
@@ -42,7 +42,7 @@ class Reconstructor:
 
     def __init__(self, ax: AEExperiment, chunk: int):
         self.chunk = chunk
-        rep = jax.sharding.NamedSharding(ax.mesh, jax.sharding.PartitionSpec())
+        rep = parallel.replicated(ax.mesh)
 
         def run(params, audio):
             vae = ax.vae(params)
@@ -62,11 +62,9 @@ class Reconstructor:
 
 def comparison_codecs(cfg: Config) -> dict[str, Any]:
     """The ``stft`` and ``mel`` codecs from ``codec.*`` (both kinds; ``codec.kind`` is not read)."""
-    c, sr = cfg.codec, cfg.data.sample_rate
-    return {"stft": make_codec("stft", sample_rate=sr, n_fft=c.n_fft, hop_length=c.hop_length, compress=c.compress,
-                               scale=c.scale),
-            "mel": make_codec("mel", sample_rate=sr, n_fft=c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels,
-                              f_min=c.f_min, f_max=c.f_max or sr / 2, griffin_lim_iters=c.griffin_lim_iters)}
+    from jaxstage.inference.model import codec_from_config
+
+    return {kind: codec_from_config(cfg, kind) for kind in ("stft", "mel")}
 
 
 def codec_round_trip(codec: Any, audio: np.ndarray) -> np.ndarray:

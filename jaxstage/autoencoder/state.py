@@ -25,6 +25,7 @@ from jaxstage.data.pipeline import ExampleSpec, example_spec
 from jaxstage.models.oobleck import OobleckConfig, OobleckVAE
 from jaxstage.run.checkpoint import abstract_target
 from jaxstage.run.non_finite import SkipCount, init_skips
+from jaxstage.train.state import make_optimizer  # the pre-training schedule (warm-up, cosine, clipping)
 
 Params = dict[str, Any]
 
@@ -88,18 +89,6 @@ def _make_disc(cfg: Config, key: jax.Array) -> MultiScaleSTFTDiscriminator:
                                        tuple(a.disc_dilations), rngs=nnx.Rngs(key))
 
 
-def make_vae_optimizer(cfg: Config) -> optax.GradientTransformation:
-    """AdamW for the VAE from ``optim.*``: linear warm-up, cosine decay to ``lr·end_lr_ratio`` over
-    ``train.steps``, global-norm clipping (the pre-training trainer's schedule)."""
-    o = cfg.optim
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=o.lr, warmup_steps=o.warmup_steps,
-        decay_steps=max(cfg.train.steps, o.warmup_steps + 1), end_value=o.lr * o.end_lr_ratio)
-    parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
-    return optax.chain(*parts)
-
-
 def make_disc_optimizer(cfg: Config) -> optax.GradientTransformation:
     """AdamW at the constant ``autoencoder.disc_lr``; betas, weight decay and clipping from ``optim.*``."""
     o = cfg.optim
@@ -129,7 +118,7 @@ def build_ae_experiment(cfg: Config, mesh: Mesh | None = None) -> AEExperiment:
     return AEExperiment(cfg=cfg, mesh=mesh, batch_sharding=parallel.batch_sharding(mesh, rules),
                         example_spec=example_spec(cfg), vae_config=oobleck_config(cfg), vae_graphdef=graphdef,
                         vae_rest=rest, abstract_params=nnx.to_pure_dict(abstract), disc_graphdef=disc_graphdef,
-                        disc_rest=disc_rest, abstract_disc_params=abstract_disc, tx=make_vae_optimizer(cfg),
+                        disc_rest=disc_rest, abstract_disc_params=abstract_disc, tx=make_optimizer(cfg)[0],
                         disc_tx=disc_tx)
 
 

@@ -63,13 +63,13 @@ class InferenceModel:
         return nnx.merge(self.graphdef, params, self.buffers)
 
 
-def codec_from_config(cfg: Config):
-    """The codec named by ``codec.kind`` with the config's hyperparameters (oobleck: see
-    :func:`latent_codec_from_config`, which also loads the weights)."""
-    c = cfg.codec
-    if c.kind == "oobleck":
+def codec_from_config(cfg: Config, kind: str | None = None):
+    """The codec named by ``kind`` (default ``codec.kind``) with the config's hyperparameters (oobleck:
+    see :func:`latent_codec_from_config`, which also loads the weights)."""
+    c, kind = cfg.codec, kind or cfg.codec.kind
+    if kind == "oobleck":
         return latent_codec_from_config(cfg)[0]
-    if c.kind == "stft":
+    if kind == "stft":
         return make_codec("stft", sample_rate=cfg.data.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
                           compress=c.compress, scale=c.scale)
     return make_codec("mel", sample_rate=cfg.data.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
