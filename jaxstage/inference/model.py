@@ -85,7 +85,7 @@ def latent_codec_from_config(cfg: Config) -> tuple[Any, Params]:
     from jaxstage.tools.export.autoencoder import load_autoencoder
 
     c = cfg.codec
-    vae, info = load_autoencoder(c.autoencoder)
+    vae, info = load_autoencoder(_autoencoder_dir(cfg))
     if c.autoencoder_sha256 and info["sha256"] != c.autoencoder_sha256:
         raise ConfigError(f"codec.autoencoder={c.autoencoder}: its weights have SHA-256 {info['sha256'][:16]}..., the "
                           f"run was made with {c.autoencoder_sha256[:16]}... (codec.autoencoder_sha256): a different "
@@ -102,6 +102,16 @@ def latent_codec_from_config(cfg: Config) -> tuple[Any, Params]:
     return codec, vae_params(vae)
 
 
+def _autoencoder_dir(cfg: Config) -> str:
+    """``codec.autoencoder``, checked to be a directory (one line naming the key otherwise)."""
+    from pathlib import Path
+
+    if not Path(cfg.codec.autoencoder).expanduser().is_dir():
+        raise ConfigError(f"codec.autoencoder={cfg.codec.autoencoder}: no such directory (a jaxstage autoencoder "
+                          f"directory: `jaxstage import-autoencoder` or a task=autoencoder run's autoencoder/)")
+    return str(Path(cfg.codec.autoencoder).expanduser())
+
+
 def pin_autoencoder(cfg: Config) -> None:
     """codec.kind=oobleck: make ``codec.autoencoder`` an absolute path and record the SHA-256 of its
     weights (when not given), so config.json names the exact autoencoder a run was made with."""
@@ -111,7 +121,7 @@ def pin_autoencoder(cfg: Config) -> None:
 
     from jaxstage.tools.export.autoencoder import autoencoder_sha256
 
-    cfg.codec.autoencoder = str(Path(cfg.codec.autoencoder).expanduser().resolve())
+    cfg.codec.autoencoder = str(Path(_autoencoder_dir(cfg)).resolve())
     if not cfg.codec.autoencoder_sha256:
         cfg.codec.autoencoder_sha256 = autoencoder_sha256(cfg.codec.autoencoder)
 

@@ -83,6 +83,8 @@ def test_config_checks_name_the_key(tmp_path, ae_dir):
         latent_codec_from_config(latent_config(ae_dir, "data.clip_seconds=0.2501"))
     with pytest.raises(ConfigError, match="a different autoencoder"):
         latent_codec_from_config(latent_config(ae_dir, "codec.autoencoder_sha256=" + "0" * 64))
+    with pytest.raises(ConfigError, match="codec.autoencoder=.*missing: no such directory"):
+        latent_codec_from_config(latent_config(tmp_path / "missing"))
 
 
 def test_latent_run_end_to_end(tmp_path):
