@@ -101,13 +101,37 @@ class SRConfig:
 
 @dataclass
 class TextConfig:
-    """Text conditioning: a learned encoder over hash tokens, or embeddings precomputed at prepare time."""
+    """The text conditioner (id ``prompt``): a learned encoder over hash tokens, embeddings precomputed
+    at prepare time, or a frozen T5 run inside the step."""
 
     kind: str = "learned"  # learned | precomputed (the records' text_emb/text_mask; needs data.source=prepared)
+    #                        | t5 (captions tokenized by the T5 tokenizer, the frozen T5 encoder in the step)
+    # a local transformers T5 directory (config.json, weights, tokenizer): text.kind=t5 runs it in the step;
+    # text.kind=precomputed uses it to encode free-text prompts at sampling (default: the T5 directory
+    # dataset.json names as the records' text encoder, when it is a T5 that exists here)
+    encoder_dir: str = ""
     vocab_size: int = 2048  # learned only
     width: int = 128  # learned only (precomputed: the width is dataset.json's text_emb dim)
     depth: int = 2  # learned only
     num_heads: int = 4  # learned only
+
+
+@dataclass
+class ConditioningConfig:
+    """Conditioners routed by id, as stable-audio-tools' conditioning config (docs/conditioning.md).
+
+    The text conditioner (``text.*``) has id ``prompt``. A number conditioner reads the batch key named
+    by its id (``seconds_start`` / ``seconds_total``: every data source provides them) and outputs one
+    token as wide as the text conditioner's output.
+    """
+
+    numbers: tuple[tuple[str, float, float], ...] = ()  # (id, min_val, max_val) per number conditioner
+    cross_attention_ids: tuple[str, ...] = ("prompt",)  # concatenated along tokens -> cross-attention
+    global_ids: tuple[str, ...] = ()  # number ids, concatenated along channels -> the global condition
+    prepend_ids: tuple[str, ...] = ()  # concatenated along tokens -> prepended to the DiT's sequence
+    # training dropout of single conditioners (id, probability), drawn independently per example on top
+    # of diffusion.cond_dropout (which nulls the whole cross-attention and prepend condition, as CFG does)
+    dropout: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -122,6 +146,8 @@ class ModelConfig:
     global_cond_type: str = "prepend"  # prepend | adaLN
     timestep_features_dim: int = 256
     project_cond_tokens: bool = True
+    # cross-attention ignores padded text tokens; false = stable-audio-tools 0.0.19 (which attends to them)
+    cross_attn_mask: bool = True
     remat: bool = False  # recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
 
 
@@ -373,6 +399,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -401,7 +428,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("synthetic", "synthetic_speech", "prepared"),
     "codec.kind": ("stft", "mel", "oobleck"),
     "codec.latent": ("mean", "sample"),
-    "text.kind": ("learned", "precomputed"),
+    "text.kind": ("learned", "precomputed", "t5"),
     "model.global_cond_type": ("prepend", "adaLN"),
     "diffusion.objective": ("edm", "v", "rf"),
     "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
@@ -493,6 +520,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.sample_rate * data.clip_seconds = {cfg.data.sample_rate * cfg.data.clip_seconds:g} "
                           "must be between 1 and 2**31 samples")
     _validate_data(cfg)
+    _validate_conditioning(cfg)
     _validate_sr(cfg)
     _validate_autoencoder(cfg)
     if not 0.0 < cfg.sample.peak_level <= 1.0:
@@ -533,6 +561,46 @@ def _validate_data(cfg: Config) -> None:
     if cfg.guidance.ssl == "precomputed" and cfg.regime.discrepancy == "output":
         raise ConfigError("regime.discrepancy=output computes φ of decoded audio: it needs guidance.ssl=spectral, "
                           "not precomputed")
+
+
+def _validate_conditioning(cfg: Config) -> None:
+    """``conditioning.*``: ids exist, are routed, and go where their kind can go; ``text.encoder_dir``."""
+    c = cfg.conditioning
+    numbers = [n[0] for n in c.numbers]
+    for cid, low, high in c.numbers:
+        if not cid.isidentifier() or cid == "prompt":
+            raise ConfigError(f"conditioning.numbers: id {cid!r} must be a Python identifier other than 'prompt'")
+        if not high > low:
+            raise ConfigError(f"conditioning.numbers: {cid!r} needs max_val > min_val, got ({low}, {high})")
+    if len(set(numbers)) != len(numbers):
+        raise ConfigError(f"conditioning.numbers: ids must be unique, got {numbers}")
+    known = {"prompt", *numbers}
+    for key in ("cross_attention_ids", "global_ids", "prepend_ids"):
+        ids = getattr(c, key)
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"conditioning.{key}={list(ids)} repeats an id")
+        for cid in ids:
+            if cid not in known:
+                raise ConfigError(f"conditioning.{key}: no conditioner with id {cid!r} (have {sorted(known)})")
+    if "prompt" not in c.cross_attention_ids:
+        raise ConfigError("conditioning.cross_attention_ids must contain 'prompt' (the text conditioner)")
+    if "prompt" in c.global_ids + c.prepend_ids:
+        raise ConfigError("conditioning: 'prompt' is routed to cross-attention only (global and prepend conditions "
+                          "take number conditioners)")
+    routed = set(c.cross_attention_ids + c.global_ids + c.prepend_ids)
+    if unused := [cid for cid in numbers if cid not in routed]:
+        raise ConfigError(f"conditioning.numbers: {unused[0]!r} is not routed (add it to conditioning.cross_attention_ids, "
+                          f"global_ids or prepend_ids)")
+    for cid, prob in c.dropout:
+        if cid not in known:
+            raise ConfigError(f"conditioning.dropout: no conditioner with id {cid!r} (have {sorted(known)})")
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"conditioning.dropout: {cid!r} probability {prob} is not in [0, 1]")
+    if cfg.text.kind == "t5" and not cfg.text.encoder_dir:
+        raise ConfigError("text.kind=t5 runs a T5 encoder in the step: set text.encoder_dir (a local transformers "
+                          "T5 directory)")
+    if cfg.text.kind == "learned" and cfg.text.encoder_dir:
+        raise ConfigError(f"text.encoder_dir={cfg.text.encoder_dir!r} is set but text.kind=learned does not use it")
 
 
 def _validate_latent_codec(cfg: Config) -> None:

@@ -47,11 +47,19 @@ def load_audio(path: str | Path, sample_rate: int, num_samples: int, mono: bool 
 
     The clip is the file's first `num_samples` at `sample_rate`; `mask` is False on right padding.
     """
+    audio, mask, _ = load_audio_timed(path, sample_rate, num_samples, mono=mono, min_seconds=min_seconds)
+    return audio, mask
+
+
+def load_audio_timed(path: str | Path, sample_rate: int, num_samples: int, mono: bool = True,
+                     min_seconds: float = 0.5) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`load_audio` plus the whole file's duration in seconds (its ``seconds_total``)."""
     data, rate, total_frames = decode(path, max_seconds=num_samples / sample_rate + READ_MARGIN_SECONDS)
     validate(data, rate, total_frames, min_seconds)
     signal = to_mono(data) if mono else data.T  # [N] or [C, N]
     signal = resample(signal, rate, sample_rate)
-    return fit_length(signal, num_samples)
+    audio, mask = fit_length(signal, num_samples)
+    return audio, mask, total_frames / rate
 
 
 def decode(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int, int]:

@@ -8,7 +8,8 @@ Prepared data (``data.source=prepared``): the last ``regime.monitor_size`` recor
 are held out of training (the regime's monitor batch and the periodic sample prompts read them);
 training shuffles the records before them. The batch keys follow the config: ``text_ids`` (hash
 tokens of the caption, ``text.kind=learned``) or ``text_emb`` (``text.kind=precomputed``), with
-``text_mask``; ``ssl_targets`` only with ``guidance.ssl=precomputed``; ``audio_mask`` (True = real
+``text_mask``; one float per number conditioner (``conditioning.numbers``: the key is its id, e.g.
+``seconds_total``); ``ssl_targets`` only with ``guidance.ssl=precomputed``; ``audio_mask`` (True = real
 audio, False = zero padding of a short clip) when the records carry it (task=t2a only), so that the
 losses and the monitor average over real frames only. Pre-encoded latents (``data.latents``):
 ``latents`` and ``latent_mask`` (the real latent frames) replace ``audio_mask``, and ``audio`` is
@@ -51,6 +52,8 @@ class TrainExample(grain.transforms.Map):
         self.precomputed_ssl = cfg.guidance.ssl == "precomputed"
         self.latents = cfg.data.latents
         self.audio = batch_has_audio(cfg)
+        self.number_ids = tuple(n[0] for n in cfg.conditioning.numbers)
+        self.source_name = cfg.data.path if cfg.data.source == "prepared" else f"data.source={cfg.data.source}"
 
     def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
         out = {"audio": element["audio"].astype(np.float32)} if self.audio else {}
@@ -64,6 +67,12 @@ class TrainExample(grain.transforms.Map):
         else:  # hash tokens of the caption; SR conditions on audio only, so its caption is always ""
             ids, mask = self.tokenizer(["" if self.sr else element["caption"]], self.max_length)
             out["text_ids"], out["text_mask"] = ids[0], mask[0]
+        for cid in self.number_ids:  # a number conditioner reads the key of its id
+            if cid not in element:
+                raise ValueError(f"{self.source_name}: examples have no {cid!r} for the number conditioner of that "
+                                 f"id (conditioning.numbers); sources provide seconds_start and seconds_total"
+                                 f"{' (re-run jaxstage prepare to add them)' if cid.startswith('seconds_') else ''}")
+            out[cid] = np.asarray(element[cid], np.float32)
         if self.precomputed_ssl:
             out["ssl_targets"] = element["ssl"].astype(np.float32)
         if self.sr:
@@ -191,6 +200,8 @@ def example_spec(cfg: Config) -> ExampleSpec:
     else:
         spec["text_ids"] = ((cfg.data.text_max_length,), np.dtype(np.int32))
         spec["text_mask"] = ((cfg.data.text_max_length,), np.dtype(bool))
+    for cid, _, _ in cfg.conditioning.numbers:
+        spec[cid] = ((), np.dtype(np.float32))
     if cfg.guidance.ssl == "precomputed":
         spec["ssl_targets"] = (prepared.shape("ssl"), np.dtype(np.float32))
     if prepared is not None and cfg.task != "sr" and "audio_mask" in prepared.features and not cfg.data.latents:

@@ -166,10 +166,13 @@ def _load_item(item: Item, sample_rate: int, num_samples: int,
     if item.skip is not None:
         return None, item.skip
     try:
-        audio, mask = audio_io.load_audio(item.audio_path, sample_rate, num_samples, min_seconds=min_seconds)
+        audio, mask, seconds = audio_io.load_audio_timed(item.audio_path, sample_rate, num_samples,
+                                                         min_seconds=min_seconds)
     except audio_io.BadAudio as err:
         return None, err.reason
-    return {"audio": audio, "audio_mask": mask, "caption": item.caption, "id": item.id}, None
+    # the stored audio starts at the file's beginning: seconds_start 0, seconds_total the file's length
+    return {"audio": audio, "audio_mask": mask, "caption": item.caption, "id": item.id,
+            "seconds_start": np.float32(0.0), "seconds_total": np.float32(seconds)}, None
 
 
 def _encode(examples: list[dict[str, Any]], text_encoder: Any, ssl_encoder: Any, autoencoder: Any = None) -> None:

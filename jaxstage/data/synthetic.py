@@ -346,16 +346,26 @@ PROMPT_STREAM = 2**31 - 1  # middle seed word of evaluation prompts; training st
 
 def _example_from_rng(rng: np.random.Generator, sample_rate: int, num_samples: int, mix_prob: float,
                       settings: SynthSettings) -> dict:
-    """Attributes, caption, audio: drawn from `rng` in this order."""
+    """Attributes, caption, audio: drawn from `rng` in this order; plus the clip's timing (the whole
+    clip: it starts at 0 s and lasts `num_samples / sample_rate` s)."""
     attrs = sample_attributes(rng, mix_prob)
     text = caption(attrs, rng)
     audio = render_clip(attrs, sample_rate, num_samples, rng, settings)
-    return {"audio": audio, "caption": text, "attributes": attrs.to_dict()}
+    return {"audio": audio, "caption": text, "attributes": attrs.to_dict(), **clip_timing(num_samples, sample_rate)}
+
+
+def clip_timing(num_samples: int, sample_rate: int, start_sample: int = 0,
+                total_samples: int | None = None) -> dict[str, float]:
+    """`seconds_start` / `seconds_total` of a clip (stable-audio-tools' timing conditions): where the
+    clip starts in its file and how long the whole file is (default: the clip is the whole file)."""
+    total = num_samples if total_samples is None else total_samples
+    return {"seconds_start": start_sample / sample_rate, "seconds_total": total / sample_rate}
 
 
 def make_example(seed: int, index: int, sample_rate: int, num_samples: int, mix_prob: float,
                  settings: SynthSettings = DEFAULT_SETTINGS) -> dict:
-    """`{"audio": float32[num_samples], "caption": str, "attributes": dict}`, deterministic in (seed, index)."""
+    """`{"audio": float32[num_samples], "caption": str, "attributes": dict, "seconds_start": 0.0,
+    "seconds_total": float}`, deterministic in (seed, index)."""
     return _example_from_rng(np.random.default_rng([seed, index]), sample_rate, num_samples, mix_prob, settings)
 
 

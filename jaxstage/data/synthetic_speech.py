@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jaxstage.data.synthetic import clip_timing
+
 # (F1, F2, F3) of adult male vowels in Hz (Hillenbrand et al. 1995, rounded): i ɪ ɛ æ ɑ ɔ ʊ u ʌ ɝ.
 VOWEL_FORMANTS_HZ = (
     (340.0, 2320.0, 3000.0), (430.0, 2020.0, 2660.0), (580.0, 1800.0, 2600.0), (590.0, 1950.0, 2600.0),
@@ -395,4 +397,5 @@ class SyntheticSpeechSource:
         if not 0 <= index < self.num_examples:
             raise IndexError(f"index {index} out of range for {self.num_examples} examples")
         rng = np.random.default_rng([self.seed, index])
-        return {"audio": synthesize(rng, self.sample_rate, self.num_samples, self.settings).audio, "caption": ""}
+        return {"audio": synthesize(rng, self.sample_rate, self.num_samples, self.settings).audio, "caption": "",
+                **clip_timing(self.num_samples, self.sample_rate)}

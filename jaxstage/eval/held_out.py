@@ -28,6 +28,7 @@ class PromptSet:
     text: np.ndarray | None = None
     text_mask: np.ndarray | None = None
     source: str = ""
+    numbers: dict[str, np.ndarray] | None = None  # held-out records' number-conditioner inputs (id -> [n])
 
 
 def read_prompts_file(path: str | Path) -> list[str]:
@@ -48,8 +49,11 @@ def read_prompts_file(path: str | Path) -> list[str]:
 def _prepared_records(cfg: Config, n: int) -> PromptSet:
     batch, captions = held_out_batch(cfg, n)
     key = "text_emb" if cfg.text.kind == "precomputed" else "text_ids"
-    return PromptSet(captions, batch["audio"], text=batch[key], text_mask=batch["text_mask"],
-                     source="held-out records")
+    numbers = {cid: batch[cid] for cid, _, _ in cfg.conditioning.numbers} or None
+    if cfg.text.kind == "t5":  # captions are encoded by the in-process T5 when generating
+        return PromptSet(captions, batch.get("audio"), source="held-out records", numbers=numbers)
+    return PromptSet(captions, batch.get("audio"), text=batch[key], text_mask=batch["text_mask"],
+                     source="held-out records", numbers=numbers)
 
 
 def held_out_prompts(cfg: Config, n: int, prompts_file: str | Path | None = None) -> PromptSet:

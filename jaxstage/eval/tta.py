@@ -36,9 +36,11 @@ def generate(generator: Generator, params: Any, stats: Any, prompts: PromptSet, 
         idx = np.arange(start, start + chunk) % n  # the last chunk wraps around to the first prompts
         kwargs = dict(sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seed + start)
         if prompts.text is not None:
-            audio = generator.from_text(params, stats, prompts.text[idx], prompts.text_mask[idx], **kwargs)
+            text, mask = prompts.text[idx], prompts.text_mask[idx]
         else:
-            audio = generator(params, stats, [prompts.captions[i] for i in idx], **kwargs)
+            text, mask = generator.encode_prompts([prompts.captions[i] for i in idx])
+        numbers = None if prompts.numbers is None else {k: v[idx] for k, v in prompts.numbers.items()}
+        audio = generator.from_text(params, stats, text, mask, numbers=numbers, **kwargs)
         out.append(audio[: min(chunk, n - start)])
     return np.concatenate(out)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
@@ -57,6 +58,30 @@ class InferenceModel:
     def text_dim(self) -> int:
         """Width of precomputed text embeddings (0 with the learned encoder)."""
         return self.example_spec["text_emb"][0][-1] if "text_emb" in self.example_spec else 0
+
+    @property
+    def number_ids(self) -> tuple[str, ...]:
+        """The number conditioners' ids (``conditioning.numbers``); each is also a batch key."""
+        return tuple(n[0] for n in self.cfg.conditioning.numbers)
+
+    def numbers_of(self, batch: dict[str, Any]) -> dict[str, Any] | None:
+        """The number conditioners' inputs in ``batch`` (id -> values [B]); None without numbers."""
+        return {cid: batch[cid] for cid in self.number_ids} if self.number_ids else None
+
+    def default_numbers(self, batch: int, seconds_start: float | None = None,
+                        seconds_total: float | None = None) -> dict[str, Any] | None:
+        """Number-conditioner inputs for ``batch`` generated clips: ``seconds_start`` (default 0) and
+        ``seconds_total`` (default the training clip length, ``data.clip_seconds``); None without
+        numbers. Another number id has no default: a ValueError names it."""
+        if not self.number_ids:
+            return None
+        values = {"seconds_start": 0.0 if seconds_start is None else seconds_start,
+                  "seconds_total": self.cfg.data.clip_seconds if seconds_total is None else seconds_total}
+        for cid in self.number_ids:
+            if cid not in values:
+                raise ValueError(f"the number conditioner {cid!r} has no default value for sampling; only "
+                                 f"seconds_start and seconds_total do")
+        return {cid: np.full((batch,), values[cid], np.float32) for cid in self.number_ids}
 
     def model(self, params: Params) -> Denoiser:
         """A Denoiser module bound to ``params`` (use inside jit)."""

@@ -38,6 +38,7 @@ def make_sr_generate_fn(exp: Experiment, sampler: str, steps: int, replace: bool
     objective = exp.objective
     levels = schedules.for_objective(objective, steps)
     empty_ids, empty_mask = HashTokenizer(cfg.text.vocab_size)([""], cfg.data.text_max_length)
+    numbers = exp.default_numbers(1)  # number conditioners: each window is a training-length clip from 0 s
 
     @jax.jit
     def generate(params: Params, stats: CodecStats, low_audio: jax.Array, cutoff: jax.Array,
@@ -46,13 +47,14 @@ def make_sr_generate_fn(exp: Experiment, sampler: str, steps: int, replace: bool
         batch = low_audio.shape[0]
         ids = jnp.broadcast_to(jnp.asarray(empty_ids), (batch, empty_ids.shape[1]))
         mask = jnp.broadcast_to(jnp.asarray(empty_mask), (batch, empty_mask.shape[1]))
-        tokens, mask = model.encode_text(ids, mask)
+        cond = model.encode_condition(ids, mask, None if numbers is None else
+                                      {k: jnp.broadcast_to(jnp.asarray(v), (batch,)) for k, v in numbers.items()})
         low = normalize(exp.codec.bind(codec_params).encode(low_audio), stats)
 
         def denoise(x: jax.Array, level: jax.Array) -> jax.Array:
             level = jnp.broadcast_to(jnp.asarray(level, jnp.float32), (batch,))
             x_in, c_noise = objective.model_input(x, level)
-            out = model.denoise(x_in, c_noise, tokens, mask, low=low, cutoff=cutoff).out
+            out = model.denoise(x_in, c_noise, cond, low=low, cutoff=cutoff).out
             return objective.denoise(out, x, level)
 
         audio = sample_audio(exp, sampler, levels, denoise, stats, key, batch, codec_params)

@@ -22,10 +22,11 @@ State paths <-> torch keys: `jaxstage/tools/export/key_map.py` (join the path wi
 (`out_sharding` logical names "embed", "heads", "mlp", None).
 
 Deviations from 0.0.19:
-- `cross_mask` is applied (0.0.19 drops `cross_attn_cond_mask`; pass None or all-True masks for
-  parity); a fully masked row yields a zero cross-attention output.
+- `cross_mask` is applied when `use_cross_mask` (the default; 0.0.19 drops `cross_attn_cond_mask`:
+  `use_cross_mask=False`, `model.cross_attn_mask=false`, gives its behaviour); a fully masked row
+  yields a zero cross-attention output.
 - Layer norms, softmax, rotary and Fourier features run in float32 (equal in fp32).
-- Not ported: `prepend_cond`, `timestep_cond_type="input_concat"`, `patch_size > 1`,
+- Not ported: `timestep_cond_type="input_concat"`, `patch_size > 1`,
   `project_global_cond=False`, memory tokens, conformer, layer scale, qk_norm "dyt",
   differential attention, CFG inside the model (see `diffusion/samplers.py`).
 - `hidden` strips the prepended token (the reference's `exit_layer_ix` output keeps it).
@@ -93,7 +94,8 @@ class DiffusionTransformer(nnx.Module):
 
     def __init__(self, *, io_channels: int, embed_dim: int, depth: int, num_heads: int,
                  cond_token_dim: int, global_cond_dim: int = 0, input_concat_dim: int = 0,
-                 project_cond_tokens: bool = True, global_cond_type: GlobalCondType = "prepend",
+                 prepend_cond_dim: int = 0, use_cross_mask: bool = True, project_cond_tokens: bool = True,
+                 global_cond_type: GlobalCondType = "prepend",
                  qk_norm: bool | str = False, ff_mult: float = 4, timestep_features_dim: int = 256,
                  zero_init_output: bool = True, remat: bool = False, rngs: nnx.Rngs,
                  dtype=jnp.float32, param_dtype=jnp.float32):
@@ -107,6 +109,8 @@ class DiffusionTransformer(nnx.Module):
         self.cond_token_dim = cond_token_dim
         self.global_cond_dim = global_cond_dim
         self.input_concat_dim = input_concat_dim
+        self.prepend_cond_dim = prepend_cond_dim
+        self.use_cross_mask = use_cross_mask
         self.global_cond_type = global_cond_type
 
         self.timestep_features = FourierFeatures(1, timestep_features_dim, rngs=rngs, param_dtype=param_dtype)
@@ -120,6 +124,8 @@ class DiffusionTransformer(nnx.Module):
                                      in_axes=(None, out_axis), **kw)
         if global_cond_dim > 0:
             self.to_global_embed = mlp(global_cond_dim, embed_dim, embed_dim, bias=False, in_axes=(None, "embed"), **kw)
+        if prepend_cond_dim > 0:
+            self.to_prepend_embed = mlp(prepend_cond_dim, embed_dim, embed_dim, bias=False, in_axes=(None, "embed"), **kw)
         dim_in = io_channels + input_concat_dim
         self.transformer = ContinuousTransformer(
             embed_dim, depth, dim_in=dim_in, dim_out=io_channels, dim_heads=embed_dim // num_heads,
@@ -129,7 +135,10 @@ class DiffusionTransformer(nnx.Module):
         self.preprocess_conv = _conv1x1(dim_in, **kw)
         self.postprocess_conv = _conv1x1(io_channels, **kw)
 
-    def _check_inputs(self, cross_tokens, cross_mask, global_cond, input_concat) -> None:
+    def _check_inputs(self, cross_tokens, cross_mask, global_cond, input_concat, prepend_cond) -> None:
+        if (prepend_cond is None) != (self.prepend_cond_dim == 0):
+            raise ValueError(f"prepend_cond must be given iff prepend_cond_dim > 0 "
+                             f"(prepend_cond_dim={self.prepend_cond_dim})")
         if cross_tokens is not None and self.cond_token_dim == 0:
             raise ValueError("cross_tokens given but cond_token_dim == 0")
         if cross_mask is not None and cross_tokens is None:
@@ -142,15 +151,19 @@ class DiffusionTransformer(nnx.Module):
 
     def __call__(self, x: jax.Array, t: jax.Array, *, cross_tokens: jax.Array | None = None,
                  cross_mask: jax.Array | None = None, global_cond: jax.Array | None = None,
-                 input_concat: jax.Array | None = None, hidden_layer: int | None = None,
-                 normalize_summaries: bool = False) -> DiTOutput:
+                 input_concat: jax.Array | None = None, prepend_cond: jax.Array | None = None,
+                 hidden_layer: int | None = None, normalize_summaries: bool = False) -> DiTOutput:
         """x [B, T, io]; t [B] (fed straight to the Fourier features, e.g. EDM c_noise);
         cross_tokens [B, L, cond_token_dim]; cross_mask [B, L] bool (True = keep);
         global_cond [B, global_cond_dim]; input_concat [B, T', input_concat_dim] (resized to T,
-        nearest); hidden_layer: 0-based block index (negative counts from the end);
+        nearest); prepend_cond [B, P, prepend_cond_dim] (projected, then prepended before the global
+        token; like 0.0.19 no prepend mask is applied); hidden_layer: 0-based block index (negative
+        counts from the end);
         normalize_summaries: layer-norm each token (no affine) before the per-block mean.
         """
-        self._check_inputs(cross_tokens, cross_mask, global_cond, input_concat)
+        self._check_inputs(cross_tokens, cross_mask, global_cond, input_concat, prepend_cond)
+        if not self.use_cross_mask:  # stable-audio-tools 0.0.19: padded tokens are attended to
+            cross_mask = None
         depth = len(self.transformer.layers)
         if hidden_layer is not None and not -depth <= hidden_layer < depth:
             raise ValueError(f"hidden_layer {hidden_layer} out of range for depth {depth}")
@@ -168,6 +181,9 @@ class DiffusionTransformer(nnx.Module):
             embed = sequential(self.to_global_embed, global_cond.astype(self.dtype)) + embed
 
         prepend = embed[:, None, :] if self.global_cond_type == "prepend" else None
+        if prepend_cond is not None:
+            tokens = sequential(self.to_prepend_embed, prepend_cond.astype(self.dtype))
+            prepend = tokens if prepend is None else jnp.concatenate([tokens, prepend], axis=1)
         n_prepend = 0 if prepend is None else prepend.shape[1]
         x = self.preprocess_conv(x) + x
         h, hidden = self.transformer(

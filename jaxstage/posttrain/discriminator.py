@@ -48,8 +48,9 @@ class Discriminator(nnx.Module):
         self.backbone = Denoiser(discriminator_config(cfg), io_channels, text_dim=text_dim, rngs=rngs)
         self.head = ScoreHead(cfg.model.embed_dim, cfg.arc.head_hidden, cfg.arc.head_kernel, rngs=rngs)
 
-    def __call__(self, x: jax.Array, c_noise: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
-        hidden = self.backbone(x, c_noise, text, text_mask, hidden_layer=-1).hidden  # [B, T, width]
+    def __call__(self, x: jax.Array, c_noise: jax.Array, text: jax.Array, text_mask: jax.Array,
+                 numbers: dict[str, jax.Array] | None = None) -> jax.Array:
+        hidden = self.backbone(x, c_noise, text, text_mask, numbers=numbers, hidden_layer=-1).hidden  # [B, T, width]
         return self.head(hidden.astype(jnp.float32))
 
 

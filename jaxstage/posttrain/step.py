@@ -43,14 +43,18 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
         params = {"loc": jnp.asarray(loc, jnp.float32), "scale": jnp.asarray(scale, jnp.float32)}
         return sample_levels(key, n, objective, "logit_normal", params, t_eps=t_eps)
 
-    def one_step_x0(gen_params, x_t, t, ids, mask):
+    def one_step_x0(gen_params, x_t, t, ids, mask, numbers):
         x_in, c_noise = objective.model_input(x_t, t)
-        velocity = exp.model(gen_params)(x_in, c_noise, ids, mask).out
+        velocity = exp.model(gen_params)(x_in, c_noise, ids, mask, numbers=numbers).out
         return arc_losses.generator_one_step_x0(x_t, t, velocity)
 
-    def scores(disc_params, x, tau, ids, mask):
+    def scores(disc_params, x, tau, ids, mask, numbers):
         x_in, c_noise = objective.model_input(x, tau)
-        return ax.discriminator(disc_params)(x_in, c_noise, ids, mask)
+        return ax.discriminator(disc_params)(x_in, c_noise, ids, mask, numbers)
+
+    def tiled(numbers, *parts):
+        """The number inputs of a batch made of ``parts`` (each: the batch's own or the rolled ones)."""
+        return None if numbers is None else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
     def arc_step(state: ARCState, batch: Batch, codec_params: Any = None) -> tuple[ARCState, Metrics]:
         """One ARC step; ``codec_params``: a latent codec's frozen autoencoder (compiled: an argument)."""
@@ -61,22 +65,25 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
         else:
             x0 = normalize(exp.bound_codec(codec_params).encode(batch["audio"]), state.codec_stats)
         ids, mask = batch[text_key], batch["text_mask"]
+        numbers = exp.numbers_of(batch)  # the number conditioners' inputs (None without them)
         b = x0.shape[0]
         t = levels(t_key, b, a.gen_level_loc, a.gen_level_scale)
         x_t = objective.add_noise(x0, jax.random.normal(eps_key, x0.shape, x0.dtype), t)
         tau = levels(tau_key, b, a.dis_level_loc, a.dis_level_scale)
         noise = jax.random.normal(noise_key, x0.shape, x0.dtype)  # the same noise for real and fake
         real = arc_losses.renoise(x0, noise, tau)
-        rolled_ids, rolled_mask = arc_losses.roll_prompts((ids, mask))
+        rolled_ids, rolled_mask, rolled_numbers = arc_losses.roll_prompts((ids, mask, numbers))
         weight = arc_losses.contrastive_weight_mask(ids, mask, rolled_ids, rolled_mask) if text_key == "text_ids" \
             else jnp.ones((b,), jnp.float32)  # precomputed embeddings: rolled rows are distinct clips' captions
 
         # ---- discriminator update (the fake is a constant here)
-        fake = arc_losses.renoise(jax.lax.stop_gradient(one_step_x0(state.params, x_t, t, ids, mask)), noise, tau)
+        fake = arc_losses.renoise(jax.lax.stop_gradient(one_step_x0(state.params, x_t, t, ids, mask, numbers)),
+                                  noise, tau)
 
         def d_loss_fn(disc_params):
             s = scores(disc_params, jnp.concatenate([real, fake, real]), jnp.tile(tau, 3),
-                       jnp.concatenate([ids, ids, rolled_ids]), jnp.concatenate([mask, mask, rolled_mask]))
+                       jnp.concatenate([ids, ids, rolled_ids]), jnp.concatenate([mask, mask, rolled_mask]),
+                       tiled(numbers, numbers, numbers, rolled_numbers))
             s_real, s_fake, s_rolled = s[:b], s[b:2 * b], s[2 * b:]
             loss_adv = arc_losses.relativistic_d_loss(s_real, s_fake)
             loss_c = arc_losses.contrastive_d_loss(s_real, s_rolled, weight=weight)
@@ -87,7 +94,8 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
                 both = jnp.concatenate([real, fake])
                 penalty = arc_losses.approx_r1_penalty(
                     lambda x: scores(disc_params, x, jnp.tile(tau, 2), jnp.concatenate([ids, ids]),
-                                     jnp.concatenate([mask, mask])), both, r1_key, sigma=a.r1_sigma)
+                                     jnp.concatenate([mask, mask]), tiled(numbers, numbers, numbers)),
+                    both, r1_key, sigma=a.r1_sigma)
                 total = total + a.r1_weight * penalty
                 aux["loss_r1"] = penalty
             return total, aux
@@ -97,11 +105,11 @@ def make_arc_step(ax: ARCExperiment) -> Callable[[ARCState, Batch], tuple[ARCSta
         disc_params = optax.apply_updates(state.disc_params, d_updates)
 
         # ---- generator update against the updated discriminator
-        s_real = jax.lax.stop_gradient(scores(disc_params, real, tau, ids, mask))
+        s_real = jax.lax.stop_gradient(scores(disc_params, real, tau, ids, mask, numbers))
 
         def g_loss_fn(gen_params):
-            fake_g = arc_losses.renoise(one_step_x0(gen_params, x_t, t, ids, mask), noise, tau)
-            return arc_losses.relativistic_g_loss(s_real, scores(disc_params, fake_g, tau, ids, mask))
+            fake_g = arc_losses.renoise(one_step_x0(gen_params, x_t, t, ids, mask, numbers), noise, tau)
+            return arc_losses.relativistic_g_loss(s_real, scores(disc_params, fake_g, tau, ids, mask, numbers))
 
         loss_g, g_grads = jax.value_and_grad(g_loss_fn)(state.params)
         g_updates, opt_state = ax.gen_tx.update(g_grads, state.opt_state, state.params)

@@ -53,6 +53,8 @@ class MonitorBatch:
     cutoff: jax.Array | None = None  # [M] cutoff in Hz
     # prepared data with padding masks only (None otherwise, no leaves): [M, T], 1 = real frame (codecs.frame_mask)
     frame_mask: jax.Array | None = None
+    # number conditioners only (None otherwise, no leaves): id -> values [M]
+    numbers: dict[str, jax.Array] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,8 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
                   text_ids: np.ndarray, text_mask: np.ndarray,
                   ssl_frames: np.ndarray | None = None, ssl_params=None, low_audio: np.ndarray | None = None,
                   cutoff: np.ndarray | None = None, audio_mask: np.ndarray | None = None,
-                  latents: np.ndarray | None = None, latent_mask: np.ndarray | None = None) -> MonitorBatch | None:
+                  latents: np.ndarray | None = None, latent_mask: np.ndarray | None = None,
+                  numbers: dict[str, np.ndarray] | None = None) -> MonitorBatch | None:
     """The fixed monitor batch: clean features, fixed noise (seeded) and fixed levels.
 
     ``targets`` are φ of the clean clips at the token rate (or ``ssl_frames``, the clips' precomputed
@@ -228,6 +231,7 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
     (task=sr), the low band encoded and normalized like ``audio``. ``audio_mask`` [M, N] (prepared data,
     True = real audio): the discrepancy then averages over the real frames only. ``latents`` [M, T, C]
     (and ``latent_mask`` [M, T]): the clips pre-encoded (data.latents), used instead of encoding ``audio``.
+    ``numbers``: the number conditioners' inputs (id -> [M]).
     Without a discrepancy to measure (alignment kind and ``guidance.lambda0 = 0``): None.
     """
     from jaxstage.models.codecs import normalize
@@ -248,7 +252,8 @@ def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: n
     return MonitorBatch(x0=x0, noise=noise, levels=levels, targets=targets,
                         text_ids=jnp.asarray(text_ids), text_mask=jnp.asarray(text_mask), low=low,
                         cutoff=None if cutoff is None else jnp.asarray(cutoff, jnp.float32),
-                        frame_mask=_monitor_frame_mask(codec, audio_mask, latent_mask))
+                        frame_mask=_monitor_frame_mask(codec, audio_mask, latent_mask),
+                        numbers=None if not numbers else {k: jnp.asarray(v, jnp.float32) for k, v in numbers.items()})
 
 
 def _monitor_frame_mask(codec, audio_mask: np.ndarray | None, latent_mask: np.ndarray | None) -> jax.Array | None:

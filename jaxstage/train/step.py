@@ -49,8 +49,8 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
         model = exp.model(params)
         x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
         x_in, c_noise = objective.model_input(x_t, monitor.levels)
-        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, low=monitor.low, cutoff=monitor.cutoff,
-                    hidden_layer=recipe.hidden_layer)
+        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, numbers=monitor.numbers, low=monitor.low,
+                    cutoff=monitor.cutoff, hidden_layer=recipe.hidden_layer)
         if recipe.discrepancy == "alignment":
             return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets, mask=monitor.frame_mask)
         x0_hat = objective.denoise(out.out, x_t, monitor.levels)
@@ -84,9 +84,9 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
 
     sr = cfg.task == "sr"
 
-    def forward(model, x_in, c_noise, ids, mask, keep=None, low=None, cutoff=None):
-        return model(x_in, c_noise, ids, mask, keep, low=low, cutoff=cutoff, hidden_layer=recipe.hidden_layer,
-                     normalize_summaries=recipe.struct_enabled)
+    def forward(model, x_in, c_noise, ids, mask, keep, drop_key, numbers, low=None, cutoff=None):
+        return model(x_in, c_noise, ids, mask, keep, numbers=numbers, drop_key=drop_key, low=low, cutoff=cutoff,
+                     hidden_layer=recipe.hidden_layer, normalize_summaries=recipe.struct_enabled)
 
     def block_similarity(params):
         model = exp.model(params)
@@ -129,7 +129,8 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
 
         def loss_fn(params):
             model = exp.model(params)
-            out = forward(model, x_in, c_noise, batch[text_key], batch["text_mask"], keep_cond, low, cutoff)
+            out = forward(model, x_in, c_noise, batch[text_key], batch["text_mask"], keep_cond, drop_key,
+                          exp.numbers_of(batch), low, cutoff)
             per_example = objective.loss(out.out, x_t, x0, eps, levels, mask)
             loss_diff = jnp.mean(per_example)
             aux = {"loss_diff": loss_diff, "per_example": per_example}

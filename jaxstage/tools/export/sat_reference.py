@@ -65,6 +65,46 @@ def build_wrapped_dit(model_config: dict[str, Any]):
     return outer
 
 
+def _import_with_stubs(names: tuple[str, ...], load):
+    """Run ``load()`` with the modules ``names`` stubbed (each imported name an unused placeholder)
+    if they are not already imported; the stubs are removed again afterwards."""
+    stubs = {name: types.ModuleType(name) for name in names}
+    for module in stubs.values():
+        module.__getattr__ = lambda attr: type(attr, (), {})
+    saved = {name: sys.modules.get(name) for name in stubs}
+    sys.modules.update({name: module for name, module in stubs.items() if saved[name] is None})
+    try:
+        return load()
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+
+
+def load_conditioning_classes():
+    """stable-audio-tools' ``(NumberConditioner, ConditionedDiffusionModelWrapper)``.
+
+    ``models/conditioners.py`` and ``models/diffusion.py`` import torchaudio, einops_exts, the
+    inference (sampling) modules and the pretransform factory, none of which the number conditioner
+    or the wrapper's ``get_conditioning_inputs`` use; they are stubbed while the two modules import.
+    """
+    load_dit_class()  # the bare package namespaces
+
+    def load():
+        from stable_audio_tools.models.conditioners import NumberConditioner
+        from stable_audio_tools.models.diffusion import ConditionedDiffusionModelWrapper
+        return NumberConditioner, ConditionedDiffusionModelWrapper
+
+    try:
+        return _import_with_stubs((
+            "torchaudio", "torchaudio.transforms", "einops_exts", "stable_audio_tools.inference",
+            "stable_audio_tools.inference.utils", "stable_audio_tools.inference.generation",
+            "stable_audio_tools.inference.sampling", "stable_audio_tools.models.factory",
+            "stable_audio_tools.models.pretransforms"), load)
+    except ImportError as err:
+        raise ImportError(f"stable-audio-tools' conditioners failed to import ({err}); {INSTALL_HINT}") from err
+
+
 def load_oobleck_classes():
     """stable-audio-tools' ``(OobleckEncoder, OobleckDecoder, VAEBottleneck)``.
 
