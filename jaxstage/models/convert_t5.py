@@ -170,10 +170,10 @@ def params_from_state_dict(state_dict: Mapping[str, Any], cfg: T5Config,
             raise KeyError(f"{source}: missing '{key}'")
         used.add(key)
         value = np.asarray(sd[key] if not hasattr(sd[key], "detach") else sd[key].detach().float().numpy())
-        value = value.T if transpose else value
-        if value.shape != abstract.shape:
-            raise ValueError(f"{source}: '{key}' has shape {value.shape}, the config expects {abstract.shape}")
-        return jnp.asarray(value.astype(np.float32), dtype=abstract.dtype)
+        expected = abstract.shape[::-1] if transpose else abstract.shape  # in the checkpoint's layout
+        if value.shape != expected:
+            raise ValueError(f"{source}: '{key}' has shape {value.shape}, the config expects {expected}")
+        return jnp.asarray((value.T if transpose else value).astype(np.float32), dtype=abstract.dtype)
 
     params = jax.tree_util.tree_map_with_path(convert, nnx.to_pure_dict(state))
     extra = sorted(k for k in sd if _is_encoder_key(k) and k not in used)
