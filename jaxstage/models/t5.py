@@ -13,9 +13,9 @@ a final RMS norm. No biases anywhere.
 
 Compute dtype (`T5Config.dtype`, float32 by default): matmul inputs and weights in that dtype with
 float32 accumulation and float32 outputs; the residual stream, RMS norms, position bias, softmax and the
-activation are float32. In float16 the feed-forward hidden activation is clipped to the finite float16
-range before `wo` (T5 v1.0 is known to overflow there in later layers; transformers clamps its float16
-residual stream instead, here the residual stream stays float32).
+activation are float32. In float16 every matmul input is clipped to the finite float16 range before the
+cast (T5 v1.0 is known to overflow in the feed-forward of later layers; transformers clamps its float16
+residual stream instead, here the residual stream stays float32), so the output stays finite.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -97,7 +98,20 @@ def _linear(d_in: int, d_out: int, cfg: T5Config, rngs: nnx.Rngs) -> nnx.Linear:
     dtype = jnp.dtype(cfg.dtype)
     precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None  # no TF32 in the fp32 path
     return nnx.Linear(d_in, d_out, use_bias=False, dtype=dtype, param_dtype=dtype, precision=precision,
-                      preferred_element_type=jnp.float32, rngs=rngs)
+                      preferred_element_type=jnp.float32, promote_dtype=_promote_to_compute, rngs=rngs)
+
+
+def _to_compute(x: jax.Array, dtype: Any) -> jax.Array:
+    """float32 activation -> compute dtype; float16 is clipped to its finite range first (no inf)."""
+    if dtype == jnp.float16:
+        limit = float(jnp.finfo(jnp.float16).max)
+        x = jnp.clip(x, -limit, limit)
+    return x.astype(dtype)
+
+
+def _promote_to_compute(args: tuple, *, dtype: Any = None, inexact: bool = True) -> tuple:
+    """`nnx.Linear`'s dtype promotion, through `_to_compute` (inputs and kernel to the compute dtype)."""
+    return tuple(None if a is None else _to_compute(jnp.asarray(a), dtype) for a in args)
 
 
 class T5LayerNorm(nnx.Module):
@@ -134,7 +148,7 @@ class T5Attention(nnx.Module):
     def __call__(self, x: jax.Array, key_bias: jax.Array,
                  position_bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         b, t, _ = x.shape
-        heads = lambda y: y.reshape(b, t, self.num_heads, self.d_kv).astype(self.dtype)  # noqa: E731
+        heads = lambda y: _to_compute(y.reshape(b, t, self.num_heads, self.d_kv), self.dtype)
         q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
         if position_bias is None:
             position_bias = self.compute_bias(t)
@@ -165,10 +179,10 @@ class T5DenseActDense(nnx.Module):
     def __init__(self, cfg: T5Config, *, rngs: nnx.Rngs):
         self.wi = _linear(cfg.d_model, cfg.d_ff, cfg, rngs)
         self.wo = _linear(cfg.d_ff, cfg.d_model, cfg, rngs)
-        self.act_name, self.dtype = cfg.dense_act_fn, jnp.dtype(cfg.dtype)
+        self.act_name = cfg.dense_act_fn
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.wo(_to_compute(ACTIVATIONS[self.act_name](self.wi(x)), self.dtype))
+        return self.wo(ACTIVATIONS[self.act_name](self.wi(x)))
 
 
 class T5DenseGatedActDense(nnx.Module):
@@ -178,19 +192,11 @@ class T5DenseGatedActDense(nnx.Module):
         self.wi_0 = _linear(cfg.d_model, cfg.d_ff, cfg, rngs)
         self.wi_1 = _linear(cfg.d_model, cfg.d_ff, cfg, rngs)
         self.wo = _linear(cfg.d_ff, cfg.d_model, cfg, rngs)
-        self.act_name, self.dtype = cfg.dense_act_fn, jnp.dtype(cfg.dtype)
+        self.act_name = cfg.dense_act_fn
 
     def __call__(self, x: jax.Array) -> jax.Array:
         hidden = ACTIVATIONS[self.act_name](self.wi_0(x)) * self.wi_1(x)
-        return self.wo(_to_compute(hidden, self.dtype))
-
-
-def _to_compute(x: jax.Array, dtype: Any) -> jax.Array:
-    """float32 activation -> compute dtype; float16 is clipped to its finite range first (no inf)."""
-    if dtype == jnp.float16:
-        limit = float(jnp.finfo(jnp.float16).max)
-        x = jnp.clip(x, -limit, limit)
-    return x.astype(dtype)
+        return self.wo(hidden)
 
 
 class T5LayerFF(nnx.Module):

@@ -12,12 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from safetensors.numpy import load_file, save_file  # noqa: E402
+import jax
+import jax.numpy as jnp
+from safetensors.numpy import load_file, save_file
+from t5_tiny import TINY_T5, random_t5, save_t5
 
-from jaxstage.models import convert_t5  # noqa: E402
-from jaxstage.models.convert_t5 import (  # noqa: E402
+from jaxstage.models import convert_t5
+from jaxstage.models.convert_t5 import (
     T5TextEncoder,
     load_t5,
     load_t5_tokenizer,
@@ -25,11 +26,10 @@ from jaxstage.models.convert_t5 import (  # noqa: E402
     t5_forward_jit,
     tokenize,
 )
-from jaxstage.models.t5 import relative_position_buckets  # noqa: E402
-from t5_tiny import TINY_T5, random_t5, save_t5  # noqa: E402
+from jaxstage.models.t5 import relative_position_buckets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from hf_tiny import T5_DIM, save_tiny_t5  # noqa: E402
+from hf_tiny import T5_DIM, save_tiny_t5
 
 TOL = 1e-4
 LENGTH = 40  # > 2 * max_distance (20): the log buckets and the clipped last bucket are used
@@ -137,7 +137,7 @@ def test_config_errors_name_the_key(tmp_path):
         data = json.loads((directory / "config.json").read_text())
         data[key] = value
         (directory / "config.json").write_text(json.dumps(data))
-        _one_line_error(ValueError, lambda: read_t5_config(directory), key, value)
+        _one_line_error(ValueError, lambda d=directory: read_t5_config(d), key, value)
 
 
 def test_shape_mismatch_names_the_key(tmp_path):
@@ -212,3 +212,20 @@ def test_only_the_first_block_has_a_relative_position_bias():
     blocks = state["encoder"]["block"]
     assert "relative_attention_bias" in blocks[0]["layer"][0]["SelfAttention"]
     assert all("relative_attention_bias" not in blocks[i]["layer"][0]["SelfAttention"] for i in (1, 2))
+
+
+def test_float16_feed_forward_overflow_is_clipped_not_inf(tmp_path):
+    """A feed-forward activation beyond the float16 range (T5 v1.0's known fp16 failure) stays finite."""
+    model = random_t5("relu")
+    sublayer = model.encoder.block[2].layer[1]
+    with torch.no_grad():
+        sublayer.layer_norm.weight.mul_(1e5)  # float32 in both ports; scales wi's output
+    seen = []
+    sublayer.DenseReluDense.wi.register_forward_hook(lambda m, i, o: seen.append(float(o.abs().max())))
+    ids, mask = _batch()
+    ref = _reference(model, ids, mask)
+    assert seen[0] > float(np.finfo(np.float16).max)  # the activation overflows float16
+    directory = save_t5(model, tmp_path / "t5")
+    half = _jax(load_t5(directory, dtype=jnp.float16), ids, mask)
+    assert np.isfinite(half).all()
+    assert float(np.abs(_jax(load_t5(directory), ids, mask) - ref)[mask].max()) <= TOL * np.abs(ref).max()
