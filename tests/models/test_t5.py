@@ -229,3 +229,18 @@ def test_float16_feed_forward_overflow_is_clipped_not_inf(tmp_path):
     half = _jax(load_t5(directory, dtype=jnp.float16), ids, mask)
     assert np.isfinite(half).all()
     assert float(np.abs(_jax(load_t5(directory), ids, mask) - ref)[mask].max()) <= TOL * np.abs(ref).max()
+
+
+def test_sharded_and_bfloat16_safetensors_load(tmp_path):
+    model = random_t5("relu")
+    reference = load_t5(save_t5(model, tmp_path / "single"))
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    sharded = load_t5(tmp_path / "sharded")
+    assert len(sharded.weight_files) > 1
+    for a, b in zip(jax.tree.leaves(reference.params), jax.tree.leaves(sharded.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    bf16 = load_t5(tmp_path / "bf16")
+    for a, b in zip(jax.tree.leaves(reference.params), jax.tree.leaves(bf16.params)):
+        assert b.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-2, atol=1e-2)
