@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None)
     sample.add_argument("--steps", type=int, default=None)
     sample.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (task=t2a)")
+    sample.add_argument("--seconds-start", type=float, default=None, metavar="S",
+                        help="timing condition of runs with a seconds_start conditioner (default 0)")
+    sample.add_argument("--seconds-total", type=float, default=None, metavar="S",
+                        help="timing condition of runs with a seconds_total conditioner (default the clip length)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     sample.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
@@ -71,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--sample-rate", type=int, default=16000)
     prep.add_argument("--clip-seconds", type=float, default=10.0, help="crop or pad every clip to this length")
     prep.add_argument("--min-seconds", type=float, default=0.5, help="skip files shorter than this")
-    prep.add_argument("--text-encoder", default=None, metavar="MODEL_DIR", help="local HF text encoder (T5, CLAP, ...)")
+    prep.add_argument("--text-encoder", default=None, metavar="MODEL_DIR", help="local HF text encoder: a T5 runs in JAX, others (CLAP, ...) in PyTorch")
     prep.add_argument("--text-max-length", type=int, default=64)
     prep.add_argument("--ssl-encoder", default=None, metavar="MODEL_DIR", help="local HF audio encoder (HuBERT, ...)")
     prep.add_argument("--ssl-layers", default="6,7", help="hidden-state layers to average, e.g. 6,7")
@@ -332,9 +336,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     text = ssl = None
     if args.text_encoder:
-        from jaxstage.data.encoders import HFTextEncoder
+        from jaxstage.data.encoders import text_encoder_for
 
-        text = HFTextEncoder(args.text_encoder, max_length=args.text_max_length)
+        text = text_encoder_for(args.text_encoder, max_length=args.text_max_length)
     if args.ssl_encoder:
         from jaxstage.data.encoders import HFAudioEncoder
 
@@ -445,7 +449,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
                          f"task={cfg.task} (give --prompt)")
     if not args.prompt:
         raise ValueError(f"{workdir} is a text-to-audio run: give at least one --prompt")
-    for path, peak in wav_files.text_to_wav(workdir, cfg, args.prompt, args.out, cfg_scale=args.cfg, **settings):
+    for path, peak in wav_files.text_to_wav(workdir, cfg, args.prompt, args.out, cfg_scale=args.cfg,
+                                            seconds_start=args.seconds_start, seconds_total=args.seconds_total,
+                                            **settings):
         print(f"wrote {path} ({_level_note(peak, cfg, args.raw_levels)})", file=sys.stderr)
     return 0
 

@@ -8,6 +8,8 @@ run in eval mode under `torch.no_grad()` on CPU in float32.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -84,6 +86,19 @@ class HFTextEncoder:
     def describe(self) -> dict[str, Any]:
         return {"model_dir": str(self.model_dir), "model_type": self.model_type,
                 "max_length": self.max_length, "dim": self.dim}
+
+
+def text_encoder_for(model_dir: str | Path, max_length: int = 64) -> TextEncoder:
+    """The text encoder `prepare` runs for a local model folder: a T5 (config.json model_type "t5") in
+    JAX, jitted in batches on the default device (`models.convert_t5.T5TextEncoder`, fp32); any other
+    model (CLAP, ...) through PyTorch (`HFTextEncoder`)."""
+    path = _model_dir(model_dir, "the text encoder")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type == "t5":
+        from jaxstage.models.convert_t5 import T5TextEncoder
+
+        return T5TextEncoder(path, max_length=max_length)
+    return HFTextEncoder(path, max_length=max_length)
 
 
 class HFAudioEncoder:

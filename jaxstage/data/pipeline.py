@@ -7,7 +7,7 @@ is saved in every checkpoint beside the train state.
 Prepared data (``data.source=prepared``): the last ``regime.monitor_size`` records of the directory
 are held out of training (the regime's monitor batch and the periodic sample prompts read them);
 training shuffles the records before them. The batch keys follow the config: ``text_ids`` (hash
-tokens of the caption, ``text.kind=learned``) or ``text_emb`` (``text.kind=precomputed``), with
+tokens of the caption, ``text.kind=learned``; T5 tokens with ``text.kind=t5``) or ``text_emb`` (``text.kind=precomputed``), with
 ``text_mask``; one float per number conditioner (``conditioning.numbers``: the key is its id, e.g.
 ``seconds_total``); ``ssl_targets`` only with ``guidance.ssl=precomputed``; ``audio_mask`` (True = real
 audio, False = zero padding of a short clip) when the records carry it (task=t2a only), so that the
@@ -41,12 +41,32 @@ from jaxstage.models.text import HashTokenizer
 ExampleSpec = dict[str, tuple[tuple[int, ...], np.dtype]]  # batch key -> (per-example shape, dtype)
 
 
+class CaptionTokenizer:
+    """``captions -> (ids int32 [B, data.text_max_length], mask bool)``: hash tokens (text.kind=learned)
+    or the T5 tokenizer of ``text.encoder_dir`` (text.kind=t5, read from that directory, no network)."""
+
+    def __init__(self, cfg: Config):
+        self.length = cfg.data.text_max_length
+        self.t5 = None
+        if cfg.text.kind == "t5":
+            from jaxstage.models.convert_t5 import load_t5_tokenizer
+
+            self.t5 = load_t5_tokenizer(cfg.text.encoder_dir)
+        self.hash = HashTokenizer(cfg.text.vocab_size)
+
+    def __call__(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self.t5 is not None:
+            from jaxstage.models.convert_t5 import tokenize
+
+            return tokenize(self.t5, list(captions), self.length)
+        return self.hash(list(captions), self.length)
+
+
 class TrainExample(grain.transforms.Map):
     """Source element -> the train step's arrays, the keys chosen by the config (see the module docstring)."""
 
     def __init__(self, cfg: Config):
-        self.tokenizer = HashTokenizer(cfg.text.vocab_size)
-        self.max_length = cfg.data.text_max_length
+        self.tokenizer = CaptionTokenizer(cfg)
         self.sr = cfg.task == "sr"
         self.precomputed_text = cfg.text.kind == "precomputed"
         self.precomputed_ssl = cfg.guidance.ssl == "precomputed"
@@ -64,8 +84,8 @@ class TrainExample(grain.transforms.Map):
         if self.precomputed_text:
             out["text_emb"] = element["text_emb"].astype(np.float32)
             out["text_mask"] = element["text_mask"].astype(bool)
-        else:  # hash tokens of the caption; SR conditions on audio only, so its caption is always ""
-            ids, mask = self.tokenizer(["" if self.sr else element["caption"]], self.max_length)
+        else:  # tokens of the caption (hash or T5); SR conditions on audio only, so its caption is always ""
+            ids, mask = self.tokenizer(["" if self.sr else element["caption"]])
             out["text_ids"], out["text_mask"] = ids[0], mask[0]
         for cid in self.number_ids:  # a number conditioner reads the key of its id
             if cid not in element:

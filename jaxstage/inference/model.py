@@ -40,6 +40,10 @@ class InferenceModel:
     # codec.kind=oobleck: the frozen autoencoder's weights, replicated on the mesh; an argument of every
     # compiled function that encodes or decodes (never a captured constant, never optimized); else None
     codec_params: Params | None
+    # text.kind=t5: the frozen T5 (``convert_t5.LoadedT5``; its graph is static) whose weights,
+    # ``text_params`` (replicated), are an argument of the compiled train step; else None
+    t5: Any
+    text_params: Params | None
 
     @property
     def io_channels(self) -> int:
@@ -56,8 +60,20 @@ class InferenceModel:
 
     @property
     def text_dim(self) -> int:
-        """Width of precomputed text embeddings (0 with the learned encoder)."""
-        return self.example_spec["text_emb"][0][-1] if "text_emb" in self.example_spec else 0
+        """Width of precomputed or T5 text embeddings (0 with the learned encoder)."""
+        return _text_dim(self.example_spec, self.t5)
+
+    def text_input(self, text: jax.Array, text_mask: jax.Array, text_params: Params | None = None) -> jax.Array:
+        """The text conditioner's input from a batch's text: with text.kind=t5, the frozen T5's hidden
+        states of the token ids (zero at padding, as stable-audio-tools), computed with ``text_params``
+        (inside jit: the traced argument; default this model's); otherwise ``text`` unchanged."""
+        if self.t5 is None:
+            return text
+        from jaxstage.models.convert_t5 import t5_forward
+
+        params = self.text_params if text_params is None else text_params
+        hidden = t5_forward(self.t5.graphdef, params, text, text_mask)
+        return hidden * text_mask[..., None].astype(hidden.dtype)
 
     @property
     def number_ids(self) -> tuple[str, ...]:
@@ -86,6 +102,12 @@ class InferenceModel:
     def model(self, params: Params) -> Denoiser:
         """A Denoiser module bound to ``params`` (use inside jit)."""
         return nnx.merge(self.graphdef, params, self.buffers)
+
+
+def _text_dim(spec: ExampleSpec, t5: Any) -> int:
+    if t5 is not None:
+        return t5.config.d_model
+    return spec["text_emb"][0][-1] if "text_emb" in spec else 0
 
 
 def codec_from_config(cfg: Config, kind: str | None = None):
@@ -168,7 +190,13 @@ def inference_parts(cfg: Config, mesh: Mesh | None = None, *, projector_dim: int
     if codec_params is not None:  # jit boundary: the frozen weights live replicated on every device
         codec_params = jax.device_put(codec_params, parallel.replicated(mesh))
     spec = example_spec(cfg) if spec is None else spec
-    text_dim = spec["text_emb"][0][-1] if "text_emb" in spec else 0
+    t5 = text_params = None
+    if cfg.text.kind == "t5":  # jit boundary: the frozen T5 weights live replicated on every device
+        from jaxstage.models.convert_t5 import load_t5
+
+        t5 = load_t5(cfg.text.encoder_dir)
+        text_params = jax.device_put(t5.params, parallel.replicated(mesh))
+    text_dim = _text_dim(spec, t5)
 
     def denoiser(key: int = 0) -> Denoiser:
         return Denoiser(cfg, codec.channels, ssl_dim=projector_dim, text_dim=text_dim, rngs=nnx.Rngs(key))
@@ -180,4 +208,5 @@ def inference_parts(cfg: Config, mesh: Mesh | None = None, *, projector_dim: int
     return dict(cfg=cfg, mesh=mesh, rules=rules, codec=codec, objective=objective_from_config(cfg),
                 graphdef=graphdef, buffers=buffers, abstract_params=nnx.to_pure_dict(abstract_param_state),
                 param_shardings=parallel.state_shardings(mesh, abstract_param_state, rules),
-                batch_sharding=parallel.batch_sharding(mesh, rules), example_spec=spec, codec_params=codec_params)
+                batch_sharding=parallel.batch_sharding(mesh, rules), example_spec=spec, codec_params=codec_params,
+                t5=t5, text_params=text_params)

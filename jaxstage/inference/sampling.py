@@ -140,7 +140,8 @@ def text_encoder_dir(cfg) -> str:
     if cfg.data.source == "prepared":
         from jaxstage.data.records import read_dataset_json
 
-        text = (read_dataset_json(cfg.data.path).get("encoders") or {}).get("text") or {}
+        text = (read_dataset_json(cfg.data.path).get("encoders") or {}).get("text")
+        text = text if isinstance(text, dict) else {}
         recorded = str(text.get("model_dir", "")) if text.get("model_type", "t5") == "t5" else ""
     if recorded and Path(recorded).is_dir():
         return recorded

@@ -30,15 +30,24 @@ def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int, peak_level
 
 def text_to_wav(workdir: str | Path, cfg: Config, prompts: list[str], out: str | Path, *, step: int | None = None,
                 ema: bool = True, sampler: str | None = None, steps: int | None = None,
-                cfg_scale: float | None = None, seed: int = 0, raw_levels: bool = False) -> list[tuple[Path, float]]:
+                cfg_scale: float | None = None, seed: int = 0, raw_levels: bool = False,
+                seconds_start: float | None = None, seconds_total: float | None = None) -> list[tuple[Path, float]]:
     """One clip per prompt from a text-to-audio run: ``out``, or ``out`` numbered _0, _1, ... for
-    several prompts. Returns (path, peak before any scaling) of each file written."""
+    several prompts. Returns (path, peak before any scaling) of each file written. ``seconds_start`` /
+    ``seconds_total``: the timing conditions of a run with such number conditioners (a ValueError
+    names one the run does not have); the clip keeps the run's length, as stable-audio-tools'."""
+    ids = {n[0] for n in cfg.conditioning.numbers}
+    for name, value in (("seconds_start", seconds_start), ("seconds_total", seconds_total)):
+        if value is not None and name not in ids:
+            raise ValueError(f"--{name.replace('_', '-')} {value:g}: the run has no {name!r} conditioner "
+                             f"(conditioning.numbers: {sorted(ids) or 'none'})")
     from jaxstage.inference.load import load_run
     from jaxstage.inference.sampling import Generator
 
     exp, state = load_run(cfg, workdir, step=step)
     audio = Generator(exp)(state.ema_params if ema else state.params, state.codec_stats, prompts, sampler=sampler,
-                           steps=steps, cfg_scale=cfg_scale, seed=seed)
+                           steps=steps, cfg_scale=cfg_scale, seed=seed, seconds_start=seconds_start,
+                           seconds_total=seconds_total)
     out = Path(out)
     paths = [out] if len(audio) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
     level = None if raw_levels else cfg.sample.peak_level

@@ -67,9 +67,10 @@ class Experiment(InferenceModel):
     ssl_params: Any = None  # frozen SSL encoder weights, replicated on the mesh (guidance.ssl=encoder)
 
     def frozen_params(self) -> dict[str, Any]:
-        """The frozen weights the train step reads, by name (``ssl``, ``codec``): a separate,
-        replicated, non-donated argument of the compiled step, never part of the train state."""
-        frozen = {"ssl": self.ssl_params, "codec": self.codec_params}
+        """The frozen weights the train step reads, by name (``ssl``, ``codec``, ``text``: the T5 of
+        text.kind=t5): a separate, replicated, non-donated argument of the compiled step, never part of
+        the train state."""
+        frozen = {"ssl": self.ssl_params, "codec": self.codec_params, "text": self.text_params}
         return {k: v for k, v in frozen.items() if v is not None}
 
 

@@ -44,12 +44,14 @@ def make_discrepancy(exp: Experiment) -> Callable[[Any, MonitorBatch, Any], jax.
     """
     objective, recipe, cfg = exp.objective, exp.recipe, exp.cfg
 
-    def discrepancy(params, monitor: MonitorBatch, codec_stats, ssl_params=None, codec_params=None) -> jax.Array:
+    def discrepancy(params, monitor: MonitorBatch, codec_stats, ssl_params=None, codec_params=None,
+                    text_params=None) -> jax.Array:
         params = jax.lax.stop_gradient(params)
         model = exp.model(params)
         x_t = objective.add_noise(monitor.x0, monitor.noise, monitor.levels)
         x_in, c_noise = objective.model_input(x_t, monitor.levels)
-        out = model(x_in, c_noise, monitor.text_ids, monitor.text_mask, numbers=monitor.numbers, low=monitor.low,
+        text = exp.text_input(monitor.text_ids, monitor.text_mask, text_params)
+        out = model(x_in, c_noise, text, monitor.text_mask, numbers=monitor.numbers, low=monitor.low,
                     cutoff=monitor.cutoff, hidden_layer=recipe.hidden_layer)
         if recipe.discrepancy == "alignment":
             return guidance_lib.alignment_loss(model.projector(out.hidden), monitor.targets, mask=monitor.frame_mask)
@@ -102,7 +104,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         ``compile_train_step`` always passes them as an argument instead.
         """
         frozen = exp.frozen_params() if frozen is None else frozen
-        ssl_params, codec_params = frozen.get("ssl"), frozen.get("codec")
+        ssl_params, codec_params, text_params = frozen.get("ssl"), frozen.get("codec"), frozen.get("text")
         codec = exp.bound_codec(codec_params)
         key = jax.random.fold_in(state.rng, state.step)
         level_key, noise_key, drop_key = jax.random.split(key, 3)
@@ -126,10 +128,11 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
         x_in, c_noise = objective.model_input(x_t, levels)
         targets = ssl_targets(recipe, batch, x0.shape[1], ssl_params) if recipe.guidance is not None else None
         struct_weight = structure_lib.structure_weight(state.regime.structure, p, step, recipe.structure)
+        text = exp.text_input(batch[text_key], batch["text_mask"], text_params)  # text.kind=t5: the frozen T5 runs here
 
         def loss_fn(params):
             model = exp.model(params)
-            out = forward(model, x_in, c_noise, batch[text_key], batch["text_mask"], keep_cond, drop_key,
+            out = forward(model, x_in, c_noise, text, batch["text_mask"], keep_cond, drop_key,
                           exp.numbers_of(batch), low, cutoff)
             per_example = objective.loss(out.out, x_t, x0, eps, levels, mask)
             loss_diff = jnp.mean(per_example)
@@ -165,7 +168,7 @@ def make_train_step(exp: Experiment) -> Callable[[TrainState, Batch], tuple[Trai
                 new_step % recipe.monitor_every == 0,
                 lambda: regime_lib.update_progress(
                     regime.progress, measure_discrepancy(params, state.monitor, state.codec_stats, ssl_params,
-                                                         codec_params),
+                                                         codec_params, text_params),
                     new_step, recipe.progress),
                 lambda: regime.progress,
             )

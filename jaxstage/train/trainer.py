@@ -100,7 +100,8 @@ def _monitor_of(exp: Experiment, stats, batch: dict) -> MonitorBatch | None:
     return build_monitor(exp.cfg, exp.recipe, exp.bound_codec(), exp.objective, stats, batch.get("audio"),
                          batch[exp.text_key], batch["text_mask"], batch.get("ssl_targets"), ssl_params=exp.ssl_params,
                          low_audio=batch.get("low"), cutoff=batch.get("cutoff"), audio_mask=batch.get("audio_mask"),
-                         latents=batch.get("latents"), latent_mask=batch.get("latent_mask"))
+                         latents=batch.get("latents"), latent_mask=batch.get("latent_mask"),
+                         numbers=exp.numbers_of(batch))
 
 
 def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
@@ -119,14 +120,15 @@ def make_monitor(exp: Experiment, stats) -> MonitorBatch | None:
         return _monitor_of(exp, stats, sr_held_out_batch(cfg, cfg.regime.monitor_size))
     if cfg.data.source == "prepared":
         return _monitor_of(exp, stats, held_out_batch(cfg, cfg.regime.monitor_size)[0])
+    from jaxstage.data.pipeline import CaptionTokenizer
     from jaxstage.data.synthetic import prompt_examples
-    from jaxstage.models.text import HashTokenizer
 
     examples = prompt_examples(cfg.regime.monitor_seed, cfg.regime.monitor_size, cfg.data.sample_rate,
                                cfg.num_samples, mix_prob=cfg.data.mix_prob)
     audio = np.stack([e["audio"] for e in examples]).astype(np.float32)
-    ids, mask = HashTokenizer(cfg.text.vocab_size)([e["caption"] for e in examples], cfg.data.text_max_length)
-    return _monitor_of(exp, stats, {"audio": audio, exp.text_key: ids, "text_mask": mask})
+    ids, mask = CaptionTokenizer(cfg)([e["caption"] for e in examples])
+    numbers = {cid: np.asarray([e[cid] for e in examples], np.float32) for cid in exp.number_ids}
+    return _monitor_of(exp, stats, {"audio": audio, exp.text_key: ids, "text_mask": mask, **numbers})
 
 
 def _stats_clips(cfg: Config) -> tuple[np.ndarray | None, np.ndarray | None]:
