@@ -3,10 +3,11 @@
     jaxstage train  [--config FILE] [--workdir DIR] [--set key=value ...] [--coordinator H:P --num-processes N --process-id I]
                     [--heartbeat-timeout S]          (task=autoencoder configs, e.g. configs/synth_oobleck.py: the VAE trainer)
     jaxstage sample --workdir DIR --prompt TEXT --out FILE.wav [--sampler NAME] [--steps N] [--cfg S] [--seed K]
+                    [--seconds-start S] [--seconds-total S]
     jaxstage sample --workdir DIR --input LOW.wav|DIR --out HIGH.wav|DIR [--cutoff HZ] [--no-replace-low-band]
     jaxstage report --workdir DIR [--out FILE.png]
     jaxstage prepare --manifest FILE --out DIR [--kind K] [--audio-dir DIR] [--sample-rate HZ]
-                     [--clip-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7] [--autoencoder AE_DIR]
+                     [--clip-seconds S] [--max-seconds S] [--text-encoder DIR] [--ssl-encoder DIR --ssl-layers 6,7] [--autoencoder AE_DIR]
     jaxstage eval   --task sr --ref DIR --est DIR --input-sr HZ [--out FILE.json] [--allow-missing]
     jaxstage eval   --task sr --workdir DIR [--n N] [--sampler NAME] [--steps N] [--out FILE.json]
     jaxstage eval   --task tta --workdir DIR [--prompts FILE] [--n N] [--ast DIR] [--clap DIR] [--out FILE.json]
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--sample-rate", type=int, default=16000)
     prep.add_argument("--clip-seconds", type=float, default=10.0, help="crop or pad every clip to this length")
     prep.add_argument("--min-seconds", type=float, default=0.5, help="skip files shorter than this")
+    prep.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                      help="store up to S s of each file (> --clip-seconds): training draws a random clip-length "
+                           "crop per epoch, as stable-audio-tools does (seconds_start = the crop's offset)")
     prep.add_argument("--text-encoder", default=None, metavar="MODEL_DIR", help="local HF text encoder: a T5 runs in JAX, others (CLAP, ...) in PyTorch")
     prep.add_argument("--text-max-length", type=int, default=64)
     prep.add_argument("--ssl-encoder", default=None, metavar="MODEL_DIR", help="local HF audio encoder (HuBERT, ...)")
@@ -355,7 +359,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                                          int(round(args.sample_rate * args.clip_seconds)), batch_size=args.batch_size)
     meta = prepare(args.manifest, args.out, sample_rate=args.sample_rate, clip_seconds=args.clip_seconds,
                    text_encoder=text, ssl_encoder=ssl, shard_size=args.shard_size, min_seconds=args.min_seconds,
-                   kind=args.kind, audio_dir=args.audio_dir, batch_size=args.batch_size, autoencoder=autoencoder)
+                   kind=args.kind, audio_dir=args.audio_dir, batch_size=args.batch_size, autoencoder=autoencoder,
+                   max_seconds=args.max_seconds)
     print(f"prepared {meta['count']} records in {len(meta['shards'])} shards, skipped {len(meta['skipped'])} "
           f"(reasons in dataset.json): {args.out}", file=sys.stderr)
     return 0

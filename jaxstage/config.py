@@ -546,6 +546,9 @@ def validate_posttrain(cfg: Config) -> Config:
                           f"the batch and needs at least 2 clips")
     if cfg.arc.disc_depth > cfg.model.depth:  # >= 1: validate
         raise ConfigError(f"arc.disc_depth={cfg.arc.disc_depth} must be in [1, model.depth={cfg.model.depth}]")
+    if cfg.text.kind == "t5":
+        raise ConfigError("text.kind=t5: ARC post-training does not run T5 in its step; prepare T5 embeddings "
+                          "(`jaxstage prepare --text-encoder T5_DIR`) and use text.kind=precomputed")
     return cfg
 
 

@@ -62,6 +62,37 @@ class CaptionTokenizer:
         return self.hash(list(captions), self.length)
 
 
+class RandomCrop(grain.transforms.RandomMap):
+    """A record longer than a training clip (``prepare --max-seconds``) -> a ``num_samples`` window at a
+    random offset within its real audio, drawn from grain's per-element generator (seeded by
+    ``data.seed`` and the element's position in the repeated stream: a new crop each epoch, the same
+    one after a resume); ``seconds_start`` becomes the window's offset in the file."""
+
+    def __init__(self, num_samples: int, sample_rate: int):
+        self.num_samples = num_samples
+        self.sample_rate = sample_rate
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        audio = element["audio"]
+        if audio.shape[-1] <= self.num_samples:
+            return element
+        real = int(element["audio_mask"].sum()) if "audio_mask" in element else audio.shape[-1]
+        offset = int(rng.integers(0, max(real - self.num_samples, 0) + 1))
+        return crop_record(element, self.num_samples, offset, self.sample_rate)
+
+
+def crop_record(element: dict[str, Any], num_samples: int, offset: int, sample_rate: int) -> dict[str, Any]:
+    """``element`` with audio (and its mask) cut to ``[offset, offset + num_samples)`` and
+    ``seconds_start`` moved by the offset."""
+    out = dict(element)
+    for key in ("audio", "audio_mask"):
+        if key in out:
+            out[key] = out[key][..., offset: offset + num_samples]
+    if "seconds_start" in out:
+        out["seconds_start"] = np.float32(float(out["seconds_start"]) + offset / sample_rate)
+    return out
+
+
 class TrainExample(grain.transforms.Map):
     """Source element -> the train step's arrays, the keys chosen by the config (see the module docstring)."""
 
@@ -73,9 +104,12 @@ class TrainExample(grain.transforms.Map):
         self.latents = cfg.data.latents
         self.audio = batch_has_audio(cfg)
         self.number_ids = tuple(n[0] for n in cfg.conditioning.numbers)
+        self.num_samples, self.sample_rate = cfg.num_samples, cfg.data.sample_rate
         self.source_name = cfg.data.path if cfg.data.source == "prepared" else f"data.source={cfg.data.source}"
 
     def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
+        if "audio" in element and element["audio"].shape[-1] > self.num_samples:  # a long record not
+            element = crop_record(element, self.num_samples, 0, self.sample_rate)  # cropped at random: its start
         out = {"audio": element["audio"].astype(np.float32)} if self.audio else {}
         if self.latents:
             out["latents"] = element["latents"].astype(np.float32)
@@ -259,10 +293,11 @@ def make_dataset(cfg: Config, process_index: int, process_count: int) -> grain.I
     # local batches b P .. b P + P - 1, so process p reads every P-th local batch from p. The global
     # batch (process-local parts concatenated in process order) is then the same G consecutive
     # examples whatever the process count, and so is a process's k-th batch index (= global step).
+    ds = ds.shuffle(seed=cfg.data.seed).repeat(None)
+    if cfg.data.source == "prepared" and read_spec(cfg.data.path).cropped:  # prepare --max-seconds
+        ds = ds.random_map(RandomCrop(cfg.num_samples, cfg.data.sample_rate), seed=cfg.data.seed)
     ds = (
-        ds.shuffle(seed=cfg.data.seed)
-        .repeat(None)
-        .map(TrainExample(cfg))
+        ds.map(TrainExample(cfg))
         .batch(local_batch, drop_remainder=True)
         .slice(slice(process_index, None, process_count))
     )

@@ -33,9 +33,13 @@ def shard_name(index: int) -> str:
 def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip_seconds: float,
             text_encoder: Any = None, ssl_encoder: Any = None, shard_size: int = 256,
             min_seconds: float = 0.5, kind: str = "auto", audio_dir: str | Path | None = None,
-            batch_size: int = 16, progress: bool = True, autoencoder: Any = None) -> dict[str, Any]:
+            batch_size: int = 16, progress: bool = True, autoencoder: Any = None,
+            max_seconds: float | None = None) -> dict[str, Any]:
     """Prepare (or resume preparing) `out_dir`; returns the dataset.json dict. ``autoencoder``
-    (``data.latent_encoder.AutoencoderEncoder``): also store each clip's latents and latent mask."""
+    (``data.latent_encoder.AutoencoderEncoder``): also store each clip's latents and latent mask.
+    ``max_seconds`` (> clip_seconds): store up to that much of each file, so that training draws a
+    random ``clip_seconds`` crop of it per epoch (stable-audio-tools' random crops; ``seconds_start``
+    is then the crop's offset)."""
     from tqdm import tqdm
 
     if sample_rate <= 0 or clip_seconds <= 0:
@@ -45,6 +49,15 @@ def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip
     out = Path(out_dir)
     items = read_manifest(manifest, kind=kind, audio_dir=audio_dir)
     num_samples = int(round(sample_rate * clip_seconds))
+    record_samples = num_samples
+    if max_seconds is not None:
+        record_samples = int(round(sample_rate * max_seconds))
+        if record_samples < num_samples:
+            raise ValueError(f"max_seconds={max_seconds} must be >= clip_seconds={clip_seconds}")
+        if record_samples > num_samples and (ssl_encoder is not None or autoencoder is not None):
+            raise ValueError("max_seconds > clip_seconds: training crops the records at random offsets, which "
+                             "precomputed SSL targets and latents (--ssl-encoder, --autoencoder) do not follow; "
+                             "prepare those with clip-length records")
     signature = {
         "manifest": str(Path(manifest).resolve()), "kind": kind,
         "audio_dir": str(Path(audio_dir).resolve()) if audio_dir is not None else None,
@@ -54,6 +67,8 @@ def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip
     }
     if autoencoder is not None:  # absent otherwise: directories prepared before it existed still resume
         signature["encoders"]["autoencoder"] = _describe(autoencoder)
+    if record_samples > num_samples:  # likewise
+        signature["record_samples"] = record_samples
     out.mkdir(parents=True, exist_ok=True)
     finished = _finished(out, signature)
     if finished is not None:
@@ -67,7 +82,7 @@ def prepare(manifest: str | Path, out_dir: str | Path, *, sample_rate: int, clip
     try:
         for k in range(start, num_shards):
             chunk = items[k * shard_size:(k + 1) * shard_size]
-            count, skipped = _write_shard(out, k, chunk, sample_rate=sample_rate, num_samples=num_samples,
+            count, skipped = _write_shard(out, k, chunk, sample_rate=sample_rate, num_samples=record_samples,
                                           min_seconds=min_seconds, text_encoder=text_encoder,
                                           ssl_encoder=ssl_encoder, batch_size=batch_size, bar=bar,
                                           autoencoder=autoencoder)
@@ -196,13 +211,15 @@ def _encode(examples: list[dict[str, Any]], text_encoder: Any, ssl_encoder: Any,
 def _dataset_meta(out: Path, signature: dict[str, Any], done: list[dict[str, Any]],
                   manifest: str) -> dict[str, Any]:
     shards = [{"file": entry["file"], "count": entry["count"]} for entry in done if entry["file"]]
+    cropped = {"record_samples": signature["record_samples"]} if "record_samples" in signature else {}
     return {
         "version": FORMAT_VERSION,
         "count": sum(s["count"] for s in shards),
         "sample_rate": signature["sample_rate"],
         "num_samples": signature["num_samples"],
+        **cropped,
         "shards": shards,
-        "features": _features(out, shards, signature["num_samples"]),
+        "features": _features(out, shards, signature.get("record_samples", signature["num_samples"])),
         "encoders": signature["encoders"],
         "skipped": [s for entry in done for s in entry["skipped"]],
         "manifest": manifest,

@@ -29,6 +29,13 @@ class PreparedSpec:
     shards: tuple[tuple[str, int], ...]  # (file name, record count)
     features: dict[str, tuple[tuple[int, ...], str]]  # key -> (shape, dtype)
     autoencoder: dict[str, Any] | None = None  # prepare --autoencoder: what encoded the latents (sha256, ...)
+    # prepare --max-seconds: samples stored per record (> num_samples: training draws a random crop)
+    record_samples: int = 0
+
+    @property
+    def cropped(self) -> bool:
+        """Whether records are longer than a training clip (training crops them at random offsets)."""
+        return self.record_samples > self.num_samples
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Per-example shape of ``key``; ConfigError naming dataset.json if it was not prepared."""
@@ -56,7 +63,8 @@ def read_spec(directory: str | Path) -> PreparedSpec:
         spec = PreparedSpec(directory=directory, count=int(_field(meta, "count", path)),
                             sample_rate=int(_field(meta, "sample_rate", path)),
                             num_samples=int(_field(meta, "num_samples", path)), shards=shards, features=features,
-                            autoencoder=(meta.get("encoders") or {}).get("autoencoder"))
+                            autoencoder=(meta.get("encoders") or {}).get("autoencoder"),
+                            record_samples=int(meta.get("record_samples", 0)))
     except (TypeError, KeyError, ValueError, AttributeError) as err:
         if isinstance(err, ConfigError):
             raise
@@ -79,8 +87,9 @@ def check_spec(spec: PreparedSpec, cfg: Config) -> None:
     if spec.num_samples != cfg.num_samples:
         raise ConfigError(f"{path}: num_samples={spec.num_samples} but data.sample_rate * data.clip_seconds="
                           f"{cfg.num_samples}")
-    if spec.shape("audio") != (cfg.num_samples,):
-        raise ConfigError(f"{path}: features.audio.shape={list(spec.shape('audio'))}, expected [{cfg.num_samples}]")
+    stored = max(spec.record_samples, spec.num_samples)
+    if spec.shape("audio") != (stored,):
+        raise ConfigError(f"{path}: features.audio.shape={list(spec.shape('audio'))}, expected [{stored}]")
     if cfg.text.kind == "precomputed":
         emb, mask = spec.shape("text_emb"), spec.shape("text_mask")
         if len(emb) != 2 or mask != emb[:1]:

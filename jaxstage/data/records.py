@@ -8,7 +8,11 @@ A prepared directory (written by `jaxstage prepare`) holds
 An example is a flat dict of numpy arrays and strings. The keys written by `prepare`:
 
     audio        float32 [num_samples]        mono, at dataset.json's sample_rate, cropped or padded
+                                              ([record_samples] with `prepare --max-seconds`: training
+                                              draws a num_samples crop per epoch)
     audio_mask   bool    [num_samples]        True where `audio` holds real signal (False: padding)
+    seconds_start float32 []                  where the stored audio starts in its file (0)
+    seconds_total float32 []                  the whole file's duration
     text_emb     float32 [text_len, text_dim] text-encoder hidden states (absent without a text encoder)
     text_mask    bool    [text_len]           True for real tokens
     ssl          float32 [ssl_frames, ssl_dim] SSL targets, chosen layers averaged (absent without one)

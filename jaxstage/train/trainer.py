@@ -138,4 +138,4 @@ def _stats_clips(cfg: Config) -> tuple[np.ndarray | None, np.ndarray | None]:
     n = min(cfg.codec.stats_examples, num_training(cfg, source))
     if cfg.data.latents:
         return None, np.stack([source[i]["latents"] for i in range(n)])
-    return np.stack([source[i]["audio"] for i in range(n)]), None
+    return np.stack([source[i]["audio"][..., :cfg.num_samples] for i in range(n)]), None  # long records: their start

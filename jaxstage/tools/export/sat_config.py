@@ -66,9 +66,13 @@ def dit_dims(dit_params: dict) -> dict[str, int]:
     dim_in = int(dit_params["preprocess_conv"]["kernel"].shape[-1])
     cond = dit_params.get("to_cond_embed")
     glob = dit_params.get("to_global_embed")
-    return {"io_channels": io, "input_concat_dim": dim_in - io,
+    prepend = dit_params.get("to_prepend_embed")
+    dims = {"io_channels": io, "input_concat_dim": dim_in - io,
             "cond_token_dim": int(cond[0]["kernel"].shape[0]) if cond else 0,
             "global_cond_dim": int(glob[0]["kernel"].shape[0]) if glob else 0}
+    if prepend:  # absent otherwise: configs exported before prepend conditions existed stay identical
+        dims["prepend_cond_dim"] = int(prepend[0]["kernel"].shape[0])
+    return dims
 
 
 def check_exportable(cfg: Config) -> None:
@@ -94,9 +98,13 @@ def to_sat_config(cfg: Config, dims: dict[str, int]) -> dict[str, Any]:
     """The `model_config.json` of a jaxstage run whose DiT has widths ``dims`` (see `dit_dims`)."""
     check_exportable(cfg)
     m = cfg.model
-    ids = {"cross_attention_cond_ids": ["prompt"] if dims["cond_token_dim"] else [],
-           "global_cond_ids": ["cutoff"] if dims["global_cond_dim"] else [],
+    c = cfg.conditioning
+    routed_global = list(c.global_ids) + (["cutoff"] if cfg.task == "sr" else [])
+    ids = {"cross_attention_cond_ids": list(c.cross_attention_ids) if dims["cond_token_dim"] else [],
+           "global_cond_ids": routed_global if dims["global_cond_dim"] else [],
            "input_concat_ids": ["low_band"] if dims["input_concat_dim"] else []}
+    if c.prepend_ids:
+        ids["prepend_cond_ids"] = list(c.prepend_ids)
     return {
         "model_type": "diffusion_cond",
         "sample_size": cfg.num_samples,
