@@ -51,7 +51,8 @@ def test_with_guidance_overrides_one_call_and_keeps_the_run_config():
     run = apply_overrides(Config(), ["sample.guidance=apg", "sample.apg_eta=0.5"])
     assert guidance_rule(with_guidance(run).sample) == GuidanceRule("apg", apg_eta=0.5)
     # a new rule drops the run's options of the other rule instead of refusing them
-    assert guidance_rule(with_guidance(run, "rescale", cfg_rescale=0.3).sample) == GuidanceRule("rescale", rescale_phi=0.3)
+    rescaled = with_guidance(run, "rescale", cfg_rescale=0.3)
+    assert guidance_rule(rescaled.sample) == GuidanceRule("rescale", rescale_phi=0.3)
     assert guidance_rule(with_guidance(run, apg_norm_threshold=2.0).sample) == GuidanceRule("apg", 0.7, 0.5, 2.0)
     assert run.sample.guidance == "apg" and run.sample.apg_norm_threshold == 0.0  # not written into the run's config
     with pytest.raises(ConfigError, match=r"sample.apg_eta=0.0 is given but only sample.guidance=apg reads it"):
