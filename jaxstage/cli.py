@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 SAMPLER_CHOICES = ("euler", "heun", "dpmpp_2m", "pingpong")
+GUIDANCE_CHOICES = ("cfg", "rescale", "apg")  # jaxstage.diffusion.guidance_rules.KINDS (not imported: no jax here)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None)
     sample.add_argument("--steps", type=int, default=None)
     sample.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (task=t2a)")
+<<<<<<< HEAD
     sample.add_argument("--seconds-start", type=float, default=None, metavar="S",
                         help="timing condition of runs with a seconds_start conditioner (default 0)")
     sample.add_argument("--seconds-total", type=float, default=None, metavar="S",
                         help="timing condition of runs with a seconds_total conditioner (default the clip length)")
+=======
+    add_guidance_flags(sample)
+>>>>>>> guidance
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     sample.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
@@ -104,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ast", default=None, metavar="MODEL_DIR", help="tta: local AST AudioSet classifier (FD, KL, IS)")
     ev.add_argument("--clap", default=None, metavar="MODEL_DIR", help="tta: local CLAP model (CLAP score, FD)")
     ev.add_argument("--cfg", type=float, default=None, help="tta: classifier-free guidance scale (default the run's)")
+    add_guidance_flags(ev, "tta: ")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None, help="with --workdir (default: the run's)")
     ev.add_argument("--steps", type=int, default=None, help="with --workdir: sampler steps (default: the run's)")
@@ -180,6 +186,32 @@ def add_run_flags(parser: argparse.ArgumentParser, set_example: str) -> None:
     parser.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
                         help="multi-process run: a process silent this long counts as dead and the others "
                              "stop with an error (default 100)")
+
+
+def add_guidance_flags(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--guidance`` and its options: override the run's sample.guidance / cfg_rescale / apg_* for one call."""
+    parser.add_argument("--guidance", choices=GUIDANCE_CHOICES, default=None,
+                        help=f"{note}how the guided prediction is formed: plain CFG, CFG rescale or adaptive "
+                             "projected guidance (default the run's sample.guidance; docs/guidance.md)")
+    parser.add_argument("--cfg-rescale", type=float, default=None, metavar="PHI",
+                        help=f"{note}with --guidance rescale: φ in [0, 1] (default the run's sample.cfg_rescale)")
+    parser.add_argument("--apg-eta", type=float, default=None, metavar="ETA",
+                        help=f"{note}with --guidance apg: weight of the parallel component, >= 0 (default 0)")
+    parser.add_argument("--apg-norm-threshold", type=float, default=None, metavar="R",
+                        help=f"{note}with --guidance apg: cap on the per-example norm of D_c − D_u (0 = none)")
+
+
+GUIDANCE_FLAGS = ("guidance", "cfg_rescale", "apg_eta", "apg_norm_threshold")
+
+
+def with_guidance_flags(args: argparse.Namespace, cfg):
+    """The run's config with the guidance flags given applied (validated; unchanged when none is given)."""
+    given = {k: getattr(args, k) for k in GUIDANCE_FLAGS}
+    if all(v is None for v in given.values()):
+        return cfg
+    from jaxstage.config import with_guidance
+
+    return with_guidance(cfg, **given)
 
 
 def run_joined(args: argparse.Namespace, workdir: Path, run):
@@ -368,9 +400,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.task == "sr":
-        for flag in ("prompts", "ast", "clap", "cfg"):
+        for flag in ("prompts", "ast", "clap", "cfg", *GUIDANCE_FLAGS):
             if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag} is for --task tta")
+                raise ValueError(f"--{flag.replace('_', '-')} is for --task tta")
         if args.workdir is None:
             return _eval_sr_files(args)
         if args.ref is not None or args.est is not None or args.input_sr is not None:
@@ -383,6 +415,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jaxstage.run.workdir import read_run_config
 
     workdir, cfg = read_run_config(args.workdir)
+    cfg = with_guidance_flags(args, cfg)
     _check_steps(args.steps)
     common = dict(n=args.n, sampler=args.sampler, steps=args.steps, step=args.step, out=args.out)
     if args.task == "sr":
@@ -430,6 +463,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if cfg.task == "autoencoder":
         raise ValueError(f"{workdir} is an autoencoder run (task=autoencoder): it samples nothing; its VAE is "
                          f"{workdir / 'autoencoder'} (use it as codec.autoencoder of a latent diffusion run)")
+    cfg = with_guidance_flags(args, cfg)
 
     settings = dict(step=args.step, ema=not args.no_ema, sampler=args.sampler, steps=args.steps, seed=args.seed,
                     raw_levels=args.raw_levels)

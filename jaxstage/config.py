@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jaxstage.diffusion.guidance_rules import KINDS as GUIDANCE_KINDS
+from jaxstage.diffusion.guidance_rules import GuidanceRule
 from jaxstage.stage.guidance import AlignmentConfig
 from jaxstage.stage.regime import MODES, ProgressConfig
 from jaxstage.stage.structure import KINDS, StructureConfig
@@ -177,6 +179,12 @@ class SampleConfig:
     steps: int = 32
     cfg_scale: float = 3.0
     cfg_interval: tuple[float, float] = (0.0, 1e9)  # EDM-sigma range where CFG applies
+    # how the guided prediction is formed (docs/guidance.md): cfg | rescale (CFG rescale, Lin et al.) |
+    # apg (adaptive projected guidance without momentum, Sadat et al.); each reads only its own options
+    guidance: str = "cfg"
+    cfg_rescale: float = 0.7  # rescale: φ, the fraction of the std-matched prediction, in [0, 1]
+    apg_eta: float = 0.0  # apg: η >= 0, weight of the update's component parallel to D_c
+    apg_norm_threshold: float = 0.0  # apg: r >= 0 caps the per-example norm of D_c − D_u (0 = no cap)
     every: int = 1000  # write sample WAVs every N steps (0 = only at the end)
     num: int = 4  # clips per sampling event
     final_eval_prompts: int = 90  # at the end (0 = off): t2a, held-out prompts judged by signal analysis;
@@ -433,6 +441,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.objective": ("edm", "v", "rf"),
     "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
     "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
+    "sample.guidance": GUIDANCE_KINDS,
     "regime.mode": MODES,
     "regime.discrepancy": ("alignment", "output"),
     "guidance.ssl": ("spectral", "precomputed", "encoder"),
@@ -452,12 +461,13 @@ POSITIVE = (
 )
 
 PROBABILITIES = ("data.mix_prob", "diffusion.uniform_prob", "diffusion.cond_dropout", "optim.ema_decay",
-                 "regime.beta", "regime.max_delta", "guidance.p_off", "struct.p_struct")
+                 "regime.beta", "regime.max_delta", "guidance.p_off", "struct.p_struct",
+                 "sample.cfg_rescale")
 
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "sample.every", "eval.every",
                 "sample.final_eval_prompts", "sample.cfg_scale", "optim.end_lr_ratio", "train.max_skipped_steps",
                 "guidance.lambda0", "guidance.gamma", "struct.weight", "struct.delta", "regime.warmup_steps",
-                "codec.chunk_frames", "codec.chunk_overlap")
+                "codec.chunk_frames", "codec.chunk_overlap", "sample.apg_eta", "sample.apg_norm_threshold")
 
 
 def validate(cfg: Config) -> Config:
@@ -528,9 +538,55 @@ def validate(cfg: Config) -> Config:
     lo, hi = cfg.sample.cfg_interval
     if not 0 <= lo <= hi:
         raise ConfigError(f"sample.cfg_interval={cfg.sample.cfg_interval!r} must satisfy 0 <= lo <= hi")
+    _validate_guidance_rule(cfg)
     if not 0.0 <= cfg.arc.ema_decay < 1.0:
         raise ConfigError(f"arc.ema_decay={cfg.arc.ema_decay} must be in [0, 1)")
     return cfg
+
+
+# sample.guidance -> the sample.* options that rule reads; an option of another rule may not be set
+GUIDANCE_OPTIONS = {"cfg": (), "rescale": ("cfg_rescale",), "apg": ("apg_eta", "apg_norm_threshold")}
+
+
+def _validate_guidance_rule(cfg: Config) -> None:
+    """``sample.guidance`` and its options: an option of a rule not selected is refused, not ignored."""
+    s, default = cfg.sample, SampleConfig()
+    for kind, keys in GUIDANCE_OPTIONS.items():
+        for key in keys:
+            if kind != s.guidance and getattr(s, key) != getattr(default, key):
+                raise ConfigError(f"sample.{key} is set but only sample.guidance={kind} reads it "
+                                  f"(sample.guidance={s.guidance!r})")
+    if cfg.task == "sr" and s.guidance != "cfg":
+        raise ConfigError(f"sample.guidance={s.guidance!r}: task=sr samples without classifier-free guidance "
+                          "(sample.cfg_scale=1), so no guidance rule applies; leave sample.guidance=cfg")
+
+
+def guidance_rule(sample: SampleConfig) -> GuidanceRule:
+    """The static :class:`GuidanceRule` that ``sample.guidance`` and its options select."""
+    return GuidanceRule(sample.guidance, rescale_phi=sample.cfg_rescale, apg_eta=sample.apg_eta,
+                        apg_norm_threshold=sample.apg_norm_threshold)
+
+
+def with_guidance(cfg: Config, guidance: str | None = None, cfg_rescale: float | None = None,
+                  apg_eta: float | None = None, apg_norm_threshold: float | None = None) -> Config:
+    """A validated copy of ``cfg`` with the guidance settings given (None: the run's) — how
+    ``jaxstage sample`` / ``eval`` override a run's rule for one call. A new ``guidance`` drops the
+    run's options of the other rules; an option given for a rule that is not selected is refused."""
+    s = cfg.sample
+    if guidance is not None and guidance != s.guidance:
+        default = SampleConfig()
+        s = dataclasses.replace(s, guidance=guidance, **{k: getattr(default, k) for keys in GUIDANCE_OPTIONS.values()
+                                                          for k in keys})
+    given = {"cfg_rescale": cfg_rescale, "apg_eta": apg_eta, "apg_norm_threshold": apg_norm_threshold}
+    s = dataclasses.replace(s, **{k: v for k, v in given.items() if v is not None})
+    if s.guidance not in GUIDANCE_KINDS:
+        raise ConfigError(f"sample.guidance={s.guidance!r} is not one of {', '.join(GUIDANCE_KINDS)}")
+    for key, value in given.items():
+        if value is not None and key not in GUIDANCE_OPTIONS[s.guidance]:
+            raise ConfigError(f"sample.{key}={value!r} is given but only sample.guidance="
+                              f"{next(k for k, v in GUIDANCE_OPTIONS.items() if key in v)} reads it "
+                              f"(sample.guidance={s.guidance!r})")
+    return validate(dataclasses.replace(cfg, sample=s))
 
 
 def validate_posttrain(cfg: Config) -> Config:
@@ -677,6 +733,7 @@ def _validate_sr(cfg: Config) -> None:
 # sections the autoencoder trainer never reads: a changed key there is an error with task=autoencoder
 AUTOENCODER_UNREAD = ("text", "model", "diffusion", "regime", "guidance", "timesteps", "struct", "arc")
 AUTOENCODER_UNREAD_KEYS = ("sample.sampler", "sample.steps", "sample.cfg_scale", "sample.cfg_interval",
+                           "sample.guidance", "sample.cfg_rescale", "sample.apg_eta", "sample.apg_norm_threshold",
                            "codec.kind", "codec.stats_examples", "codec.per_channel_stats")
 AUTOENCODER_DISC_KEYS = ("disc_filters", "disc_n_ffts", "disc_kernel", "disc_dilations", "adversarial_weight",
                          "feature_matching_weight", "disc_start_step", "disc_lr")

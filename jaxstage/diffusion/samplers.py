@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxstage.diffusion.guidance_rules import CFG, GuidanceRule, combine
 from jaxstage.diffusion.objectives import Objective, expand_to
 
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -202,9 +203,10 @@ def sample(name: str, denoise_fn: DenoiseFn, objective: Objective, levels: jax.A
 
 def cfg_batched(denoise_with: Callable[[jax.Array, jax.Array, Any], jax.Array], cond: Any, uncond: Any,
                 objective: Objective, scale: jax.Array | float,
-                interval: tuple[float, float] = (0.0, math.inf)) -> DenoiseFn:
-    """``D = D_u + scale·(D_c − D_u)`` where the level's EDM σ̃ lies in ``interval`` (inclusive),
-    else ``D = D_c``. The interval is in σ̃ units for every objective (rf: σ̃ = t/(1 − t);
+                interval: tuple[float, float] = (0.0, math.inf), rule: GuidanceRule = CFG) -> DenoiseFn:
+    """``D = combine(D_c, D_u, scale, rule)`` (plain CFG: ``D_u + scale·(D_c − D_u)``; APG and CFG
+    rescale: :mod:`jaxstage.diffusion.guidance_rules`) where the level's EDM σ̃ lies in ``interval``
+    (inclusive), else ``D = D_c``. The interval is in σ̃ units for every objective (rf: σ̃ = t/(1 − t);
     v: σ̃ = tan(πt/2)). One model call per NFE, on a doubled batch.
 
     ``denoise_with(x, level, conditioning) -> x̂0``; ``cond`` and ``uncond`` are pytrees with a
@@ -219,7 +221,7 @@ def cfg_batched(denoise_with: Callable[[jax.Array, jax.Array, Any], jax.Array], 
         d_cond, d_uncond = out[:batch], out[batch:]
         sigma = objective.edm_sigma(level)
         inside = expand_to((sigma >= interval[0]) & (sigma <= interval[1]), d_cond)
-        return jnp.where(inside, d_uncond + scale * (d_cond - d_uncond), d_cond)
+        return jnp.where(inside, combine(d_cond, d_uncond, scale, rule), d_cond)
 
     return denoise
 

@@ -8,13 +8,14 @@ Score on an AST AudioSet classifier and CLAP score plus FD on CLAP audio embeddi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxstage.config import Config
+from jaxstage.config import Config, guidance_rule
 from jaxstage.eval import hf_audio_models as hf
 from jaxstage.eval.attributes import analyze, attribute_accuracy
 from jaxstage.eval.classifier_metrics import clap_score, inception_score, paired_kl
@@ -96,7 +97,7 @@ def evaluate_run(workdir: str | Path, cfg: Config, *, n: int | None = None, prom
     audio = generate(Generator(exp), state.ema_params, state.codec_stats, prompts, sampler=sampler, steps=steps,
                      cfg_scale=scale, seed=seed)
     report = {"step": int(state.step), "count": len(prompts.captions), "sampler": sampler, "steps": steps,
-              "cfg_scale": scale, "prompts": prompts.source, "ast": ast_dir, "clap": clap_dir,
+              "cfg_scale": scale, "guidance": dataclasses.asdict(guidance_rule(s)), "prompts": prompts.source, "ast": ast_dir, "clap": clap_dir,
               "metrics": score(cfg, prompts, audio, ast=ast, clap=clap)}
     out = Path(out or workdir / "tta_eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstage.config import guidance_rule
 from jaxstage.diffusion import samplers, schedules
 from jaxstage.models.codecs import CodecStats, denormalize
 from jaxstage.models.conditioning import null_condition
@@ -37,9 +38,10 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = T
 
     jit boundary: compiled once per (sampler, steps, guided, batch size); the guidance scale is a
     traced argument, so changing it does not recompile; the autoencoder's weights are an argument, not
-    constants baked into the executable. CFG batches the conditional and unconditional
-    passes into one model call; the unconditional branch nulls the cross-attention and prepend conditions
-    and keeps the global one (``models.conditioning.null_condition``); ``guided=False`` runs the conditional pass alone (``cfg_scale`` is
+    constants baked into the executable; the guidance rule (``sample.guidance``) is static. CFG batches
+    the conditional and unconditional passes into one model call; the unconditional branch nulls the
+    cross-attention and prepend conditions and keeps the global one
+    (``models.conditioning.null_condition``); ``guided=False`` runs the conditional pass alone (``cfg_scale`` is
     then ignored: what a scale of 1 computes, at half the cost).
     """
     objective = exp.objective
@@ -60,7 +62,7 @@ def make_generate_fn(exp: Experiment, sampler: str, steps: int, guided: bool = T
 
         if guided:
             denoise = samplers.cfg_batched(denoise_with, cond, null_condition(cond),
-                                           objective, cfg_scale, interval)
+                                           objective, cfg_scale, interval, guidance_rule(exp.cfg.sample))
         else:
             def denoise(x, level):
                 return denoise_with(x, level, cond)

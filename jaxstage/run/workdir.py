@@ -28,6 +28,7 @@ RESUMABLE_CHANGES = {
     "train.compilation_cache", "train.init_from", "train.resume_step", "train.max_skipped_steps", "arc.init_from",
     "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
     "sample.steps", "sample.cfg_scale", "sample.cfg_interval", "sample.seed", "sample.peak_level", "sample.raw_levels",
+    "sample.guidance", "sample.cfg_rescale", "sample.apg_eta", "sample.apg_norm_threshold",
     "eval.every", "eval.num",
 }
 

@@ -96,3 +96,43 @@ def test_sample_cli_writes_numbered_wavs_and_leaves_the_config_alone(t2a_run, tm
     assert (t2a_run / "config.json").read_text() == before and not out.exists()
     assert main(["sample", "--workdir", str(t2a_run), "--prompt", "x", "--out", str(out), "--steps", "0"]) == 2
     assert "--steps=0 must be >= 1" in capsys.readouterr().err
+
+
+def test_guidance_flags_reach_the_sampler_for_one_call(t2a_run, tmp_path, capsys, monkeypatch):
+    """The rule each call traces into cfg_batched (the tiny run's D_c and D_u are too close after 4 steps for
+    the rules to differ audibly: the formulas are tested in tests/diffusion/test_guidance_rules.py)."""
+    from jaxstage.diffusion import guidance_rules, samplers
+
+    traced = []
+
+    def recording_combine(d_cond, d_uncond, scale, rule):
+        traced.append(rule)
+        return guidance_rules.combine(d_cond, d_uncond, scale, rule)
+
+    monkeypatch.setattr(samplers, "combine", recording_combine)
+    before = (t2a_run / "config.json").read_text()
+    common = ["--prompt", "a high sine tone", "--steps", "2", "--cfg", "3"]
+    for flags, rule in [([], guidance_rules.CFG),
+                        (["--guidance", "apg", "--apg-eta", "0.5"], guidance_rules.GuidanceRule("apg", apg_eta=0.5)),
+                        (["--guidance", "rescale", "--cfg-rescale", "1"],
+                         guidance_rules.GuidanceRule("rescale", rescale_phi=1.0))]:
+        traced.clear()
+        assert main(["sample", "--workdir", str(t2a_run), "--out", str(tmp_path / "x.wav")] + common + flags) == 0
+        assert traced and set(traced) == {rule}
+    out = tmp_path / "apg.json"
+    traced.clear()
+    assert main(["eval", "--task", "tta", "--workdir", str(t2a_run), "--n", "4", "--steps", "2", "--out", str(out),
+                 "--guidance", "apg", "--apg-norm-threshold", "3"]) == 0
+    assert set(traced) == {guidance_rules.GuidanceRule("apg", apg_norm_threshold=3.0)}
+    assert json.loads(out.read_text())["guidance"] == {"kind": "apg", "rescale_phi": 0.7, "apg_eta": 0.0,
+                                                        "apg_norm_threshold": 3.0}
+    assert (t2a_run / "config.json").read_text() == before
+    for argv, message in [(["sample", "--prompt", "x", "--out", str(tmp_path / "x.wav"), "--apg-eta", "0.5"],
+                           "sample.apg_eta=0.5 is given but only sample.guidance=apg reads it"),
+                          (["eval", "--task", "tta", "--guidance", "rescale", "--apg-norm-threshold", "1"],
+                           "sample.apg_norm_threshold=1.0 is given but only sample.guidance=apg reads it"),
+                          (["eval", "--task", "sr", "--guidance", "apg"], "--guidance is for --task tta")]:
+        capsys.readouterr()
+        assert main(argv[:1] + ["--workdir", str(t2a_run)] + argv[1:]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
