@@ -52,14 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None)
     sample.add_argument("--steps", type=int, default=None)
     sample.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (task=t2a)")
-<<<<<<< HEAD
     sample.add_argument("--seconds-start", type=float, default=None, metavar="S",
                         help="timing condition of runs with a seconds_start conditioner (default 0)")
     sample.add_argument("--seconds-total", type=float, default=None, metavar="S",
                         help="timing condition of runs with a seconds_total conditioner (default the clip length)")
-=======
     add_guidance_flags(sample)
->>>>>>> guidance
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     sample.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
