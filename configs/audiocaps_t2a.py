@@ -1,10 +1,13 @@
-"""Stage-adaptive text-to-audio on AudioCaps: T5 text embeddings and HuBERT SSL targets precomputed.
+"""Stage-adaptive text-to-audio on AudioCaps, conditioned like Stable Audio Open: T5-base text
+embeddings and the `seconds_start` / `seconds_total` timing conditioners (SAO's routing: all three in
+cross-attention, the two numbers as the global condition), HuBERT SSL targets precomputed.
 
-1. Prepare (once; resumable): 16 kHz mono, 10 s clips, T5 encoder states as the text condition and
-   HuBERT hidden states (layers 6-7 averaged) as the alignment targets, written to data/audiocaps_prepared:
+1. Prepare (once; resumable): 16 kHz mono, 10 s clips, T5 encoder states (run in JAX) as the text
+   condition, each file's timing, and HuBERT hidden states (layers 6-7 averaged) as the alignment
+   targets, written to data/audiocaps_prepared:
 
    jaxstage prepare --manifest data/audiocaps/train.csv --kind audiocaps --audio-dir data/audiocaps/audio \\
-       --out data/audiocaps_prepared --sample-rate 16000 --clip-seconds 10 \\
+       --out data/audiocaps_prepared --sample-rate 16000 --clip-seconds 10 --text-max-length 128 \\
        --text-encoder models/t5-base --ssl-encoder models/hubert-base-ls960 --ssl-layers 6,7
 
 2. Train:  jaxstage train --config configs/audiocaps_t2a.py --workdir runs/audiocaps_t2a
@@ -15,7 +18,9 @@ batch, decayed REPA guidance, the moving level location and the gated structure 
 with the records' precomputed targets instead of the spectral stand-in. The last
 `regime.monitor_size` records of the prepared folder are held out: the monitor batch and the
 periodic samples (their captions and T5 embeddings) use them, training never sees them. Free-text
-`jaxstage sample` prompts need the T5 encoder in-process and are refused for this config.
+prompts run the same T5 in-process (the directory dataset.json names, or text.encoder_dir):
+
+   jaxstage sample --workdir runs/audiocaps_t2a --prompt "a dog barks in the rain" --seconds-total 10 --out dog.wav
 """
 
 from jaxstage.config import Config
@@ -31,6 +36,12 @@ def get_config() -> Config:
     cfg.data.prefetch_threads = 8
     cfg.data.prefetch_buffer = 64
     cfg.text.kind = "precomputed"  # T5 states [L, 768] from the records, projected by the DiT's to_cond_embed
+    # ---- Stable Audio Open's conditioning (docs/conditioning.md): number conditioners for the timing,
+    # routed by id like SAO 1.0's model_config.json; cross-attention ignores padded T5 tokens (SAO
+    # 0.0.19 attends to them: model.cross_attn_mask=false)
+    cfg.conditioning.numbers = (("seconds_start", 0.0, 512.0), ("seconds_total", 0.0, 512.0))
+    cfg.conditioning.cross_attention_ids = ("prompt", "seconds_start", "seconds_total")
+    cfg.conditioning.global_ids = ("seconds_start", "seconds_total")
     cfg.guidance.ssl = "precomputed"  # HuBERT frames from the records, resampled to the token rate
     # ---- codec and model
     cfg.codec.kind = "mel"

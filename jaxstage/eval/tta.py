@@ -36,12 +36,14 @@ def generate(generator: Generator, params: Any, stats: Any, prompts: PromptSet, 
     for start in range(0, n, chunk):
         idx = np.arange(start, start + chunk) % n  # the last chunk wraps around to the first prompts
         kwargs = dict(sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seed + start)
-        if prompts.text is not None:
-            text, mask = prompts.text[idx], prompts.text_mask[idx]
-        else:
-            text, mask = generator.encode_prompts([prompts.captions[i] for i in idx])
-        numbers = None if prompts.numbers is None else {k: v[idx] for k, v in prompts.numbers.items()}
-        audio = generator.from_text(params, stats, text, mask, numbers=numbers, **kwargs)
+        captions = [prompts.captions[i] for i in idx]
+        if prompts.text is None and prompts.numbers is None:  # free text at the default timing
+            audio = generator(params, stats, captions, **kwargs)
+        else:  # the records' encoded text (or the captions encoded now) and their timing
+            text, mask = ((prompts.text[idx], prompts.text_mask[idx]) if prompts.text is not None
+                          else generator.encode_prompts(captions))
+            numbers = None if prompts.numbers is None else {k: v[idx] for k, v in prompts.numbers.items()}
+            audio = generator.from_text(params, stats, text, mask, numbers=numbers, **kwargs)
         out.append(audio[: min(chunk, n - start)])
     return np.concatenate(out)
 

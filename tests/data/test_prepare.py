@@ -118,8 +118,12 @@ def test_acceptance_a_messy_dataset(messy, tmp_path):
     assert sum(s["count"] for s in meta["shards"]) == 6 and all(s["count"] > 0 for s in meta["shards"])
     assert meta["features"] == {"audio": {"shape": [SR], "dtype": "float32"},
                                 "audio_mask": {"shape": [SR], "dtype": "bool"},
-                                "caption": {"shape": [], "dtype": "str"}, "id": {"shape": [], "dtype": "str"}}
+                                "caption": {"shape": [], "dtype": "str"}, "id": {"shape": [], "dtype": "str"},
+                                "seconds_start": {"shape": [], "dtype": "float32"},
+                                "seconds_total": {"shape": [], "dtype": "float32"}}
+    assert float(records["clips/long.wav"]["seconds_total"]) == pytest.approx(1.5)  # the file, not the clip
     for rid, rec in records.items():
+        assert float(rec["seconds_start"]) == 0.0, rid
         assert rec["audio"].shape == (SR,) and rec["audio"].dtype == np.float32, rid
         assert rec["audio_mask"].dtype == bool and np.all(np.isfinite(rec["audio"])), rid
     np.testing.assert_array_equal(records["clips/long.wav"]["audio"], tone(1.5, SR)[:SR])
@@ -172,7 +176,7 @@ def reference(tmp_path):
 def test_acceptance_b_interrupted_in_process(reference, tmp_path, monkeypatch, fail_after):
     manifest, ref = reference
     out = tmp_path / "resumed"
-    real = prepare_module.audio_io.load_audio
+    real = prepare_module.audio_io.load_audio_timed
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -181,10 +185,10 @@ def test_acceptance_b_interrupted_in_process(reference, tmp_path, monkeypatch, f
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prepare_module.audio_io, "load_audio", flaky)
+    monkeypatch.setattr(prepare_module.audio_io, "load_audio_timed", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare(manifest, out, **ARGS)
-    monkeypatch.setattr(prepare_module.audio_io, "load_audio", real)
+    monkeypatch.setattr(prepare_module.audio_io, "load_audio_timed", real)
     assert not (out / DATASET_JSON).exists()
     prepare(manifest, out, **ARGS)
     assert_same_records(ref, out)

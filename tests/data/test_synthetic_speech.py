@@ -53,7 +53,8 @@ def test_source_protocol():
     src = SyntheticSpeechSource(0, 3, SR, 4000)
     assert len(src) == 3
     ex = src[2]
-    assert set(ex) == {"audio", "caption"} and ex["caption"] == ""
+    assert set(ex) == {"audio", "caption", "seconds_start", "seconds_total"} and ex["caption"] == ""
+    assert ex["seconds_start"] == 0.0 and ex["seconds_total"] == 4000 / SR
     assert ex["audio"].dtype == np.float32 and ex["audio"].shape == (4000,)
     with pytest.raises(IndexError):
         src[3]
