@@ -8,90 +8,28 @@ import json
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sao_like import sao_like_config, save_wide_t5, write_sao_like_checkpoint  # noqa: E402
 
 from jaxstage import cli  # noqa: E402
 from jaxstage.config import ConfigError  # noqa: E402
-from jaxstage.models.oobleck import OobleckConfig, OobleckVAE, torch_state  # noqa: E402
-from jaxstage.tools.export import key_map, safetensors_io  # noqa: E402
-from jaxstage.tools.export.autoencoder import sat_autoencoder_config  # noqa: E402
-from jaxstage.tools.export.sat_conditioning import numbers_to_torch  # noqa: E402
-
-VAE = OobleckConfig(audio_channels=2, channels=4, c_mults=(1, 2), strides=(4, 4), latent_dim=8)  # hop 16
-SR, FRAMES = 8000, 16
-
-
-def sao_like_config(cond_dim: int) -> dict:
-    """SAO 1.0's model_config.json structure at toy sizes."""
-    return {
-        "model_type": "diffusion_cond", "sample_size": FRAMES * VAE.hop, "sample_rate": SR, "audio_channels": 2,
-        "model": {
-            "pretransform": {"type": "autoencoder", "iterate_batch": True, "config": sat_autoencoder_config(VAE)},
-            "conditioning": {"configs": [
-                {"id": "prompt", "type": "t5", "config": {"t5_model_name": "t5-small", "max_length": 8}},
-                {"id": "seconds_start", "type": "number", "config": {"min_val": 0, "max_val": 512}},
-                {"id": "seconds_total", "type": "number", "config": {"min_val": 0, "max_val": 512}}],
-                "cond_dim": cond_dim},
-            "diffusion": {
-                "cross_attention_cond_ids": ["prompt", "seconds_start", "seconds_total"],
-                "global_cond_ids": ["seconds_start", "seconds_total"],
-                "type": "dit", "diffusion_objective": "v",
-                "config": {"io_channels": VAE.latent_dim, "embed_dim": 64, "depth": 2, "num_heads": 2,
-                           "cond_token_dim": cond_dim, "global_cond_dim": 2 * cond_dim,
-                           "project_cond_tokens": True, "transformer_type": "continuous_transformer"}},
-            "io_channels": VAE.latent_dim},
-        "training": {"learning_rate": 5e-5},
-    }
+from jaxstage.tools.export import safetensors_io  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def t5_512(tmp_path_factory) -> Path:
-    """A 1-layer random T5 as wide as t5-small (512), the width the config's t5_model_name implies."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from hf_tiny import save_tiny_t5
-    from transformers import T5Config, T5EncoderModel
-
-    directory = save_tiny_t5(tmp_path_factory.mktemp("t5") / "t5")  # its tokenizer; the model replaced
-    config = T5Config(vocab_size=64, d_model=512, d_kv=32, d_ff=64, num_layers=1, num_heads=2,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    import torch
-
-    torch.manual_seed(0)
-    T5EncoderModel(config).save_pretrained(directory)
-    return directory
+    return save_wide_t5(tmp_path_factory.mktemp("t5") / "t5", 512)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """model.safetensors + model_config.json: random weights, every zero-init tensor perturbed."""
-    from jaxstage.config import Config
-    from jaxstage.models.denoiser import Denoiser
-    from jaxstage.tools.export.sat_conditioning import apply_conditioning, parse_conditioning
-
-    sat = sao_like_config(512)
-    cfg = Config()
-    apply_conditioning(cfg, parse_conditioning(sat), "unused")
-    cfg.text.kind, cfg.text.encoder_dir = "precomputed", ""
-    cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads, cfg.model.project_cond_tokens = 64, 2, 2, True
-    model = Denoiser(cfg, VAE.latent_dim, text_dim=512, rngs=nnx.Rngs(3))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda a: np.asarray(a) + 0.05 * rng.standard_normal(a.shape).astype(np.float32), params)
-    buffers = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))["dit"]
-    tensors = key_map.to_torch_state(params["dit"], buffers)
-    tensors.update(numbers_to_torch(params["numbers"]))
-    vae_state = torch_state(OobleckVAE(VAE, nnx.Rngs(1)))
-    tensors.update({f"pretransform.model.{k}": np.asarray(v, np.float32) for k, v in vae_state.items()})
-    out = tmp_path_factory.mktemp("sao") / "sao_like"
-    safetensors_io.write_checkpoint(out, tensors, metadata={"format": "pt"}, show_progress=False)
-    (out / "model_config.json").write_text(json.dumps(sat))
-    return out
+    return write_sao_like_checkpoint(tmp_path_factory.mktemp("sao") / "sao_like", sao_like_config(512))
 
 
 def test_whole_model_import_sample_and_export(checkpoint, t5_512, tmp_path):
