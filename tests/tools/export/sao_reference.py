@@ -322,6 +322,15 @@ def save_sat_checkpoint(model, config: dict, directory: str | Path, fmt: str = "
     return directory
 
 
+def t5_in_float32(model) -> None:
+    """Run the SAT model's T5 conditioners in float32. SAT casts T5 to float16 (`T5Conditioner.__init__`);
+    jaxstage runs it in float32, and half precision alone moves the reduced T5's embeddings by ~2e-3,
+    so parity of the diffusion model and sampler is measured with both in float32."""
+    for conditioner in model.conditioner.conditioners.values():
+        if type(conditioner).__name__ == "T5Conditioner":
+            conditioner.model.float()
+
+
 def load_sat_checkpoint(directory: str | Path, t5_dir: str | Path):
     """stable-audio-tools' own loading path: ``create_model_from_config`` on ``model_config.json``, then
     ``load_state_dict(load_ckpt_state_dict(...), strict=True)`` (raises on any missing or extra key)."""
@@ -390,7 +399,10 @@ def sat_denoiser(model, objective: str, conditioning: dict, cfg_scale: float) ->
     def denoise(x, t: float):
         level = torch.full((x.shape[0],), float(t), dtype=torch.float32)
         out = model(x, level, cond=conditioning, cfg_scale=float(cfg_scale), batch_cfg=True)
-        a, s = alpha_sigma(objective, level.view(-1, 1, 1))
+        t = level.view(-1, 1, 1)
+        if objective == "rf":
+            return x - t * out
+        a, s = alpha_sigma(objective, t)
         return a * x - s * out
 
     return denoise
