@@ -12,7 +12,7 @@
     jaxstage eval   --task sr --workdir DIR [--n N] [--sampler NAME] [--steps N] [--out FILE.json]
     jaxstage eval   --task tta --workdir DIR [--prompts FILE] [--n N] [--ast DIR] [--clap DIR] [--out FILE.json]
     jaxstage export --workdir DIR --out OUT [--step N] [--ema] [--dtype fp32|bf16|fp16] [--max-shard-size 5GB]
-    jaxstage import --src DIR|FILE --out WORKDIR [--config model_config.json] [--set key=value ...]
+    jaxstage import --src DIR|FILE --out WORKDIR [--config model_config.json] [--t5 T5_DIR] [--set key=value ...]
     jaxstage posttrain --config configs/synth_t2a_arc.py --init-from RUN_DIR [--workdir DIR] [--set key=value ...]
                        [--coordinator H:P --num-processes N --process-id I] [--heartbeat-timeout S]
     jaxstage aot-check [--config FILE] [--set key=value ...] [--devices N] [--device-memory 80GiB] [--out FILE.json]
@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "or a weights file")
     imp.add_argument("--out", required=True, help="new run directory (config.json, checkpoints/0, import.json)")
     imp.add_argument("--config", default=None, help="the model_config.json (default: beside the weights)")
+    imp.add_argument("--t5", default=None, metavar="T5_DIR",
+                     help="a local transformers T5 directory: the text encoder of a model with a t5 conditioner "
+                          "(Stable Audio Open: t5-base), which stable-audio-tools checkpoints do not hold")
     imp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of the derived jaxstage config, e.g. --set codec.n_mels=64 (repeatable)")
     for name, what in (("import-autoencoder", "a stable-audio-tools Oobleck autoencoder (or the autoencoder of a "
@@ -323,8 +326,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from jaxstage.tools.export.importer import import_checkpoint
 
-    report = import_checkpoint(args.src, args.out, config_path=args.config, overrides=args.overrides)
+    report = import_checkpoint(args.src, args.out, config_path=args.config, overrides=args.overrides,
+                               t5_dir=args.t5)
     skipped = ", ".join(report["not_imported_config"]) or "nothing"
+    if "unused_tensors" in report:  # a whole model: DiT, conditioners, pretransform
+        unused = report["unused_tensors"]
+        print(f"imported the whole model: {report['used_tensors']} tensors ({report['dit_parameters']:,} DiT "
+              f"parameters) from {report['source']} -> {args.out} (step 0); autoencoder -> {report['autoencoder']}; "
+              f"T5 from {report['t5']}; {len(unused)} tensors not used{': ' + ', '.join(unused[:5]) if unused else ''}"
+              f"; config parts not imported: {skipped}", file=sys.stderr)
+        print(f"sample:    jaxstage sample --workdir {args.out} --prompt \"...\" --seconds-total 10 --out x.wav\n"
+              f"fine-tune: jaxstage train --workdir RUN --set train.init_from={args.out} (configs/sao_finetune.py)",
+              file=sys.stderr)
+        return 0
     print(f"imported {report['imported_tensors']} tensors ({report['dit_parameters']:,} DiT parameters) from "
           f"{report['source']} -> {args.out} (step 0); freshly initialized: {', '.join(report['fresh'])}; "
           f"config parts not imported: {skipped}; {report['not_imported_tensors']} non-DiT tensors skipped",

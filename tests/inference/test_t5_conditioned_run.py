@@ -48,7 +48,7 @@ def _clips(root: Path, count: int = 8) -> Path:
     return root / "manifest.csv"
 
 
-def test_prepared_t5_run_samples_free_text_with_timing(t5_dir, tmp_path, capsys):
+def test_prepared_t5_run_samples_free_text_with_timing(t5_dir, tmp_path):
     manifest = _clips(tmp_path / "data")
     prepared = tmp_path / "prepared"
     assert cli.main(["prepare", "--manifest", str(manifest), "--out", str(prepared), "--sample-rate", str(SR),
@@ -74,15 +74,12 @@ def test_prepared_t5_run_samples_free_text_with_timing(t5_dir, tmp_path, capsys)
     assert rate == SR and audio.shape == (cfg.num_samples,) and np.all(np.isfinite(audio))
     # the timing condition reaches the model: another seconds_total gives other audio from the same noise
     other = tmp_path / "other.wav"
-    assert cli.main(["sample", "--workdir", str(workdir), "--prompt", "any text at all", "--seconds-total", "40",
-                     "--out", str(other)]) == 0
+    assert cli.main(["sample", "--workdir", str(workdir), "--prompt", "any text at all", "--seconds-start", "1",
+                     "--seconds-total", "40", "--out", str(other)]) == 0
     assert np.abs(sf.read(other)[0] - audio).max() > 0
-    capsys.readouterr()
-    assert cli.main(["sample", "--workdir", str(workdir), "--prompt", "x", "--seconds-start", "1",
-                     "--seconds-total", "3", "--out", str(tmp_path / "ok.wav")]) == 0
 
 
-def test_in_step_t5_run_trains_and_samples(t5_dir, tmp_path, capsys):
+def test_in_step_t5_run_trains_and_samples(t5_dir, tmp_path):
     workdir = tmp_path / "run"
     cfg = load_config(TINY, ["text.kind=t5", f"text.encoder_dir={t5_dir}", "data.text_max_length=8",
                              f"train.workdir={workdir}", *SAO_TIMING, *RUN])

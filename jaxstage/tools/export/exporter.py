@@ -2,9 +2,13 @@
 
 The checkpoint is restored onto the run's mesh (any sharding), gathered to the host, mapped through
 `key_map` and written by process 0. What is exported: the diffusion transformer (parameters and its
-two buffer kinds, rotary `inv_freq` and LayerNorm `beta`). What is not: jaxstage's text encoder, the
-SR cutoff embedding, the REPA projector, the codec and its normalization statistics (they have no
-stable-audio-tools module); `model_config.json` keeps the full jaxstage config under "jaxstage".
+two buffer kinds, rotary `inv_freq` and LayerNorm `beta`); for a T5-conditioned run on an Oobleck
+latent codec (Stable Audio Open's layout, e.g. an imported SAO model) the whole model: also the number
+conditioners (`conditioner.conditioners.*`), the pretransform (`pretransform.model.*`, the codec's
+autoencoder) and `model.conditioning` / `model.pretransform` in the config. What is not: jaxstage's
+learned text encoder, the SR cutoff embedding, the REPA projector, codec normalization statistics
+(they have no stable-audio-tools module; a whole model needs the identity, as an imported one has);
+`model_config.json` keeps the full jaxstage config under "jaxstage".
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from jaxstage.run.workdir import read_run_config
 from jaxstage.tools.export import key_map, safetensors_io
 from jaxstage.tools.export.sat_config import check_exportable, dit_dims, to_sat_config
 
+PRETRANSFORM_PREFIX = "pretransform.model."
 DTYPES = {"fp32": np.dtype(np.float32), "bf16": np.dtype(ml_dtypes.bfloat16), "fp16": np.dtype(np.float16)}
 SOURCE_BUFFERS = "sat_buffers.safetensors"  # written by `jaxstage import`: the source's buffers verbatim
 BUFFER_RTOL = 1e-6  # a source buffer must equal jaxstage's own value to this relative tolerance
@@ -69,6 +74,47 @@ def source_buffers(workdir: Path, buffers: dict) -> dict:
     return key_map.unflatten(out, buffers)
 
 
+def whole_model(cfg) -> bool:
+    """Whether a run exports as a whole stable-audio-tools model (T5-conditioned, on an Oobleck latent
+    codec: Stable Audio Open's layout) rather than as its DiT alone."""
+    return cfg.codec.kind == "oobleck" and cfg.text.kind in ("t5", "precomputed")
+
+
+def _whole_model_parts(cfg, exp, state, sat_config: dict, ema: bool) -> tuple[dict[str, np.ndarray], dict]:
+    """The number conditioners' and the pretransform's tensors, and the config with ``model.conditioning``
+    and ``model.pretransform``. The codec statistics must be the identity (stable-audio-tools feeds the
+    DiT raw latents): an imported model's are."""
+    from jaxstage.tools.export.sat_conditioning import conditioning_block, numbers_to_torch
+
+    stats = gather_to_host(state.codec_stats)
+    if not (np.all(stats.mean == 0) and np.all(stats.std == 1)):
+        raise ConfigError("codec statistics are not the identity (mean 0, std 1): stable-audio-tools feeds its DiT "
+                          "raw latents, so this run's normalization has no place in its checkpoint")
+    tensors: dict[str, np.ndarray] = {}
+    params = state.ema_params if ema else state.params
+    if "numbers" in params:
+        tensors.update(numbers_to_torch(gather_to_host(params["numbers"])))
+    ae_dir = Path(cfg.codec.autoencoder)
+    ae_tensors = safetensors_io.read_checkpoint(ae_dir / safetensors_io.SINGLE_NAME
+                                                if (ae_dir / safetensors_io.SINGLE_NAME).is_file()
+                                                else ae_dir / safetensors_io.INDEX_NAME)
+    tensors.update({PRETRANSFORM_PREFIX + k: v for k, v in ae_tensors.items()})
+    ae_config = json.loads((ae_dir / "model_config.json").read_text())
+    text_length = exp.example_spec["text_emb"][0][0] if "text_emb" in exp.example_spec else cfg.data.text_max_length
+    conditioning, routing = conditioning_block(cfg, exp.text_dim, text_length)
+    model = sat_config["model"]
+    model["conditioning"] = conditioning
+    scale = float((ae_config.get("jaxstage") or {}).get("scale", 1.0))
+    model["pretransform"] = {"type": "autoencoder", "config": ae_config["model"],
+                             **({"scale": scale} if scale != 1.0 else {})}
+    diffusion = model["diffusion"]
+    for key in ("cross_attention_cond_ids", "global_cond_ids", "prepend_cond_ids"):
+        diffusion.pop(key, None)
+    diffusion.update(routing)
+    sat_config["audio_channels"] = int(ae_config.get("audio_channels", 1))
+    return tensors, sat_config
+
+
 def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None, ema: bool = False,
                dtype: str = "fp32", max_shard_bytes: int = 5 * 2**30, mesh: Mesh | None = None,
                show_progress: bool = True) -> ExportResult:
@@ -89,6 +135,9 @@ def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None,
     buffer_keys = {key_map.torch_key(p) for p in key_map.flatten(buffers)}
     tensors = {k: v if k in buffer_keys else v.astype(DTYPES[dtype]) for k, v in tensors.items()}
     sat_config = to_sat_config(cfg, dit_dims(params))
+    if whole_model(cfg):  # + the conditioners and the pretransform: stable-audio-tools' whole model
+        extra, sat_config = _whole_model_parts(cfg, exp, state, sat_config, ema)
+        tensors.update({k: v.astype(DTYPES[dtype]) for k, v in extra.items()})
     result_step = int(state.step)
     files: list[Path] = []
     if jax.process_index() == 0:

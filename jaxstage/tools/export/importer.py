@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxstage import config as config_lib
@@ -26,7 +27,12 @@ from jaxstage.config import ConfigError
 from jaxstage.tools.export import key_map, safetensors_io
 from jaxstage.tools.export.checkpoint_files import read_source
 from jaxstage.tools.export.exporter import BUFFER_RTOL, SOURCE_BUFFERS
+from jaxstage.tools.export.autoencoder import import_autoencoder
+from jaxstage.tools.export.sat_conditioning import number_keys, numbers_from_torch, parse_conditioning
 from jaxstage.tools.export.sat_config import SAT_VERSION, jaxstage_config
+
+AUTOENCODER_DIR = "autoencoder"  # a whole-model import's pretransform, as a jaxstage autoencoder directory
+PRETRANSFORM_PREFIX = "pretransform.model."
 
 WRAPPER_PREFIXES = (key_map.PREFIX, "diffusion.model.model.", "diffusion_ema.ema_model.model.model.")
 
@@ -52,25 +58,35 @@ def _check_buffers(source: dict, ours: dict, prefix: str, where: Path) -> None:
 
 
 def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Path | None = None,
-                      overrides: list[str] = ()) -> dict[str, Any]:
+                      overrides: list[str] = (), t5_dir: str | Path | None = None) -> dict[str, Any]:
     """Write a jaxstage run directory at ``out`` from the stable-audio-tools checkpoint ``src``.
 
-    Returns the import report (also written to ``out/import.json``).
+    A Stable Audio Open-style model (``model.conditioning``: a T5 and number conditioners, an Oobleck
+    autoencoder pretransform) is imported whole: the DiT, the number conditioners and, into
+    ``out/autoencoder``, the pretransform; the T5 comes from ``t5_dir`` (stable-audio-tools
+    checkpoints do not hold it). Returns the import report (also written to ``out/import.json``).
     """
     from jaxstage.data.pipeline import BatchStream
     from jaxstage.run import checkpoint as ckpt_lib
     from jaxstage.run.workdir import prepare_workdir
-    from jaxstage.train.trainer import fresh_state
     from jaxstage.train.state import build_experiment
+    from jaxstage.train.trainer import fresh_state
 
-    out = Path(out)
+    out = Path(out).resolve()
     if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise FileExistsError(f"{out}: already holds checkpoints; import into a new directory")
     tensors, sat, weights, config_file = read_source(src, config_path)
+    whole = parse_conditioning_or_none(sat, config_file)
+    autoencoder_dir = out / AUTOENCODER_DIR if whole else None
+    if t5_dir is not None and not Path(t5_dir).is_dir():
+        raise FileNotFoundError(f"--t5 {t5_dir}: no such directory (a local transformers T5 directory)")
     try:
-        cfg, parsed = jaxstage_config(sat, list(overrides))
+        cfg, parsed = jaxstage_config(sat, list(overrides), t5_dir=str(Path(t5_dir).resolve()) if t5_dir else None,
+                                      autoencoder_dir=str(autoencoder_dir) if autoencoder_dir else None)
     except ConfigError as err:
         raise ConfigError(f"{config_file}: {err}") from None
+    if autoencoder_dir is not None:  # the pretransform first: building the experiment loads it
+        import_autoencoder(src, autoencoder_dir, config_path)
     exp = build_experiment(cfg)
     io = parsed["dit"]["io_channels"]
     if exp.io_channels != io:
@@ -80,31 +96,62 @@ def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Pa
     dit_params, dit_buffers = key_map.from_torch_state(tensors, exp.abstract_params["dit"], exp.buffers["dit"],
                                                        prefix=prefix, source=str(weights))
     _check_buffers(dit_buffers, jax.device_get(exp.buffers["dit"]), prefix, weights)
-
-    state = fresh_state(exp)
-    placed = jax.device_put(dit_params, exp.param_shardings["dit"])
-    state = state.replace(params={**state.params, "dit": placed},
-                          ema_params={**state.ema_params, "dit": jax.tree.map(lambda a: a.copy(), placed)})
+    imported = {"dit": dit_params}
+    used = {k for k in tensors if k.startswith(prefix)}
+    if whole:
+        number_ids = [n[0] for n in cfg.conditioning.numbers]
+        if number_ids:
+            imported["numbers"] = numbers_from_torch(tensors, exp.abstract_params["numbers"], str(weights))
+        used |= number_keys(number_ids) | {k for k in tensors if k.startswith(PRETRANSFORM_PREFIX)}
+        state = _identity_stats_state(exp)
+    else:
+        state = fresh_state(exp)
+    placed = jax.device_put(imported, {k: exp.param_shardings[k] for k in imported})
+    state = state.replace(params={**state.params, **placed},
+                          ema_params={**state.ema_params, **jax.tree.map(lambda a: a.copy(), placed)})
 
     prepare_workdir(cfg, out)
     ckpt = ckpt_lib.Checkpointer(out / "checkpoints", keep=cfg.train.ckpt_keep, async_save=False)
     stream = BatchStream(cfg, jax.process_index(), jax.process_count())
     ckpt.save(0, state, stream.get_state(), config_lib.to_dict(cfg), force=True)
     ckpt.close()
-    other = sorted(k for k in tensors if not k.startswith(prefix))
+    other = sorted(k for k in tensors if k not in used)
     report = {
         "source": str(weights), "config": str(config_file), "stable_audio_tools": SAT_VERSION, "prefix": prefix,
-        "imported_tensors": len(key_map.flatten(dit_params)) + len(key_map.flatten(dit_buffers)),
+        "imported_tensors": len(used) if whole else len(key_map.flatten(dit_params)) + len(key_map.flatten(dit_buffers)),
         "dit_parameters": int(sum(a.size for a in jax.tree.leaves(dit_params))),
         "not_imported_config": parsed["not_imported"],
         "not_imported_tensors": len(other),
         "not_imported_prefixes": sorted({k.split(".")[0] for k in other}),
-        "fresh": sorted(k for k in state.params if k != "dit"),
+        "fresh": sorted(k for k in state.params if k not in imported),
         "from_jaxstage_export": "jaxstage" in sat,
     }
+    if whole:
+        report.update(used_tensors=len(used), unused_tensors=other, autoencoder=str(autoencoder_dir),
+                      t5=cfg.text.encoder_dir, codec_stats="identity (the DiT was trained on raw latents)")
     if jax.process_index() == 0:
         source_buffers = key_map.to_torch_state({}, dit_buffers)
         originals = {k: tensors[k.replace(key_map.PREFIX, prefix, 1)] for k in source_buffers}
         safetensors_io.write_file(out / SOURCE_BUFFERS, originals, {"source": str(weights)})
         safetensors_io.write_text_atomic(out / "import.json", json.dumps(report, indent=2))
     return report
+
+
+def parse_conditioning_or_none(sat: dict[str, Any], config_file: Path):
+    """The checkpoint's conditioning (a whole-model import) or None (a DiT-only import)."""
+    try:
+        return parse_conditioning(sat) if isinstance(sat, dict) else None
+    except ConfigError as err:
+        raise ConfigError(f"{config_file}: {err}") from None
+
+
+def _identity_stats_state(exp):
+    """A fresh state whose codec normalization is the identity: an imported DiT was trained on the raw
+    latents (stable-audio-tools divides by the pretransform scale only, which the codec does)."""
+    from jaxstage.models.codecs import CodecStats
+    from jaxstage.train.state import init_state
+    from jaxstage.train.trainer import make_monitor
+
+    channels = exp.io_channels
+    stats = CodecStats(mean=jnp.zeros((channels,), jnp.float32), std=jnp.ones((channels,), jnp.float32))
+    return init_state(exp, stats, make_monitor(exp, stats))

@@ -18,6 +18,7 @@ from typing import Any
 
 from jaxstage import config as config_lib
 from jaxstage.config import Config, ConfigError
+from jaxstage.tools.export.sat_conditioning import SATConditioning, apply_conditioning, parse_conditioning
 
 SAT_VERSION = "0.0.19"
 TIMESTEP_FEATURES_DIM = 256  # fixed in stable-audio-tools 0.0.19's DiffusionTransformer
@@ -41,11 +42,12 @@ KNOWN = {
 
 # DiT constructor fields jaxstage maps onto its own config.
 DIT_MAPPED = {"io_channels", "embed_dim", "depth", "num_heads", "cond_token_dim", "project_cond_tokens",
-              "global_cond_dim", "input_concat_dim", "global_cond_type", "attn_kwargs", "ff_kwargs"}
+              "global_cond_dim", "input_concat_dim", "prepend_cond_dim", "global_cond_type", "attn_kwargs",
+              "ff_kwargs"}
 # DiT constructor fields accepted only at the value jaxstage's DiT implements.
 DIT_FIXED: dict[str, Any] = {
     "transformer_type": "continuous_transformer", "patch_size": 1, "project_global_cond": True,
-    "prepend_cond_dim": 0, "timestep_cond_type": "global", "timestep_embed_dim": None, "rotary_pos_emb": True,
+    "timestep_cond_type": "global", "timestep_embed_dim": None, "rotary_pos_emb": True,
     "conformer": False, "layer_scale": False, "use_sinusoidal_emb": False, "use_abs_pos_emb": False,
     "num_memory_tokens": 0, "causal": False, "sliding_window": None, "final_cross_attn_ix": -1,
     "add_rope": False, "remove_norms": False, "norm_kwargs": {},
@@ -200,6 +202,7 @@ def parse_sat_config(sat: dict[str, Any]) -> dict[str, Any]:
         "io_channels": io, "embed_dim": dit["embed_dim"], "depth": dit["depth"], "num_heads": dit["num_heads"],
         "cond_token_dim": int(dit.get("cond_token_dim", 0)), "global_cond_dim": int(dit.get("global_cond_dim", 0)),
         "input_concat_dim": int(dit.get("input_concat_dim", 0)),
+        "prepend_cond_dim": int(dit.get("prepend_cond_dim", 0)),
         "project_cond_tokens": bool(dit.get("project_cond_tokens", True)), "global_cond_type": gtype,
         "qk_norm": qk == "ln", "ff_mult": int(mult),
     }
@@ -219,17 +222,32 @@ def _has(tree: dict, dotted: str) -> bool:
     return node not in (None, [], {})
 
 
-def jaxstage_config(sat: dict[str, Any], overrides: list[str] = ()) -> tuple[Config, dict[str, Any]]:
+def jaxstage_config(sat: dict[str, Any], overrides: list[str] = (), *, t5_dir: str | None = None,
+                    autoencoder_dir: str | None = None) -> tuple[Config, dict[str, Any]]:
     """(jaxstage Config, parsed facts) for a stable-audio-tools config, then ``overrides`` (key=value).
 
-    With a `"jaxstage"` block (a jaxstage export) that config is the base; otherwise a text-to-audio
-    config is derived: model.* from the DiT, text.width = cond_token_dim (a learned text encoder of
-    that width, trained from scratch), codec.kind=mel with codec.n_mels = io_channels, data.sample_rate
-    and clip length from sample_rate/sample_size. Either way the DiT fields must agree with the base.
+    A Stable Audio Open-style config (``model.conditioning`` with a t5 and number conditioners, an
+    autoencoder pretransform) becomes a latent run (a jaxstage export's block is then not read): text.kind=t5 on ``t5_dir`` (required), the conditioners routed by the
+    DiT's ids, codec.kind=oobleck on ``autoencoder_dir`` (where the importer writes the pretransform).
+    With a `"jaxstage"` block (a jaxstage export of a DiT) that config is the base. Otherwise a
+    text-to-audio config is derived: model.* from the DiT, text.width = cond_token_dim (a
+    learned text encoder of that width, trained from scratch), codec.kind=mel with codec.n_mels =
+    io_channels, data.sample_rate and clip length from sample_rate/sample_size. Either way the DiT
+    fields must agree with the base.
     """
     parsed = parse_sat_config(sat)
+    cond = parse_conditioning(sat)
+    parsed["conditioning"] = cond
+    if cond is not None:  # imported: the conditioners, their routing and the pretransform
+        imported = {"model.conditioning", "model.pretransform", *(f"model.diffusion.{k}" for k in ROUTING_IDS)}
+        parsed["not_imported"] = [k for k in parsed["not_imported"] if k not in imported]
     block = sat.get("jaxstage")
-    if block is not None:
+    if cond is not None:  # a whole model: its stable-audio-tools config says everything jaxstage needs
+        cfg = _latent_config(sat, parsed, cond, t5_dir, autoencoder_dir)
+        if block is not None:
+            parsed["not_imported"].append("jaxstage (an exported run's config: a whole model is imported from "
+                                          "its stable-audio-tools config)")
+    elif block is not None:
         if not isinstance(block, dict) or "config" not in block:
             raise ConfigError("jaxstage: expected an object with the exported run's 'config'")
         if not isinstance(block["config"], dict):
@@ -243,15 +261,48 @@ def jaxstage_config(sat: dict[str, Any], overrides: list[str] = ()) -> tuple[Con
     return config_lib.validate(cfg), parsed
 
 
+def _latent_config(sat: dict[str, Any], parsed: dict[str, Any], cond: SATConditioning, t5_dir: str | None,
+                   autoencoder_dir: str | None) -> Config:
+    """A Stable Audio Open-style model as a jaxstage config (see :func:`jaxstage_config`)."""
+    if not t5_dir:
+        raise ConfigError("model.conditioning has a t5 conditioner: give --t5 T5_DIR (a local transformers T5 "
+                          "directory; stable-audio-tools checkpoints do not hold the T5 weights)")
+    pretransform = (sat.get("model") or {}).get("pretransform") or {}
+    if pretransform.get("type") != "autoencoder":
+        raise ConfigError(f"model.pretransform.type={pretransform.get('type')!r}: jaxstage imports conditioned "
+                          f"models on an autoencoder pretransform (the Oobleck VAE)")
+    unknown = sorted(set(pretransform) - {"type", "config", "scale", "iterate_batch", "chunked"})
+    if unknown:
+        raise ConfigError(f"model.pretransform.{unknown[0]}: not supported by jaxstage")
+    if not autoencoder_dir:
+        raise ConfigError("model.pretransform: the importer must give the autoencoder directory it writes")
+    d = parsed["dit"]
+    cfg = Config(name="imported")
+    for name in MODEL_FIELDS:
+        setattr(cfg.model, name, d[name])
+    cfg.model.timestep_features_dim = TIMESTEP_FEATURES_DIM
+    cfg.diffusion.objective = parsed["objective"]
+    apply_conditioning(cfg, cond, str(t5_dir))
+    cfg.codec.kind = "oobleck"
+    cfg.codec.autoencoder = str(autoencoder_dir)
+    if parsed["sample_rate"]:
+        cfg.data.sample_rate = int(parsed["sample_rate"])
+        if parsed["sample_size"]:
+            cfg.data.clip_seconds = float(parsed["sample_size"]) / cfg.data.sample_rate
+    cfg.train.workdir = "runs/imported"
+    return cfg
+
+
 def _derived_config(parsed: dict[str, Any]) -> Config:
     d = parsed["dit"]
     if d["cond_token_dim"] == 0:
         raise ConfigError("model.diffusion.config.cond_token_dim=0: jaxstage's denoiser always cross-attends "
                           "to text tokens")
-    if d["input_concat_dim"] or d["global_cond_dim"]:
+    if d["input_concat_dim"] or d["global_cond_dim"] or d["prepend_cond_dim"]:
         raise ConfigError(f"model.diffusion.config.global_cond_dim={d['global_cond_dim']}, input_concat_dim="
-                          f"{d['input_concat_dim']}: only jaxstage's own super-resolution exports (with their "
-                          f"'jaxstage' block) carry global or input-concat conditioning")
+                          f"{d['input_concat_dim']}, prepend_cond_dim={d['prepend_cond_dim']}: global, prepend or "
+                          f"input-concat conditioning needs a model.conditioning block (or a jaxstage export's "
+                          f"'jaxstage' block)")
     cfg = Config(name="imported")
     for name in MODEL_FIELDS:
         setattr(cfg.model, name, d[name])
@@ -280,6 +331,15 @@ def _check_agrees(cfg: Config, parsed: dict[str, Any]) -> None:
     if cfg.diffusion.objective != parsed["objective"]:
         raise ConfigError(f"diffusion.objective={cfg.diffusion.objective!r} disagrees with the checkpoint's "
                           f"diffusion_objective ({OBJECTIVES.get(parsed['objective'])})")
+    cond = parsed.get("conditioning")
+    if cond is not None:
+        where = "model.diffusion.config"
+        expected = {"cond_token_dim": cond.cond_dim, "global_cond_dim": len(cond.global_ids) * cond.cond_dim,
+                    "prepend_cond_dim": cond.cond_dim if cond.prepend_ids else 0}
+        for key, want in expected.items():
+            if d[key] != want:
+                raise ConfigError(f"{where}.{key}={d[key]} does not fit model.conditioning (cond_dim {cond.cond_dim}, "
+                                  f"routing: expected {want})")
     check_exportable(cfg)
     if not math.isfinite(cfg.data.clip_seconds):
         raise ConfigError(f"data.clip_seconds={cfg.data.clip_seconds!r} is not finite")
