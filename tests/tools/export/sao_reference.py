@@ -1,7 +1,7 @@
 """Stable Audio Open-shaped PyTorch models built by stable-audio-tools 0.0.19 itself, for the import tests.
 
     config = sao_model_config("reduced")                    # or "sao1", "small"
-    t5_dir = save_reduced_t5(tmp / "t5")                    # random 1-layer T5, d_model 64
+    t5_dir = save_reduced_t5(tmp / "t5")                    # random 1-layer T5, d_model 512
     model = build_sat_model(config, t5_dir, seed=0)         # SAT's own create_model_from_config
     save_sat_checkpoint(model, config, tmp / "sat")         # model.safetensors + model_config.json
     x0 = torch_sample(model, x_T, levels, "v", cond, cfg_scale=3.0)   # jaxstage's Euler, SAT's forward
@@ -64,11 +64,12 @@ SAO_TRAINING = {  # SAO.md: AdamW 5e-5, betas (0.9, 0.999), wd 1e-3, InverseLR, 
         "scheduler": {"type": "InverseLR", "config": {"inv_gamma": 1000000, "power": 0.5, "warmup": 0.99}}}},
 }
 
-# The reduced T5's width. Not hf_tiny's 16: with SAO's project_cond_tokens=false the DiT's
-# cross-attention keys/values keep the T5 width and split it into heads of the DiT's head width (32
-# here), so the width must be a multiple of 32; 64 gives 2 key/value heads for 4 query heads, SAO 1.0's
-# grouped-query ratio (768 -> 12 key/value heads of 64 for 24 query heads).
-REDUCED_T5_DIM = 64
+# The reduced T5: "t5-small"'s width (512). A T5 conditioner's width is fixed by its hub name in SAT
+# (`T5Conditioner.T5_MODEL_DIMS`; another cond_dim would add a projection SAO does not have, which the
+# importer refuses), and with SAO's project_cond_tokens=false the DiT's cross-attention keys/values keep
+# that width, split into heads of the DiT's head width: so the DiT is 512 wide too (8 heads of 64).
+REDUCED_T5_NAME = "t5-small"
+REDUCED_T5_DIM = 512
 REDUCED_MAX_LENGTH = 12
 
 
@@ -81,7 +82,7 @@ def sao_model_config(kind: str) -> dict[str, Any]:
     "small" (Stable Audio Open Small as SAO.md reconstructs it: not verified against the release) or
     "reduced_small" (SAO Small's structure: rectified flow, qk layer norm, seconds_total only; at the
     reduced sizes) or "reduced" (SAO 1.0's structure at test sizes: VAE 8 channels, strides [2, 2], latent 8; DiT width
-    128, depth 2, 4 heads of 32; conditioning width = the reduced T5's d_model 64: `save_reduced_t5`)."""
+    512, depth 2, 8 heads of 64; T5 "t5-small" (width 512), a 1-layer random one: `save_reduced_t5`)."""
     if kind == "sao1":
         return {
             "model_type": "diffusion_cond", "sample_size": 2097152, "sample_rate": 44100, "audio_channels": 2,
@@ -130,8 +131,8 @@ def sao_model_config(kind: str) -> dict[str, Any]:
         ae.update(latent_dim=8, downsampling_ratio=4)
         cond = config["model"]["conditioning"]
         cond["cond_dim"] = REDUCED_T5_DIM
-        cond["configs"][0]["config"]["max_length"] = REDUCED_MAX_LENGTH
-        config["model"]["diffusion"]["config"].update(io_channels=8, embed_dim=128, depth=2, num_heads=4,
+        cond["configs"][0]["config"].update(t5_model_name=REDUCED_T5_NAME, max_length=REDUCED_MAX_LENGTH)
+        config["model"]["diffusion"]["config"].update(io_channels=8, embed_dim=512, depth=2, num_heads=8,
                                                       cond_token_dim=REDUCED_T5_DIM,
                                                       global_cond_dim=2 * REDUCED_T5_DIM)
         config["model"]["io_channels"] = 8
@@ -144,8 +145,8 @@ def sao_model_config(kind: str) -> dict[str, Any]:
         config["model"]["pretransform"] = reduced["model"]["pretransform"]
         cond = config["model"]["conditioning"]
         cond["cond_dim"] = REDUCED_T5_DIM
-        cond["configs"][0]["config"]["max_length"] = REDUCED_MAX_LENGTH
-        config["model"]["diffusion"]["config"].update(io_channels=8, embed_dim=128, depth=2, num_heads=4,
+        cond["configs"][0]["config"].update(t5_model_name=REDUCED_T5_NAME, max_length=REDUCED_MAX_LENGTH)
+        config["model"]["diffusion"]["config"].update(io_channels=8, embed_dim=512, depth=2, num_heads=8,
                                                       cond_token_dim=REDUCED_T5_DIM,
                                                       global_cond_dim=REDUCED_T5_DIM)
         config["model"]["io_channels"] = 8
@@ -205,7 +206,7 @@ def load_sat() -> types.SimpleNamespace:
 
 
 @contextlib.contextmanager
-def local_t5(t5_dir: str | Path, names: tuple[str, ...] = ("t5-base",)):
+def local_t5(t5_dir: str | Path, names: tuple[str, ...] = ("t5-small", "t5-base")):
     """While active, SAT's T5 conditioner loads ``names`` from the local ``t5_dir`` (tokenizer and
     `T5EncoderModel`) and takes their width from that model's d_model, not from its hub table."""
     from unittest import mock
@@ -257,8 +258,8 @@ def save_random_t5(directory: str | Path, *, d_model: int = 768, d_kv: int = 64,
 
 
 def save_reduced_t5(directory: str | Path, seed: int = 0) -> Path:
-    """The reduced model's T5: 1 layer, d_model `REDUCED_T5_DIM`, 4 heads of 16, vocab 128."""
-    return save_random_t5(directory, d_model=REDUCED_T5_DIM, d_kv=16, d_ff=128, num_layers=1, num_heads=4,
+    """The reduced model's T5: t5-small's width (512, 8 heads of 64), 1 layer, d_ff 1024, vocab 128."""
+    return save_random_t5(directory, d_model=REDUCED_T5_DIM, d_kv=64, d_ff=1024, num_layers=1, num_heads=8,
                           vocab_size=128, seed=seed)
 
 

@@ -191,9 +191,9 @@ def test_import_uses_every_tensor(sao, tmp_path, fmt):
         run = tmp_path / "run"
         import_checkpoint(sao.src_ckpt, run, t5_dir=sao.t5_dir)
     report = json.loads((run / "import.json").read_text())
-    keys = set(sao.model.state_dict())
     assert report["unused_tensors"] == []
-    assert set(report["used_tensors"]) == keys, sorted(keys ^ set(report["used_tensors"]))[:10]
+    assert report["used_tensors"] == len(sao.model.state_dict())
+    assert report["fresh"] == []  # every jaxstage parameter came from the checkpoint
 
     cfg, exp, state = _load(run)
     assert cfg.text.kind == "t5" and Path(cfg.text.encoder_dir) == Path(sao.t5_dir)
