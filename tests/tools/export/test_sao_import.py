@@ -92,9 +92,11 @@ def _load(run: Path):
     return cfg, exp, state
 
 
-def jax_latents(exp, state, prompts, *, sampler: str, steps: int, cfg_scale: float, seed: int) -> np.ndarray:
+def jax_latents(exp, state, prompts, *, sampler: str, steps: int, cfg_scale: float, seed: int,
+                interval: tuple[float, float] | None = None) -> np.ndarray:
     """jaxstage's latents before decoding, computed as `inference.sampling.make_generate_fn` does
-    (same noise and sampler keys, CFG batched through `samplers.cfg_batched`), channels-first [B, C, T]."""
+    (same noise and sampler keys, CFG batched through `samplers.cfg_batched` on the run's
+    ``sample.cfg_interval`` unless ``interval`` is given), channels-first [B, C, T]."""
     import jax
     import jax.numpy as jnp
 
@@ -119,7 +121,7 @@ def jax_latents(exp, state, prompts, *, sampler: str, steps: int, cfg_scale: flo
 
     if cfg_scale != 1.0:
         denoise = samplers.cfg_batched(denoise_with, cond, null_condition(cond), objective, cfg_scale,
-                                       tuple(exp.cfg.sample.cfg_interval), guidance_rule(exp.cfg.sample))
+                                       interval or tuple(exp.cfg.sample.cfg_interval), guidance_rule(exp.cfg.sample))
     else:
         def denoise(x, level):
             return denoise_with(x, level, cond)
@@ -232,6 +234,23 @@ def test_sampling_parity(sao, cfg_scale):
           f"(|audio| max {np.abs(audio_sat).max():.3f})")
     assert np.abs(lat_sat).max() > 0.1 and np.abs(audio_sat).max() > 1e-2  # not a trivially zero output
     assert lat_err <= TOL and audio_err <= TOL
+
+
+def test_guidance_applies_at_the_pure_noise_level(sao):
+    """SAT's DiT applies CFG at every level, t = 1 included (its interval (0, 1) in sin(πt/2) holds 1);
+    one Euler step from pure noise at CFG 0 (= the unconditional branch alone) exposes a sampler that
+    skips guidance there. jaxstage's interval is in σ̃, which is +inf at t = 1: the imported run's
+    ``sample.cfg_interval`` must include it (the default hi of 1e9 does not)."""
+    _, exp, state = _load(sao.run)
+    lat_jax = jax_latents(exp, state, PROMPTS, sampler="euler", steps=1, cfg_scale=0.0, seed=7)
+    lat_sat = sat_latents(sao, sao.model, sampler="euler", steps=1, cfg_scale=0.0, seed=7)
+    everywhere = jax_latents(exp, state, PROMPTS, sampler="euler", steps=1, cfg_scale=0.0, seed=7,
+                             interval=(0.0, float("inf")))
+    err, err_everywhere = _max_err(lat_jax, lat_sat), _max_err(everywhere, lat_sat)
+    print(f"1 step from noise, CFG 0: run's cfg_interval {tuple(exp.cfg.sample.cfg_interval)} max abs {err:.2e}; "
+          f"interval (0, inf) max abs {err_everywhere:.2e}")
+    assert err_everywhere <= TOL
+    assert err <= TOL
 
 
 @pytest.mark.parametrize("sampler", ["euler", "pingpong"])
