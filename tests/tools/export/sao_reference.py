@@ -79,7 +79,9 @@ def _number(id_: str, max_val: int) -> dict:
 
 def sao_model_config(kind: str) -> dict[str, Any]:
     """A stable-audio-tools `model_config.json` dict: "sao1" (Stable Audio Open 1.0, as published),
-    "small" (Stable Audio Open Small as SAO.md reconstructs it: not verified against the release) or
+    "small" (Stable Audio Open Small as SAO.md reconstructs it, not verified against the release; its
+    project_cond_tokens is left at SAT's default, true: with false, 768-wide T5 keys/values cannot be
+    split into its 8 heads of 128, which SAT's attention cannot run and jaxstage refuses), or
     "reduced_small" (SAO Small's structure: rectified flow, qk layer norm, seconds_total only; at the
     reduced sizes) or "reduced" (SAO 1.0's structure at test sizes: VAE 8 channels, strides [2, 2], latent 8; DiT width
     512, depth 2, 8 heads of 64; T5 "t5-small" (width 512), a 1-layer random one: `save_reduced_t5`)."""
@@ -116,7 +118,7 @@ def sao_model_config(kind: str) -> dict[str, Any]:
                     "type": "dit",
                     "diffusion_objective": "rectified_flow",
                     "config": {"io_channels": 64, "embed_dim": 1024, "depth": 16, "num_heads": 8,
-                               "cond_token_dim": 768, "global_cond_dim": 768, "project_cond_tokens": False,
+                               "cond_token_dim": 768, "global_cond_dim": 768,
                                "transformer_type": "continuous_transformer", "attn_kwargs": {"qk_norm": "ln"}}},
                 "io_channels": 64},
             "training": copy.deepcopy(SAO_TRAINING),

@@ -55,12 +55,14 @@ def _build(tmp: Path, kind: str, seed: int) -> types.SimpleNamespace:
 
 
 def _imported(sat: types.SimpleNamespace) -> types.SimpleNamespace:
-    """``sat`` with ``run``: its safetensors checkpoint imported into a jaxstage run directory."""
+    """``sat`` with ``run`` (its safetensors checkpoint imported into a jaxstage run directory) and that
+    run loaded for sampling: ``cfg``, ``exp``, ``state``."""
     from jaxstage.tools.export.importer import import_checkpoint
 
     run = sat.tmp / "run"
     import_checkpoint(sat.src, run, t5_dir=sat.t5_dir)
-    return types.SimpleNamespace(**vars(sat), run=run)
+    cfg, exp, state = _load(run)
+    return types.SimpleNamespace(**vars(sat), run=run, cfg=cfg, exp=exp, state=state)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +199,7 @@ def test_import_uses_every_tensor(sao, tmp_path, fmt):
     assert report["used_tensors"] == len(sao.model.state_dict())
     assert report["fresh"] == []  # every jaxstage parameter came from the checkpoint
 
-    cfg, exp, state = _load(run)
+    cfg, exp, state = (sao.cfg, sao.exp, sao.state) if fmt == "safetensors" else _load(run)
     assert cfg.text.kind == "t5" and Path(cfg.text.encoder_dir) == Path(sao.t5_dir)
     assert cfg.data.text_max_length == ref.REDUCED_MAX_LENGTH
     assert list(cfg.conditioning.cross_attention_ids) == ["prompt", "seconds_start", "seconds_total"]
@@ -220,7 +222,7 @@ def test_sampling_parity(sao, cfg_scale):
     """Same noise, Euler, 4 steps, timing conditions set: latents and decoded (mono) audio within 1e-3."""
     from jaxstage.inference.sampling import Generator
 
-    cfg, exp, state = _load(sao.run)
+    exp, state = sao.exp, sao.state
     seed = 7
     lat_jax = jax_latents(exp, state, PROMPTS, sampler="euler", steps=STEPS, cfg_scale=cfg_scale, seed=seed)
     lat_sat = sat_latents(sao, sao.model, sampler="euler", steps=STEPS, cfg_scale=cfg_scale, seed=seed)
@@ -241,7 +243,7 @@ def test_guidance_applies_at_the_pure_noise_level(sao):
     one Euler step from pure noise at CFG 0 (= the unconditional branch alone) exposes a sampler that
     skips guidance there. jaxstage's interval is in σ̃, which is +inf at t = 1: the imported run's
     ``sample.cfg_interval`` must include it (the default hi of 1e9 does not)."""
-    _, exp, state = _load(sao.run)
+    exp, state = sao.exp, sao.state
     lat_jax = jax_latents(exp, state, PROMPTS, sampler="euler", steps=1, cfg_scale=0.0, seed=7)
     lat_sat = sat_latents(sao, sao.model, sampler="euler", steps=1, cfg_scale=0.0, seed=7)
     everywhere = jax_latents(exp, state, PROMPTS, sampler="euler", steps=1, cfg_scale=0.0, seed=7,
@@ -256,7 +258,7 @@ def test_guidance_applies_at_the_pure_noise_level(sao):
 @pytest.mark.parametrize("sampler", ["euler", "pingpong"])
 def test_sampling_parity_rectified_flow(sao_small, sampler):
     """SAO Small's structure (rectified flow, qk layer norm, seconds_total only): latents within 1e-3."""
-    _, exp, state = _load(sao_small.run)
+    exp, state = sao_small.exp, sao_small.state
     assert exp.cfg.diffusion.objective == "rf"
     lat_jax = jax_latents(exp, state, PROMPTS, sampler=sampler, steps=STEPS, cfg_scale=1.0, seed=3)
     lat_sat = sat_latents(sao_small, sao_small.model, sampler=sampler, steps=STEPS, cfg_scale=1.0, seed=3)
@@ -284,7 +286,7 @@ def test_export_loads_strict_and_samples_the_same_audio(sao, exported):
 
     sat_model = ref.load_sat_checkpoint(exported, sao.t5_dir)  # strict: raises on a missing or extra key
     ref.t5_in_float32(sat_model)
-    _, exp, state = _load(sao.run)
+    exp, state = sao.exp, sao.state
     seed, cfg_scale = 11, 3.0
     audio_jax = Generator(exp)(state.ema_params, state.codec_stats, PROMPTS, sampler="euler", steps=STEPS,
                                cfg_scale=cfg_scale, seed=seed, seconds_start=SECONDS_START,
