@@ -178,7 +178,8 @@ class SampleConfig:
     sampler: str = "euler"  # euler | heun | dpmpp_2m | pingpong
     steps: int = 32
     cfg_scale: float = 3.0
-    cfg_interval: tuple[float, float] = (0.0, 1e9)  # EDM-sigma range where CFG applies
+    cfg_interval: tuple[float, float] = (0.0, 1e9)  # EDM-sigma range where CFG applies (hi >= 1e9: no upper
+    #                                                 bound, the pure-noise level sigma = inf included)
     # how the guided prediction is formed (docs/guidance.md): cfg | rescale (CFG rescale, Lin et al.) |
     # apg (adaptive projected guidance without momentum, Sadat et al.); each reads only its own options
     guidance: str = "cfg"

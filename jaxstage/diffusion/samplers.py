@@ -200,6 +200,8 @@ def sample(name: str, denoise_fn: DenoiseFn, objective: Objective, levels: jax.A
 
 # --- classifier-free guidance -------------------------------------------------------------
 
+UNBOUNDED_SIGMA = 1e9  # a CFG interval's upper bound at or above this is no bound (σ̃ = ∞ included)
+
 
 def cfg_batched(denoise_with: Callable[[jax.Array, jax.Array, Any], jax.Array], cond: Any, uncond: Any,
                 objective: Objective, scale: jax.Array | float,
@@ -207,7 +209,9 @@ def cfg_batched(denoise_with: Callable[[jax.Array, jax.Array, Any], jax.Array], 
     """``D = combine(D_c, D_u, scale, rule)`` (plain CFG: ``D_u + scale·(D_c − D_u)``; APG and CFG
     rescale: :mod:`jaxstage.diffusion.guidance_rules`) where the level's EDM σ̃ lies in ``interval``
     (inclusive), else ``D = D_c``. The interval is in σ̃ units for every objective (rf: σ̃ = t/(1 − t);
-    v: σ̃ = tan(πt/2)). One model call per NFE, on a doubled batch.
+    v: σ̃ = tan(πt/2)). An upper bound ≥ ``UNBOUNDED_SIGMA`` (the config default 1e9) has no limit:
+    the pure-noise level (σ̃ = ∞, v/rf at t = 1) is guided too, as stable-audio-tools guides every
+    level. One model call per NFE, on a doubled batch.
 
     ``denoise_with(x, level, conditioning) -> x̂0``; ``cond`` and ``uncond`` are pytrees with a
     leading batch axis, concatenated as ``[cond; uncond]``.
@@ -220,7 +224,8 @@ def cfg_batched(denoise_with: Callable[[jax.Array, jax.Array, Any], jax.Array], 
         out = denoise_with(jnp.concatenate([x, x], 0), jnp.concatenate([level, level], 0), both)
         d_cond, d_uncond = out[:batch], out[batch:]
         sigma = objective.edm_sigma(level)
-        inside = expand_to((sigma >= interval[0]) & (sigma <= interval[1]), d_cond)
+        below = sigma <= interval[1] if interval[1] < UNBOUNDED_SIGMA else jnp.ones_like(sigma, bool)
+        inside = expand_to((sigma >= interval[0]) & below, d_cond)
         return jnp.where(inside, combine(d_cond, d_uncond, scale, rule), d_cond)
 
     return denoise
