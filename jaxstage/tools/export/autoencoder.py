@@ -118,7 +118,12 @@ def save_autoencoder(vae: OobleckVAE, out: str | Path, sample_rate: int, scale: 
 def import_autoencoder(src: str | Path, out: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
     """Write a jaxstage autoencoder directory at ``out`` from a stable-audio-tools checkpoint (or export
     one again: the layouts are the same); returns a report."""
-    tensors, sat, weights, config_file = read_source(src, config_path)
+    return autoencoder_from_tensors(*read_source(src, config_path), out)
+
+
+def autoencoder_from_tensors(tensors: dict[str, np.ndarray], sat: dict[str, Any], weights: Path, config_file: Path,
+                             out: str | Path) -> dict[str, Any]:
+    """:func:`import_autoencoder` of a checkpoint already read (``checkpoint_files.read_source``'s result)."""
     cfg, prefix, info = oobleck_config(sat, str(config_file))
     weights_of_vae = matching_torch_state(_abstract_vae(cfg), tensors, prefix, source=str(weights))
     ours = {key[len(prefix):]: value for key, value in weights_of_vae.items()}

@@ -27,9 +27,9 @@ from jaxstage.config import ConfigError
 from jaxstage.tools.export import key_map, safetensors_io
 from jaxstage.tools.export.checkpoint_files import read_source
 from jaxstage.tools.export.exporter import BUFFER_RTOL, SOURCE_BUFFERS
-from jaxstage.tools.export.autoencoder import import_autoencoder
-from jaxstage.tools.export.sat_conditioning import number_keys, numbers_from_torch, parse_conditioning
-from jaxstage.tools.export.sat_config import SAT_VERSION, jaxstage_config
+from jaxstage.tools.export.autoencoder import autoencoder_from_tensors
+from jaxstage.tools.export.sat_conditioning import number_keys, numbers_from_torch
+from jaxstage.tools.export.sat_config import SAT_VERSION, jaxstage_config, whole_model_conditioning
 
 AUTOENCODER_DIR = "autoencoder"  # a whole-model import's pretransform, as a jaxstage autoencoder directory
 PRETRANSFORM_PREFIX = "pretransform.model."
@@ -86,7 +86,7 @@ def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Pa
     except ConfigError as err:
         raise ConfigError(f"{config_file}: {err}") from None
     if autoencoder_dir is not None:  # the pretransform first: building the experiment loads it
-        import_autoencoder(src, autoencoder_dir, config_path)
+        autoencoder_from_tensors(tensors, sat, weights, config_file, autoencoder_dir)
     exp = build_experiment(cfg)
     io = parsed["dit"]["io_channels"]
     if exp.io_channels != io:
@@ -97,41 +97,47 @@ def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Pa
                                                        prefix=prefix, source=str(weights))
     _check_buffers(dit_buffers, jax.device_get(exp.buffers["dit"]), prefix, weights)
     imported = {"dit": dit_params}
+    dit_count = int(sum(a.size for a in jax.tree.leaves(dit_params)))
+    dit_tensors = len(key_map.flatten(dit_params)) + len(key_map.flatten(dit_buffers))
+    del dit_params  # held by ``imported`` only, so that building the state can release it
     used = {k for k in tensors if k.startswith(prefix)}
     if whole:
         number_ids = [n[0] for n in cfg.conditioning.numbers]
         if number_ids:
             imported["numbers"] = numbers_from_torch(tensors, exp.abstract_params["numbers"], str(weights))
         used |= number_keys(number_ids) | {k for k in tensors if k.startswith(PRETRANSFORM_PREFIX)}
-        state = _identity_stats_state(exp)
+    other = sorted(k for k in tensors if k not in used)
+    source_buffers = key_map.to_torch_state({}, dit_buffers)
+    originals = {k: tensors[k.replace(key_map.PREFIX, prefix, 1)] for k in source_buffers}
+    del tensors  # the source's arrays: gone before the train state is allocated (SAO 1.0: 4.8 GB)
+    imported_keys = set(imported)
+    if whole and set(imported) == set(exp.abstract_params):  # every parameter imported: no random init
+        state = _imported_state(exp, imported)
     else:
-        state = fresh_state(exp)
-    placed = jax.device_put(imported, {k: exp.param_shardings[k] for k in imported})
-    state = state.replace(params={**state.params, **placed},
-                          ema_params={**state.ema_params, **jax.tree.map(lambda a: a.copy(), placed)})
+        state = _identity_stats_state(exp) if whole else fresh_state(exp)
+        placed = jax.device_put(imported, {k: exp.param_shardings[k] for k in imported})
+        state = state.replace(params={**state.params, **placed},
+                              ema_params={**state.ema_params, **jax.tree.map(lambda a: a.copy(), placed)})
 
     prepare_workdir(cfg, out)
     ckpt = ckpt_lib.Checkpointer(out / "checkpoints", keep=cfg.train.ckpt_keep, async_save=False)
     stream = BatchStream(cfg, jax.process_index(), jax.process_count())
     ckpt.save(0, state, stream.get_state(), config_lib.to_dict(cfg), force=True)
     ckpt.close()
-    other = sorted(k for k in tensors if k not in used)
     report = {
         "source": str(weights), "config": str(config_file), "stable_audio_tools": SAT_VERSION, "prefix": prefix,
-        "imported_tensors": len(used) if whole else len(key_map.flatten(dit_params)) + len(key_map.flatten(dit_buffers)),
-        "dit_parameters": int(sum(a.size for a in jax.tree.leaves(dit_params))),
+        "imported_tensors": len(used) if whole else dit_tensors,
+        "dit_parameters": dit_count,
         "not_imported_config": parsed["not_imported"],
         "not_imported_tensors": len(other),
         "not_imported_prefixes": sorted({k.split(".")[0] for k in other}),
-        "fresh": sorted(k for k in state.params if k not in imported),
+        "fresh": sorted(k for k in state.params if k not in imported_keys),
         "from_jaxstage_export": "jaxstage" in sat,
     }
     if whole:
         report.update(used_tensors=len(used), unused_tensors=other, autoencoder=str(autoencoder_dir),
                       t5=cfg.text.encoder_dir, codec_stats="identity (the DiT was trained on raw latents)")
     if jax.process_index() == 0:
-        source_buffers = key_map.to_torch_state({}, dit_buffers)
-        originals = {k: tensors[k.replace(key_map.PREFIX, prefix, 1)] for k in source_buffers}
         safetensors_io.write_file(out / SOURCE_BUFFERS, originals, {"source": str(weights)})
         safetensors_io.write_text_atomic(out / "import.json", json.dumps(report, indent=2))
     return report
@@ -140,18 +146,45 @@ def import_checkpoint(src: str | Path, out: str | Path, *, config_path: str | Pa
 def parse_conditioning_or_none(sat: dict[str, Any], config_file: Path):
     """The checkpoint's conditioning (a whole-model import) or None (a DiT-only import)."""
     try:
-        return parse_conditioning(sat) if isinstance(sat, dict) else None
+        return whole_model_conditioning(sat)
     except ConfigError as err:
         raise ConfigError(f"{config_file}: {err}") from None
+
+
+def _identity_stats(exp):
+    from jaxstage.models.codecs import CodecStats
+
+    channels = exp.io_channels
+    return CodecStats(mean=jnp.zeros((channels,), jnp.float32), std=jnp.ones((channels,), jnp.float32))
+
+
+def _imported_state(exp, imported: dict[str, Any]):
+    """The step-0 train state of a whole-model import built around the imported weights: no random
+    initialization, the EMA the same arrays as the parameters, zero optimizer moments, identity codec
+    statistics (see :func:`_identity_stats_state`). Peak memory: the weights twice (host copy and
+    device arrays) plus the moments, not the four copies a fresh state and its replacement hold."""
+    from jaxstage.run.non_finite import init_skips
+    from jaxstage.train.recipe import init_regime
+    from jaxstage.train.state import TrainState
+    from jaxstage.train.trainer import make_monitor
+
+    # jit boundary: the imported host arrays go straight onto the parameter shardings
+    params = jax.device_put(imported, exp.param_shardings)
+    imported.clear()
+    with jax.set_mesh(exp.mesh):
+        opt_state = jax.jit(exp.tx.init)(params)
+    stats = _identity_stats(exp)
+    _, state_key = jax.random.split(jax.random.PRNGKey(exp.cfg.train.seed))  # as train.state.init_state
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, ema_params=params,
+                      rng=state_key, regime=init_regime(exp.recipe), codec_stats=stats,
+                      monitor=make_monitor(exp, stats), skips=init_skips())
 
 
 def _identity_stats_state(exp):
     """A fresh state whose codec normalization is the identity: an imported DiT was trained on the raw
     latents (stable-audio-tools divides by the pretransform scale only, which the codec does)."""
-    from jaxstage.models.codecs import CodecStats
     from jaxstage.train.state import init_state
     from jaxstage.train.trainer import make_monitor
 
-    channels = exp.io_channels
-    stats = CodecStats(mean=jnp.zeros((channels,), jnp.float32), std=jnp.ones((channels,), jnp.float32))
+    stats = _identity_stats(exp)
     return init_state(exp, stats, make_monitor(exp, stats))

@@ -226,8 +226,8 @@ def jaxstage_config(sat: dict[str, Any], overrides: list[str] = (), *, t5_dir: s
                     autoencoder_dir: str | None = None) -> tuple[Config, dict[str, Any]]:
     """(jaxstage Config, parsed facts) for a stable-audio-tools config, then ``overrides`` (key=value).
 
-    A Stable Audio Open-style config (``model.conditioning`` with a t5 and number conditioners, an
-    autoencoder pretransform) becomes a latent run (a jaxstage export's block is then not read): text.kind=t5 on ``t5_dir`` (required), the conditioners routed by the
+    A Stable Audio Open-style config (``model.conditioning`` with a t5 and number conditioners, and an
+    autoencoder pretransform: :func:`whole_model_conditioning`) becomes a latent run (a jaxstage export's block is then not read): text.kind=t5 on ``t5_dir`` (required), the conditioners routed by the
     DiT's ids, codec.kind=oobleck on ``autoencoder_dir`` (where the importer writes the pretransform).
     With a `"jaxstage"` block (a jaxstage export of a DiT) that config is the base. Otherwise a
     text-to-audio config is derived: model.* from the DiT, text.width = cond_token_dim (a
@@ -236,7 +236,7 @@ def jaxstage_config(sat: dict[str, Any], overrides: list[str] = (), *, t5_dir: s
     fields must agree with the base.
     """
     parsed = parse_sat_config(sat)
-    cond = parse_conditioning(sat)
+    cond = whole_model_conditioning(sat)
     parsed["conditioning"] = cond
     if cond is not None:  # imported: the conditioners, their routing and the pretransform
         imported = {"model.conditioning", "model.pretransform", *(f"model.diffusion.{k}" for k in ROUTING_IDS)}
@@ -259,6 +259,16 @@ def jaxstage_config(sat: dict[str, Any], overrides: list[str] = (), *, t5_dir: s
         cfg = config_lib.apply_overrides(cfg, list(overrides))
     _check_agrees(cfg, parsed)
     return config_lib.validate(cfg), parsed
+
+
+def whole_model_conditioning(sat: dict[str, Any]) -> SATConditioning | None:
+    """The conditioning of a whole model (``model.conditioning`` and a ``model.pretransform``: Stable
+    Audio Open's layout), else None: a config without a pretransform imports its DiT alone, as before
+    whole models existed, and lists its conditioning as not imported."""
+    model = sat.get("model") if isinstance(sat, dict) else None
+    if not isinstance(model, dict) or not model.get("pretransform"):
+        return None
+    return parse_conditioning(sat)
 
 
 def _latent_config(sat: dict[str, Any], parsed: dict[str, Any], cond: SATConditioning, t5_dir: str | None,
