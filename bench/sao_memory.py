@@ -163,6 +163,26 @@ def write_results(path: Path, cases: list[dict]) -> None:
     tmp.replace(path)
 
 
+def table(cases: list[dict]) -> str:
+    """The markdown table of docs/scaling.md from the measured cases (GiB per device)."""
+    def gib(n: int) -> str:
+        return f"{n / 2**30:.2f}"
+
+    rows = ["| model | remat | global batch (per device) | parameters | arguments | of which params / EMA / optimizer "
+            "| temporaries | peak (args + out − aliased + temp) | compile (s) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for c in cases:
+        head = f"| {c['model']} | {'on' if c['remat'] else 'off'} | {c['per_device_batch'] * DEVICES} ({c['per_device_batch']})"
+        if "report" not in c:
+            rows.append(f"{head} | not measured: {c.get('error', '')} |||||||")
+            continue
+        r = c["report"]
+        st = r["state"]
+        rows.append(f"{head} | {r['parameters'] / 1e6:.1f}M | {gib(r['arguments'])} | {gib(st['params'])} / {gib(st['ema'])}"
+                    f" / {gib(st['optimizer'])} | {gib(r['temporaries'])} | {gib(r['peak'])} | {r['compile_seconds']:.0f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="sao,sao_small", help="comma list of " + ", ".join(MODELS))
@@ -170,10 +190,14 @@ def main() -> None:
     parser.add_argument("--per-device-batch", default="1", help="comma list of clips per device")
     parser.add_argument("--work", default=None, help="folder for the stand-ins (default: a temporary one)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
-    parser.add_argument("--append", action="store_true", help="keep the cases already in --out")
+    parser.add_argument("--append", action="store_true", help="keep the cases already in --out (a case measured again is replaced)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per case")
+    parser.add_argument("--table", action="store_true", help="only print the markdown table of --out")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.table:
+        print(table(json.loads(out.read_text())["cases"]))
+        return
     cases = json.loads(out.read_text())["cases"] if args.append and out.is_file() else []
     with tempfile.TemporaryDirectory(prefix="sao_memory_") as tmp:
         work = Path(args.work or tmp)
@@ -201,7 +225,8 @@ def main() -> None:
                         case["report"] = json.loads(report_json.read_text())
                     else:
                         case["error"] = text.strip().splitlines()[-1] if text.strip() else "no output"
-                    cases.append(case)
+                    key = (model, remat == "on", per_device)  # a rerun replaces the case's old entry
+                    cases = [c for c in cases if (c["model"], c["remat"], c["per_device_batch"]) != key] + [case]
                     write_results(out, cases)
 
 

@@ -67,5 +67,6 @@ def test_reduced_config_compiles_through_aot_check(config, text_len, tmp_path, m
     report = json.loads(out.read_text())
     assert report["num_devices"] == 8 and report["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
     assert report["fits"] and report["temporaries"] > 0
+    assert any(n.startswith("data.latents: the step reads the stored latents") for n in report["notes"])
     # FSDP over 8: parameters (and EMA, moments) are sharded, so a device holds about an eighth of them
     assert report["state"]["params"] < 4 * report["parameters"] / 2
