@@ -171,7 +171,7 @@ def table(cases: list[dict]) -> str:
     rows = ["| model | remat | global batch (per device) | parameters | arguments | of which params / EMA / optimizer "
             "| temporaries | peak (args + out − aliased + temp) | compile (s) |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for c in cases:
+    for c in sorted(cases, key=lambda c: (list(MODELS).index(c["model"]), c["per_device_batch"], not c["remat"])):
         head = f"| {c['model']} | {'on' if c['remat'] else 'off'} | {c['per_device_batch'] * DEVICES} ({c['per_device_batch']})"
         if "report" not in c:
             rows.append(f"{head} | not measured: {c.get('error', '')} |||||||")
