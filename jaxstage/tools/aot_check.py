@@ -127,9 +127,12 @@ def check_memory(cfg: Config, device_memory: int | None = None) -> MemoryReport:
                      "compiler's (an accelerator's fusion and scheduling differ); compile on the target for its figure")
     if exp.ssl_params is not None:
         notes.append("the frozen SSL encoder is a replicated argument of the step (counted in arguments)")
-    if exp.codec_params is not None:
+    if exp.codec_params is not None and "audio" in exp.example_spec:
         notes.append("the frozen autoencoder (codec.kind=oobleck) is a replicated argument of the step (counted in "
                      "arguments)")
+    elif exp.codec_params is not None:
+        notes.append("data.latents: the step reads the stored latents, never the frozen autoencoder, so jit drops "
+                     "its weights from the step's arguments (not counted; sampling and evaluation still hold them)")
     return MemoryReport(
         config=cfg.name, platform=platform, num_devices=jax.device_count(), mesh=dict(exp.mesh.shape),
         batch_size=cfg.train.batch_size,

@@ -213,7 +213,11 @@ def monitor_levels(cfg: Config, objective) -> np.ndarray:
     times = np.resize(np.asarray(cfg.regime.monitor_levels, np.float32), cfg.regime.monitor_size)
     if cfg.diffusion.objective == "rf":
         return times
-    return np.asarray(objective.level_from_edm_sigma(jnp.asarray(times / (1.0 - times))), np.float32)
+    # evaluated now even when called under a trace (the abstract restore target / aot-check build the
+    # monitor inside jax.eval_shape): the levels are constants of the config, not traced values
+    with jax.ensure_compile_time_eval():
+        levels = objective.level_from_edm_sigma(jnp.asarray(times / (1.0 - times)))
+    return np.asarray(levels, np.float32)
 
 
 def build_monitor(cfg: Config, recipe: Recipe, codec, objective, stats, audio: np.ndarray,
