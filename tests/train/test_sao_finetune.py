@@ -1,0 +1,157 @@
+"""Fine-tuning and ARC post-training of imported Stable Audio Open-shaped models (issue 20, acceptance 4).
+
+Two toy checkpoints in stable-audio-tools' layout (tests/tools/export/sao_like.py: SAO 1.0's structure,
+v objective, seconds_start + seconds_total; SAO Small's: rectified flow, seconds_total only, qk_norm)
+are imported with `jaxstage import --t5`. A prepared directory per import (`prepare` with the JAX T5,
+the tiny HuBERT's SSL targets and that import's Oobleck latents) feeds:
+
+- the stage-adaptive fine-tune (adaptive regime, REPA alignment on the precomputed targets, adaptive
+  timesteps, structure regularizer) from ``train.init_from`` = the SAO-shaped import, on a fake
+  8-device (data 4 × fsdp 2) mesh, compiled once, matching the single-device steps;
+- ARC post-training of the SAO-Small-shaped import (text.kind=precomputed: ARC runs no T5), which
+  then samples with 8-step ping-pong without CFG and exports the whole model back.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "tools" / "export"))
+sys.path.insert(0, str(ROOT / "tests" / "data"))
+
+from sao_like import SR, sao_like_config, save_wide_t5, write_sao_like_checkpoint  # noqa: E402
+
+from jaxstage import cli, parallel  # noqa: E402
+from jaxstage.config import MeshConfig, apply_overrides, load_json  # noqa: E402
+
+CLIPS, MONITOR, BATCH, STEPS = 16, 4, 8, 4
+CLIP_SECONDS = 0.032  # the imports' sample_size: 256 samples = 16 latent frames
+MESH = (4, 2, 1)  # data × fsdp × tensor on the 8 fake devices of tests/conftest.py
+# the stage-adaptive recipe at toy cadences (every stage component changes within the 4 steps)
+RECIPE = ["regime.mode=adaptive", "regime.every=2", f"regime.monitor_size={MONITOR}", "regime.window=2",
+          "guidance.ssl=precomputed", "guidance.lambda0=0.5", "guidance.hidden=32", "timesteps.adaptive=true",
+          "struct.enabled=true", "struct.num_groups=2", "struct.every=2", "struct.ramp_steps=2"]
+RUN = [f"train.steps={STEPS}", f"train.batch_size={BATCH}", "train.log_every=1", "train.ckpt_every=1000",
+       "train.progress_bar=false", "train.async_checkpoint=false", "sample.num=2", "sample.every=0"]
+
+
+def _prepare(work: Path, run: Path, t5: Path, hubert: Path | None, name: str) -> Path:
+    """`prepare` the clips with the JAX T5, (optionally) the tiny HuBERT and ``run``'s autoencoder."""
+    from jaxstage.data.encoders import HFAudioEncoder, text_encoder_for
+    from jaxstage.data.latent_encoder import AutoencoderEncoder
+    from jaxstage.data.prepare import prepare
+
+    num_samples = int(round(SR * CLIP_SECONDS))
+    out = work / name
+    prepare(work / "manifest.csv", out, sample_rate=SR, clip_seconds=CLIP_SECONDS, batch_size=BATCH,
+            progress=False, min_seconds=0.01, text_encoder=text_encoder_for(t5, 8),
+            ssl_encoder=None if hubert is None else HFAudioEncoder(hubert, layers=(1, 2), sample_rate=SR),
+            autoencoder=AutoencoderEncoder(run / "autoencoder", SR, num_samples, batch_size=BATCH))
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from hf_tiny import TINY_WORDS, save_tiny_hubert
+
+    work = tmp_path_factory.mktemp("sao_finetune")
+    t5 = save_wide_t5(work / "t5", 512)
+    runs = {}
+    for name, small in (("sao", False), ("small", True)):
+        src = write_sao_like_checkpoint(work / f"src_{name}", sao_like_config(512, small=small))
+        runs[name] = work / f"run_{name}"
+        assert cli.main(["import", "--src", str(src), "--out", str(runs[name]), "--t5", str(t5)]) == 0
+        runs[f"src_{name}"] = src
+    rng = np.random.default_rng(0)
+    (work / "clips").mkdir()
+    lines = ["path,caption"]
+    for i in range(CLIPS):
+        seconds = 0.04 + 0.01 * (i % 5)  # longer than the clip: seconds_total varies per record
+        sf.write(work / f"clips/{i}.wav", (0.3 * rng.standard_normal(int(SR * seconds))).astype(np.float32), SR)
+        lines.append(f"clips/{i}.wav,{' '.join(rng.choice(TINY_WORDS, 3))}")
+    (work / "manifest.csv").write_text("\n".join(lines) + "\n")
+    hubert = save_tiny_hubert(work / "hubert")
+    return {"work": work, "t5": t5, **runs,
+            "prepared_sao": _prepare(work, runs["sao"], t5, hubert, "prepared_sao"),
+            "prepared_small": _prepare(work, runs["small"], t5, None, "prepared_small")}
+
+
+def finetune_config(world: dict, mesh: tuple[int, int, int], *extra: str):
+    """The imported SAO run's own config, fine-tuned on its prepared latents with the stage-adaptive recipe."""
+    cfg = load_json(world["sao"] / "config.json")
+    data, fsdp, tensor = mesh
+    return apply_overrides(cfg, [
+        "data.source=prepared", f"data.path={world['prepared_sao']}", "data.latents=true", "text.kind=precomputed",
+        f"train.init_from={world['sao']}", "optim.lr=1e-3", "optim.warmup_steps=0", "sample.steps=2",
+        f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.tensor={tensor}", *RECIPE, *RUN, *extra])
+
+
+def _flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+
+def _single_device_steps(cfg):
+    """STEPS steps of the compiled step on one device from ``train.init_from``: (losses, params at step 0,
+    params after, the import's params)."""
+    from jaxstage.data.pipeline import BatchStream
+    from jaxstage.inference.load import load_run
+    from jaxstage.run.workdir import read_run_config
+    from jaxstage.train.state import build_experiment
+    from jaxstage.train.step import compile_train_step
+    from jaxstage.train.trainer import state_from_run
+
+    exp = build_experiment(cfg, parallel.make_mesh(cfg.mesh, jax.devices()[:1]))
+    state, note = state_from_run(exp, cfg.train.init_from)
+    assert "codec statistics copied" in note
+    start = jax.device_get(state.params)
+    path, source_cfg = read_run_config(cfg.train.init_from)
+    _, imported = load_run(source_cfg, path, mesh=exp.mesh)
+    step = compile_train_step(exp, state)
+    stream = BatchStream(cfg, 0, 1)
+    losses = []
+    for _ in range(STEPS):
+        state, metrics = step(state, parallel.global_batch(next(stream), exp.batch_sharding))
+        losses.append(float(metrics["loss"]))
+    return np.array(losses), start, jax.device_get(state.params), jax.device_get(imported.params), exp
+
+
+def test_finetune_imported_sao_on_a_mesh_matches_one_device(world, tmp_path):
+    from jaxstage.inference.load import load_run
+    from jaxstage.train.state import build_experiment
+    from jaxstage.train.trainer import train
+
+    assert len(jax.devices()) == 8, "tests/conftest.py must provide 8 fake CPU devices"
+    cfg = finetune_config(world, MESH)
+    result = train(cfg, tmp_path / "ft")
+    assert result.final_step == STEPS and result.compile_count == 1
+    rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["loss_align"]) for r in rows)
+    assert rows[-1]["discrepancy"] is not None  # the adaptive regime's monitor ran on held-out records
+    # the mesh really splits parameters (the run device_puts its state on these shardings)
+    mesh_exp = build_experiment(cfg)
+    assert dict(mesh_exp.mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
+    sharded = [s for s in jax.tree.leaves(mesh_exp.param_shardings) if not s.is_fully_replicated]
+    assert sharded, "no parameter is sharded on the data × fsdp mesh"
+
+    one = finetune_config(world, (1, 1, 1))
+    losses, start, ref, imported, _ = _single_device_steps(one)
+    # the fine-tune starts from the imported weights (raw and EMA alike), everything else fresh
+    np.testing.assert_array_equal(_flat(start["dit"]), _flat(imported["dit"]))
+    np.testing.assert_array_equal(_flat(start["numbers"]), _flat(imported["numbers"]))
+    np.testing.assert_allclose([r["loss"] for r in rows], losses, rtol=1e-5)
+    _, ran = load_run(cfg, tmp_path / "ft")
+    got, want, init = _flat(ran.params), _flat(ref), _flat(start)
+    moved = np.linalg.norm(want - init) / np.linalg.norm(init)
+    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert moved > 1e-3, f"the steps barely moved the weights ({moved:.1e}): the comparison would prove nothing"
+    assert rel <= 1e-5, f"relative parameter error {rel:.2e} after {STEPS} steps on mesh {MESH} (moved {moved:.1e})"
