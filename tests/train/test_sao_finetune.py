@@ -155,3 +155,75 @@ def test_finetune_imported_sao_on_a_mesh_matches_one_device(world, tmp_path):
     rel = np.linalg.norm(got - want) / np.linalg.norm(want)
     assert moved > 1e-3, f"the steps barely moved the weights ({moved:.1e}): the comparison would prove nothing"
     assert rel <= 1e-5, f"relative parameter error {rel:.2e} after {STEPS} steps on mesh {MESH} (moved {moved:.1e})"
+
+
+def arc_config(world: dict):
+    """The imported SAO-Small-shaped run's config, ARC post-trained on its prepared latents with precomputed
+    T5 embeddings (the T5 directory stays: free-text prompts are encoded with it when sampling)."""
+    cfg = load_json(world["small"] / "config.json")
+    return apply_overrides(cfg, [
+        "data.source=prepared", f"data.path={world['prepared_small']}", "data.latents=true", "text.kind=precomputed",
+        f"regime.monitor_size={MONITOR}", "arc.disc_depth=1", "arc.gen_lr=1e-3", "arc.disc_lr=1e-3",
+        "arc.warmup_steps=1", "arc.ema_decay=0.5", "sample.sampler=pingpong", "sample.steps=8", "sample.cfg_scale=1.0",
+        "mesh.data=4", "mesh.fsdp=2", "train.steps=3", *RUN[1:]])
+
+
+def test_arc_posttrain_of_imported_sao_small_samples_pingpong_and_exports(world, tmp_path):
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sampling import Generator
+    from jaxstage.posttrain.trainer import posttrain
+    from jaxstage.run.workdir import read_run_config
+    from jaxstage.tools.export import key_map, safetensors_io
+    from jaxstage.tools.export.sat_conditioning import numbers_to_torch
+
+    arc = tmp_path / "arc"
+    result = posttrain(arc_config(world), arc, init_from=str(world["small"]))
+    assert result.final_step == 3 and result.compile_count == 1
+    rows = [json.loads(line) for line in (arc / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss_g" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(r[k]) for r in rows for k in ("loss_g", "loss_d", "loss_c"))
+    assert json.loads((arc / "posttrain.json").read_text())["init_from"] == str(world["small"].resolve())
+
+    # 8-step ping-pong without CFG: the post-trained run's own sampler, in `jaxstage sample` and in-process
+    _, cfg = read_run_config(arc)
+    assert (cfg.sample.sampler, cfg.sample.steps, cfg.sample.cfg_scale) == ("pingpong", 8, 1.0)
+    wav = tmp_path / "arc.wav"
+    assert cli.main(["sample", "--workdir", str(arc), "--prompt", "a dog barks", "--seconds-total", "1",
+                     "--out", str(wav)]) == 0
+    audio, rate = sf.read(wav)
+    assert rate == SR and audio.shape == (cfg.num_samples,) and np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
+    exp, state = load_run(cfg, arc)
+    _, imported = load_run(read_run_config(world["small"])[1], world["small"], mesh=exp.mesh)
+    generate = Generator(exp)
+    ours = generate(state.ema_params, state.codec_stats, ["a dog barks"], seconds_total=1.0,
+                    sampler="pingpong", steps=8, cfg_scale=1.0)
+    base = generate(imported.ema_params, imported.codec_stats, ["a dog barks"], seconds_total=1.0,
+                    sampler="pingpong", steps=8, cfg_scale=1.0)
+    assert np.all(np.isfinite(ours)) and ours.shape == (1, cfg.num_samples)
+    scaled = ours[0] * min(1.0, cfg.sample.peak_level / np.abs(ours).max())
+    np.testing.assert_allclose(audio, scaled, atol=2e-4)  # the CLI's defaults are the same sampler (16-bit WAV)
+    assert np.abs(ours - base).max() > 1e-3, "ARC left the generator where the import was"
+
+    # export: the whole model in stable-audio-tools' layout, the post-trained (EMA) DiT and conditioner
+    out = tmp_path / "exported"
+    assert cli.main(["export", "--workdir", str(arc), "--out", str(out), "--ema"]) == 0
+    tensors = safetensors_io.read_checkpoint(out / safetensors_io.SINGLE_NAME)
+    source = safetensors_io.read_checkpoint(world["src_small"] / safetensors_io.SINGLE_NAME)
+    assert sorted(tensors) == sorted(source)
+    assert any(k.startswith("conditioner.conditioners.seconds_total.") for k in tensors)
+    pretransform = [k for k in source if k.startswith("pretransform.model.")]
+    assert pretransform
+    for key in pretransform:
+        np.testing.assert_array_equal(tensors[key], source[key], err_msg=key)  # the frozen VAE, bit for bit
+    ema = jax.device_get(state.ema_params)
+    trained = {**key_map.to_torch_state(ema["dit"], {}), **numbers_to_torch(ema["numbers"])}
+    for key, value in trained.items():
+        np.testing.assert_array_equal(tensors[key], value, err_msg=key)
+    assert any(not np.array_equal(tensors[k], source[k]) for k in trained), "the export holds the imported weights"
+    config = json.loads((out / "model_config.json").read_text())
+    model = config["model"]
+    assert model["diffusion"]["diffusion_objective"] == "rectified_flow"
+    assert [c["id"] for c in model["conditioning"]["configs"]] == ["prompt", "seconds_total"]
+    assert model["pretransform"]["type"] == "autoencoder"
+    assert model["diffusion"]["global_cond_ids"] == ["seconds_total"]
