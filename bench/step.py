@@ -364,8 +364,9 @@ def gemm_throughput(size: DiTSize, repeats: int = 20) -> list[dict]:
             torch.matmul(ta, tb)
         torch_s = (time.perf_counter() - start) / repeats
         flops = 2 * m * k * cols
-        rows.append({"product": name, "shape": [m, k, cols], "xla_gflops": round(flops / xla_s / 1e9, 1),
-                     "torch_gflops": round(flops / torch_s / 1e9, 1)})
+        # 3 significant figures: a tiny GEMM on a loaded CPU can run below 0.05 GFLOP/s (not 0.0)
+        rows.append({"product": name, "shape": [m, k, cols], "xla_gflops": float(f"{flops / xla_s / 1e9:.3g}"),
+                     "torch_gflops": float(f"{flops / torch_s / 1e9:.3g}")})
     return rows
 
 
