@@ -14,6 +14,7 @@ the tiny HuBERT's SSL targets and that import's Oobleck latents) feeds:
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -176,26 +177,37 @@ def arc_config(world: dict):
         "mesh.data=4", "mesh.fsdp=2", "train.steps=3", *RUN[1:]])
 
 
-def test_arc_posttrain_of_imported_sao_small_samples_pingpong_and_exports(world, tmp_path, monkeypatch):
-    from jaxstage.inference import sampling
+@pytest.fixture(scope="module")
+def arc(world, tmp_path_factory) -> types.SimpleNamespace:
+    """The SAO-Small-shaped import ARC post-trained for 3 steps, exported whole (EMA weights), and loaded."""
     from jaxstage.inference.load import load_run
-    from jaxstage.inference.sampling import make_generate_fn
     from jaxstage.posttrain.trainer import posttrain
     from jaxstage.run.workdir import read_run_config
 
-    arc = tmp_path / "arc"
-    result = posttrain(arc_config(world), arc, init_from=str(world["small"]))
-    assert result.final_step == 3 and result.compile_count == 1
-    rows = [json.loads(line) for line in (arc / "metrics.jsonl").read_text().splitlines()]
+    work = tmp_path_factory.mktemp("arc")
+    result = posttrain(arc_config(world), work / "run", init_from=str(world["small"]))
+    _, cfg = read_run_config(work / "run")
+    exported = work / "exported"
+    assert cli.main(["export", "--workdir", str(work / "run"), "--out", str(exported), "--ema"]) == 0
+    exp, state = load_run(cfg, work / "run")
+    return types.SimpleNamespace(run=work / "run", result=result, cfg=cfg, exp=exp, state=state, exported=exported)
+
+
+def test_arc_posttrain_of_imported_sao_small_samples_pingpong_and_exports(world, arc, tmp_path, monkeypatch):
+    from jaxstage.inference import sampling
+    from jaxstage.inference.sampling import make_generate_fn
+
+    assert arc.result.final_step == 3 and arc.result.compile_count == 1
+    rows = [json.loads(line) for line in (arc.run / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss_g" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(np.isfinite(r[k]) for r in rows for k in ("loss_g", "loss_d", "loss_c"))
-    assert json.loads((arc / "posttrain.json").read_text())["init_from"] == str(world["small"].resolve())
+    assert json.loads((arc.run / "posttrain.json").read_text())["init_from"] == str(world["small"].resolve())
 
     # 8-step ping-pong without CFG: the post-trained run's own sampler, which `jaxstage sample` runs
-    _, cfg = read_run_config(arc)
+    cfg = arc.cfg
     assert (cfg.sample.sampler, cfg.sample.steps, cfg.sample.cfg_scale) == ("pingpong", 8, 1.0)
-    assert len(list((arc / "samples").glob("*.wav"))) == 2  # the end-of-run samples, with that sampler
+    assert len(list((arc.run / "samples").glob("*.wav"))) == 2  # the end-of-run samples, with that sampler
     built = []
 
     def spy(exp, sampler, steps, guided=True):
@@ -204,16 +216,14 @@ def test_arc_posttrain_of_imported_sao_small_samples_pingpong_and_exports(world,
 
     monkeypatch.setattr(sampling, "make_generate_fn", spy)
     wav = tmp_path / "arc.wav"
-    assert cli.main(["sample", "--workdir", str(arc), "--prompt", "a dog barks", "--seconds-total", "1",
+    assert cli.main(["sample", "--workdir", str(arc.run), "--prompt", "a dog barks", "--seconds-total", "1",
                      "--out", str(wav)]) == 0
     assert built == [("pingpong", 8, False)]  # unguided: CFG 1 is one model pass per step
     audio, rate = sf.read(wav)
     assert rate == SR and audio.shape == (cfg.num_samples,) and np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
 
     # export: the whole model in stable-audio-tools' layout, the post-trained (EMA) DiT and conditioner
-    out = tmp_path / "exported"
-    assert cli.main(["export", "--workdir", str(arc), "--out", str(out), "--ema"]) == 0
-    tensors = safetensors_io.read_checkpoint(out / safetensors_io.SINGLE_NAME)
+    tensors = safetensors_io.read_checkpoint(arc.exported / safetensors_io.SINGLE_NAME)
     source = safetensors_io.read_checkpoint(world["src_small"] / safetensors_io.SINGLE_NAME)
     assert sorted(tensors) == sorted(source)
     assert any(k.startswith("conditioner.conditioners.seconds_total.") for k in tensors)
@@ -221,14 +231,42 @@ def test_arc_posttrain_of_imported_sao_small_samples_pingpong_and_exports(world,
     assert pretransform
     for key in pretransform:
         np.testing.assert_array_equal(tensors[key], source[key], err_msg=key)  # the frozen VAE, bit for bit
-    _, state = load_run(cfg, arc)
-    trained = _as_checkpoint(jax.device_get(state.ema_params))
+    trained = _as_checkpoint(jax.device_get(arc.state.ema_params))
     for key, value in trained.items():
         np.testing.assert_array_equal(tensors[key], value, err_msg=key)
     assert any(not np.array_equal(tensors[k], source[k]) for k in trained), "the export holds the imported weights"
-    config = json.loads((out / "model_config.json").read_text())
-    model = config["model"]
+    model = json.loads((arc.exported / "model_config.json").read_text())["model"]
     assert model["diffusion"]["diffusion_objective"] == "rectified_flow"
     assert [c["id"] for c in model["conditioning"]["configs"]] == ["prompt", "seconds_total"]
     assert model["pretransform"]["type"] == "autoencoder"
     assert model["diffusion"]["global_cond_ids"] == ["seconds_total"]
+
+
+def test_arc_export_loads_strict_in_stable_audio_tools_and_samples_the_same(world, arc):
+    """stable-audio-tools' `create_model_from_config` + `load_state_dict(strict=True)` on the export; the
+    8-step ping-pong (CFG 1) from jaxstage's noise on jaxstage's levels, written in torch against SAT's own
+    forward and VAE decode (tests/tools/export/sao_reference.py), gives jaxstage's audio."""
+    from sat_torch import require_reference
+
+    require_reference()
+    import sao_reference as ref
+
+    from jaxstage.diffusion import objectives, schedules
+    from jaxstage.inference.sampling import Generator
+
+    sat_model = ref.load_sat_checkpoint(arc.exported, world["t5"])  # strict: raises on a missing or extra key
+    ref.t5_in_float32(sat_model)  # SAT casts T5 to float16; jaxstage runs it in float32
+    prompts, seed, seconds_total = ["a dog barks", "rain and wind"], 5, 1.0
+    ours = Generator(arc.exp)(arc.state.ema_params, arc.state.codec_stats, prompts, sampler="pingpong", steps=8,
+                              cfg_scale=1.0, seed=seed, seconds_total=seconds_total)
+    config = json.loads((arc.exported / "model_config.json").read_text())
+    x_T, sampler_key = ref.jax_initial_noise(seed, len(prompts), ref.latent_frames(config), config["model"]["io_channels"])
+    levels = np.asarray(schedules.for_objective(objectives.make_objective("rf"), 8))
+    conditioning = ref.sat_conditioning(sat_model, prompts, None, seconds_total)
+    latents = ref.torch_sample(sat_model, x_T, levels, "rf", conditioning, 1.0, "pingpong",
+                               ref.jax_pingpong_noise(sampler_key, x_T.shape))
+    theirs = ref.sat_decode_mono(sat_model, latents)
+    err = float(np.abs(np.asarray(ours, np.float64) - theirs).max())
+    print(f"ARC export in stable-audio-tools vs jaxstage, ping-pong 8 steps, CFG 1: audio max abs {err:.2e}")
+    assert np.abs(theirs).max() > 1e-2 and ours.shape == theirs.shape
+    assert err <= 1e-3, f"ARC export in stable-audio-tools vs jaxstage, ping-pong 8 steps: audio max abs {err:.2e}"
