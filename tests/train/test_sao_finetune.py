@@ -9,7 +9,11 @@ the tiny HuBERT's SSL targets and that import's Oobleck latents) feeds:
   timesteps, structure regularizer) from ``train.init_from`` = the SAO-shaped import, on a fake
   8-device (data 4 × fsdp 2) mesh, compiled once, matching the single-device steps;
 - ARC post-training of the SAO-Small-shaped import (text.kind=precomputed: ARC runs no T5), which
-  then samples with 8-step ping-pong without CFG and exports the whole model back.
+  then samples with 8-step ping-pong without CFG and exports the whole model back; stable-audio-tools
+  0.0.19 loads that export strictly and samples the same audio (tests/tools/export/sao_reference.py).
+
+Fixtures are per model (not one for the file) so that `pytest -n 2` splitting the file across workers
+builds each import once.
 """
 
 import json
@@ -26,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "tools" / "export"))
 sys.path.insert(0, str(ROOT / "tests" / "data"))
 
-from sao_like import SR, sao_like_config, save_wide_t5, write_sao_like_checkpoint  # noqa: E402
+from sao_like import SR, sao_like_config, save_wide_t5, write_sao_like_checkpoint
 
-from jaxstage import cli, parallel  # noqa: E402
-from jaxstage.config import apply_overrides, load_json  # noqa: E402
-from jaxstage.tools.export import safetensors_io  # noqa: E402
+from jaxstage import cli, parallel
+from jaxstage.config import apply_overrides, load_json
+from jaxstage.tools.export import safetensors_io
 
 CLIPS, MONITOR, BATCH, STEPS = 16, 4, 8, 4
 CLIP_SECONDS = 0.032  # the imports' sample_size: 256 samples = 16 latent frames
@@ -43,35 +47,15 @@ RUN = [f"train.steps={STEPS}", f"train.batch_size={BATCH}", "train.log_every=1",
        "train.progress_bar=false", "train.async_checkpoint=false", "sample.num=2", "sample.every=0"]
 
 
-def _prepare(work: Path, run: Path, t5: Path, hubert: Path | None, name: str) -> Path:
-    """`prepare` the clips with the JAX T5, (optionally) the tiny HuBERT and ``run``'s autoencoder."""
-    from jaxstage.data.encoders import HFAudioEncoder, text_encoder_for
-    from jaxstage.data.latent_encoder import AutoencoderEncoder
-    from jaxstage.data.prepare import prepare
-
-    num_samples = int(round(SR * CLIP_SECONDS))
-    out = work / name
-    prepare(work / "manifest.csv", out, sample_rate=SR, clip_seconds=CLIP_SECONDS, batch_size=BATCH,
-            progress=False, min_seconds=0.01, text_encoder=text_encoder_for(t5, 8),
-            ssl_encoder=None if hubert is None else HFAudioEncoder(hubert, layers=(1, 2), sample_rate=SR),
-            autoencoder=AutoencoderEncoder(run / "autoencoder", SR, num_samples, batch_size=BATCH))
-    return out
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict:
+def shared(tmp_path_factory) -> types.SimpleNamespace:
+    """The T5 both imports use (t5-small's width, 1 layer) and the clips with their manifest."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from hf_tiny import TINY_WORDS, save_tiny_hubert
+    from hf_tiny import TINY_WORDS
 
-    work = tmp_path_factory.mktemp("sao_finetune")
+    work = tmp_path_factory.mktemp("sao_shared")
     t5 = save_wide_t5(work / "t5", 512)
-    runs = {}
-    for name, small in (("sao", False), ("small", True)):
-        src = write_sao_like_checkpoint(work / f"src_{name}", sao_like_config(512, small=small))
-        runs[name] = work / f"run_{name}"
-        assert cli.main(["import", "--src", str(src), "--out", str(runs[name]), "--t5", str(t5)]) == 0
-        runs[f"src_{name}"] = src
     rng = np.random.default_rng(0)
     (work / "clips").mkdir()
     lines = ["path,caption"]
@@ -80,19 +64,49 @@ def world(tmp_path_factory) -> dict:
         sf.write(work / f"clips/{i}.wav", (0.3 * rng.standard_normal(int(SR * seconds))).astype(np.float32), SR)
         lines.append(f"clips/{i}.wav,{' '.join(rng.choice(TINY_WORDS, 3))}")
     (work / "manifest.csv").write_text("\n".join(lines) + "\n")
-    hubert = save_tiny_hubert(work / "hubert")
-    return {"work": work, "t5": t5, **runs,
-            "prepared_sao": _prepare(work, runs["sao"], t5, hubert, "prepared_sao"),
-            "prepared_small": _prepare(work, runs["small"], t5, None, "prepared_small")}
+    return types.SimpleNamespace(work=work, t5=t5, manifest=work / "manifest.csv")
 
 
-def finetune_config(world: dict, mesh: tuple[int, int, int], *extra: str):
+def _import_and_prepare(shared, work: Path, *, small: bool, ssl: bool) -> types.SimpleNamespace:
+    """A SAO-shaped checkpoint (``src``) `jaxstage import`ed (``run``), and the clips `prepare`d (``prepared``)
+    with the JAX T5, that import's Oobleck latents and (``ssl``) the tiny HuBERT's targets."""
+    from jaxstage.data.encoders import HFAudioEncoder, text_encoder_for
+    from jaxstage.data.latent_encoder import AutoencoderEncoder
+    from jaxstage.data.prepare import prepare
+
+    src = write_sao_like_checkpoint(work / "src", sao_like_config(512, small=small))
+    run = work / "run"
+    assert cli.main(["import", "--src", str(src), "--out", str(run), "--t5", str(shared.t5)]) == 0
+    ssl_encoder = None
+    if ssl:
+        from hf_tiny import save_tiny_hubert
+
+        ssl_encoder = HFAudioEncoder(save_tiny_hubert(work / "hubert"), layers=(1, 2), sample_rate=SR)
+    prepare(shared.manifest, work / "prepared", sample_rate=SR, clip_seconds=CLIP_SECONDS, batch_size=BATCH,
+            progress=False, min_seconds=0.01, text_encoder=text_encoder_for(shared.t5, 8), ssl_encoder=ssl_encoder,
+            autoencoder=AutoencoderEncoder(run / "autoencoder", SR, round(SR * CLIP_SECONDS), batch_size=BATCH))
+    return types.SimpleNamespace(src=src, run=run, prepared=work / "prepared", t5=shared.t5)
+
+
+@pytest.fixture(scope="module")
+def sao(shared, tmp_path_factory) -> types.SimpleNamespace:
+    """SAO 1.0's structure: v objective, seconds_start + seconds_total; prepared with SSL targets."""
+    return _import_and_prepare(shared, tmp_path_factory.mktemp("sao"), small=False, ssl=True)
+
+
+@pytest.fixture(scope="module")
+def small(shared, tmp_path_factory) -> types.SimpleNamespace:
+    """SAO Small's structure: rectified flow, seconds_total only, qk_norm ln."""
+    return _import_and_prepare(shared, tmp_path_factory.mktemp("small"), small=True, ssl=False)
+
+
+def finetune_config(sao, mesh: tuple[int, int, int], *extra: str):
     """The imported SAO run's own config, fine-tuned on its prepared latents with the stage-adaptive recipe."""
-    cfg = load_json(world["sao"] / "config.json")
+    cfg = load_json(sao.run / "config.json")
     data, fsdp, tensor = mesh
     return apply_overrides(cfg, [
-        "data.source=prepared", f"data.path={world['prepared_sao']}", "data.latents=true", "text.kind=precomputed",
-        f"train.init_from={world['sao']}", "optim.lr=1e-3", "optim.warmup_steps=0", "sample.steps=2",
+        "data.source=prepared", f"data.path={sao.prepared}", "data.latents=true", "text.kind=precomputed",
+        f"train.init_from={sao.run}", "optim.lr=1e-3", "optim.warmup_steps=0", "sample.steps=2",
         f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.tensor={tensor}", *RECIPE, *RUN, *extra])
 
 
@@ -130,13 +144,13 @@ def _as_checkpoint(params: dict) -> dict[str, np.ndarray]:
     return {**key_map.to_torch_state(params["dit"], {}), **numbers_to_torch(params["numbers"])}
 
 
-def test_finetune_imported_sao_on_a_mesh_matches_one_device(world, tmp_path):
+def test_finetune_imported_sao_on_a_mesh_matches_one_device(sao, tmp_path):
     from jaxstage.inference.load import load_run
     from jaxstage.train.state import build_experiment
     from jaxstage.train.trainer import train
 
     assert len(jax.devices()) == 8, "tests/conftest.py must provide 8 fake CPU devices"
-    cfg = finetune_config(world, MESH)
+    cfg = finetune_config(sao, MESH)
     result = train(cfg, tmp_path / "ft")
     assert result.final_step == STEPS and result.compile_count == 1
     rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
@@ -150,10 +164,10 @@ def test_finetune_imported_sao_on_a_mesh_matches_one_device(world, tmp_path):
     sharded = [s for s in jax.tree.leaves(mesh_exp.param_shardings) if not s.is_fully_replicated]
     assert sharded, "no parameter is sharded on the data × fsdp mesh"
 
-    one = finetune_config(world, (1, 1, 1))
+    one = finetune_config(sao, (1, 1, 1))
     losses, start, start_ema, ref = _single_device_steps(one)
     # the fine-tune starts from the stable-audio-tools checkpoint's weights (raw and EMA alike)
-    source = safetensors_io.read_checkpoint(world["src_sao"] / safetensors_io.SINGLE_NAME)
+    source = safetensors_io.read_checkpoint(sao.src / safetensors_io.SINGLE_NAME)
     for weights in (start, start_ema):
         for key, value in _as_checkpoint(weights).items():
             np.testing.assert_array_equal(value, source[key], err_msg=key)
@@ -166,100 +180,96 @@ def test_finetune_imported_sao_on_a_mesh_matches_one_device(world, tmp_path):
     assert rel <= 1e-5, f"relative parameter error {rel:.2e} after {STEPS} steps on mesh {MESH} (moved {moved:.1e})"
 
 
-def arc_config(world: dict):
+def arc_config(small):
     """The imported SAO-Small-shaped run's config, ARC post-trained on its prepared latents with precomputed
     T5 embeddings (the T5 directory stays: free-text prompts are encoded with it when sampling)."""
-    cfg = load_json(world["small"] / "config.json")
+    cfg = load_json(small.run / "config.json")
     return apply_overrides(cfg, [
-        "data.source=prepared", f"data.path={world['prepared_small']}", "data.latents=true", "text.kind=precomputed",
+        "data.source=prepared", f"data.path={small.prepared}", "data.latents=true", "text.kind=precomputed",
         f"regime.monitor_size={MONITOR}", "arc.disc_depth=1", "arc.gen_lr=1e-3", "arc.disc_lr=1e-3",
         "arc.warmup_steps=1", "arc.ema_decay=0.5", "sample.sampler=pingpong", "sample.steps=8", "sample.cfg_scale=1.0",
         "mesh.data=4", "mesh.fsdp=2", "train.steps=3", *RUN[1:]])
 
 
-@pytest.fixture(scope="module")
-def arc(world, tmp_path_factory) -> types.SimpleNamespace:
-    """The SAO-Small-shaped import ARC post-trained for 3 steps, exported whole (EMA weights), and loaded."""
+def test_arc_posttrain_of_imported_sao_small_samples_pingpong_and_exports(small, tmp_path, monkeypatch):
+    from jaxstage.inference import sampling
     from jaxstage.inference.load import load_run
+    from jaxstage.inference.sampling import make_generate_fn
     from jaxstage.posttrain.trainer import posttrain
     from jaxstage.run.workdir import read_run_config
 
-    work = tmp_path_factory.mktemp("arc")
-    result = posttrain(arc_config(world), work / "run", init_from=str(world["small"]))
-    _, cfg = read_run_config(work / "run")
-    exported = work / "exported"
-    assert cli.main(["export", "--workdir", str(work / "run"), "--out", str(exported), "--ema"]) == 0
-    exp, state = load_run(cfg, work / "run")
-    return types.SimpleNamespace(run=work / "run", result=result, cfg=cfg, exp=exp, state=state, exported=exported)
-
-
-def test_arc_posttrain_of_imported_sao_small_samples_pingpong_and_exports(world, arc, tmp_path, monkeypatch):
-    from jaxstage.inference import sampling
-    from jaxstage.inference.sampling import make_generate_fn
-
-    assert arc.result.final_step == 3 and arc.result.compile_count == 1
-    rows = [json.loads(line) for line in (arc.run / "metrics.jsonl").read_text().splitlines()]
+    arc = tmp_path / "arc"
+    result = posttrain(arc_config(small), arc, init_from=str(small.run))
+    assert result.final_step == 3 and result.compile_count == 1
+    rows = [json.loads(line) for line in (arc / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss_g" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(np.isfinite(r[k]) for r in rows for k in ("loss_g", "loss_d", "loss_c"))
-    assert json.loads((arc.run / "posttrain.json").read_text())["init_from"] == str(world["small"].resolve())
+    assert json.loads((arc / "posttrain.json").read_text())["init_from"] == str(small.run.resolve())
 
     # 8-step ping-pong without CFG: the post-trained run's own sampler, which `jaxstage sample` runs
-    cfg = arc.cfg
+    _, cfg = read_run_config(arc)
     assert (cfg.sample.sampler, cfg.sample.steps, cfg.sample.cfg_scale) == ("pingpong", 8, 1.0)
-    assert len(list((arc.run / "samples").glob("*.wav"))) == 2  # the end-of-run samples, with that sampler
+    assert len(list((arc / "samples").glob("*.wav"))) == 2  # the end-of-run samples, with that sampler
     built = []
 
     def spy(exp, sampler, steps, guided=True):
         built.append((sampler, steps, guided))
         return make_generate_fn(exp, sampler, steps, guided)
 
-    monkeypatch.setattr(sampling, "make_generate_fn", spy)
-    wav = tmp_path / "arc.wav"
-    assert cli.main(["sample", "--workdir", str(arc.run), "--prompt", "a dog barks", "--seconds-total", "1",
-                     "--out", str(wav)]) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(sampling, "make_generate_fn", spy)
+        wav = tmp_path / "arc.wav"
+        assert cli.main(["sample", "--workdir", str(arc), "--prompt", "a dog barks", "--seconds-total", "1",
+                         "--out", str(wav)]) == 0
     assert built == [("pingpong", 8, False)]  # unguided: CFG 1 is one model pass per step
     audio, rate = sf.read(wav)
     assert rate == SR and audio.shape == (cfg.num_samples,) and np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
 
     # export: the whole model in stable-audio-tools' layout, the post-trained (EMA) DiT and conditioner
-    tensors = safetensors_io.read_checkpoint(arc.exported / safetensors_io.SINGLE_NAME)
-    source = safetensors_io.read_checkpoint(world["src_small"] / safetensors_io.SINGLE_NAME)
+    exported = tmp_path / "exported"
+    assert cli.main(["export", "--workdir", str(arc), "--out", str(exported), "--ema"]) == 0
+    tensors = safetensors_io.read_checkpoint(exported / safetensors_io.SINGLE_NAME)
+    source = safetensors_io.read_checkpoint(small.src / safetensors_io.SINGLE_NAME)
     assert sorted(tensors) == sorted(source)
     assert any(k.startswith("conditioner.conditioners.seconds_total.") for k in tensors)
     pretransform = [k for k in source if k.startswith("pretransform.model.")]
     assert pretransform
     for key in pretransform:
         np.testing.assert_array_equal(tensors[key], source[key], err_msg=key)  # the frozen VAE, bit for bit
-    trained = _as_checkpoint(jax.device_get(arc.state.ema_params))
+    exp, state = load_run(cfg, arc)
+    trained = _as_checkpoint(jax.device_get(state.ema_params))
     for key, value in trained.items():
         np.testing.assert_array_equal(tensors[key], value, err_msg=key)
     assert any(not np.array_equal(tensors[k], source[k]) for k in trained), "the export holds the imported weights"
-    model = json.loads((arc.exported / "model_config.json").read_text())["model"]
+    model = json.loads((exported / "model_config.json").read_text())["model"]
     assert model["diffusion"]["diffusion_objective"] == "rectified_flow"
     assert [c["id"] for c in model["conditioning"]["configs"]] == ["prompt", "seconds_total"]
     assert model["pretransform"]["type"] == "autoencoder"
     assert model["diffusion"]["global_cond_ids"] == ["seconds_total"]
 
+    # ... which stable-audio-tools loads strictly and samples to the same audio (last: skipped without it)
+    _same_audio_in_stable_audio_tools(exported, small.t5, exp, state)
 
-def test_arc_export_loads_strict_in_stable_audio_tools_and_samples_the_same(world, arc):
-    """stable-audio-tools' `create_model_from_config` + `load_state_dict(strict=True)` on the export; the
-    8-step ping-pong (CFG 1) from jaxstage's noise on jaxstage's levels, written in torch against SAT's own
-    forward and VAE decode (tests/tools/export/sao_reference.py), gives jaxstage's audio."""
+
+def _same_audio_in_stable_audio_tools(exported: Path, t5: Path, exp, state) -> None:
+    """stable-audio-tools 0.0.19's `create_model_from_config` + `load_state_dict(strict=True)` on the export;
+    the 8-step ping-pong (CFG 1) from jaxstage's noise on jaxstage's levels, written in torch against SAT's
+    own forward and VAE decode (tests/tools/export/sao_reference.py), gives jaxstage's audio."""
     from sat_torch import require_reference
 
-    require_reference()
+    require_reference()  # skips here without stable-audio-tools (fails under CI)
     import sao_reference as ref
 
     from jaxstage.diffusion import objectives, schedules
     from jaxstage.inference.sampling import Generator
 
-    sat_model = ref.load_sat_checkpoint(arc.exported, world["t5"])  # strict: raises on a missing or extra key
+    sat_model = ref.load_sat_checkpoint(exported, t5)  # strict: raises on a missing or extra key
     ref.t5_in_float32(sat_model)  # SAT casts T5 to float16; jaxstage runs it in float32
     prompts, seed, seconds_total = ["a dog barks", "rain and wind"], 5, 1.0
-    ours = Generator(arc.exp)(arc.state.ema_params, arc.state.codec_stats, prompts, sampler="pingpong", steps=8,
-                              cfg_scale=1.0, seed=seed, seconds_total=seconds_total)
-    config = json.loads((arc.exported / "model_config.json").read_text())
+    ours = Generator(exp)(state.ema_params, state.codec_stats, prompts, sampler="pingpong", steps=8, cfg_scale=1.0,
+                          seed=seed, seconds_total=seconds_total)
+    config = json.loads((exported / "model_config.json").read_text())
     x_T, sampler_key = ref.jax_initial_noise(seed, len(prompts), ref.latent_frames(config), config["model"]["io_channels"])
     levels = np.asarray(schedules.for_objective(objectives.make_objective("rf"), 8))
     conditioning = ref.sat_conditioning(sat_model, prompts, None, seconds_total)
