@@ -161,8 +161,8 @@ def test_finetune_imported_sao_on_a_mesh_matches_one_device(sao, tmp_path):
     # the mesh really splits parameters (the run device_puts its state on these shardings)
     mesh_exp = build_experiment(cfg)
     assert dict(mesh_exp.mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
-    sharded = [s for s in jax.tree.leaves(mesh_exp.param_shardings) if not s.is_fully_replicated]
-    assert sharded, "no parameter is sharded on the data × fsdp mesh"
+    sharded = [s for s in jax.tree.leaves(mesh_exp.param_shardings["dit"]) if not s.is_fully_replicated]
+    assert sharded, "no DiT parameter is sharded on the data × fsdp mesh"
 
     one = finetune_config(sao, (1, 1, 1))
     losses, start, start_ema, ref = _single_device_steps(one)
