@@ -13,7 +13,7 @@ were trained on.
 1. Import the downloaded checkpoint (model_config.json + model.safetensors) as a run; its
    autoencoder becomes runs/sao_imported/autoencoder:
 
-   jaxstage import --src models/stable-audio-open-1.0 --out runs/sao_imported
+   jaxstage import --src models/stable-audio-open-1.0 --out runs/sao_imported --t5 models/t5-base
 
 2. Prepare the data (once; resumable): 44.1 kHz clips of 2097152 samples, the VAE's latents, T5-base
    states of the captions (128 tokens, run in JAX) and HuBERT states (layers 6-7) as alignment targets:

@@ -11,7 +11,7 @@ padded T5 tokens as stable-audio-tools 0.0.19 does (model.cross_attn_mask=false)
 
 1. Import the downloaded checkpoint as a run; its autoencoder becomes runs/sao_small_imported/autoencoder:
 
-   jaxstage import --src models/stable-audio-open-small --out runs/sao_small_imported
+   jaxstage import --src models/stable-audio-open-small --out runs/sao_small_imported --t5 models/t5-base
 
 2. Prepare the data (once; resumable): 44.1 kHz clips of 524288 samples, the VAE's latents, T5-base
    states of the captions (64 tokens, run in JAX) and HuBERT states (layers 6-7) as alignment targets:

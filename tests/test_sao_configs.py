@@ -70,3 +70,12 @@ def test_reduced_config_compiles_through_aot_check(config, text_len, tmp_path, m
     assert any(n.startswith("data.latents: the step reads the stored latents") for n in report["notes"])
     # FSDP over 8: parameters (and EMA, moments) are sharded, so a device holds about an eighth of them
     assert report["state"]["params"] < 4 * report["parameters"] / 2
+
+
+def test_sao_small_arc_config_validates_for_posttraining():
+    from jaxstage.config import validate_posttrain
+
+    cfg = validate_posttrain(load_config(str(ROOT / "configs" / "sao_small_arc.py")))
+    assert (cfg.sample.sampler, cfg.sample.steps, cfg.sample.cfg_scale) == ("pingpong", 8, 1.0)
+    assert cfg.diffusion.objective == "rf" and cfg.text.kind == "precomputed"
+    assert cfg.conditioning.global_ids == ("seconds_total",)
