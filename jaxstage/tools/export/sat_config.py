@@ -286,15 +286,22 @@ def _latent_config(sat: dict[str, Any], parsed: dict[str, Any], cond: SATConditi
         raise ConfigError(f"model.pretransform.{unknown[0]}: not supported by jaxstage")
     if not autoencoder_dir:
         raise ConfigError("model.pretransform: the importer must give the autoencoder directory it writes")
+    cfg = _base_config(parsed)
+    apply_conditioning(cfg, cond, str(t5_dir))
+    cfg.codec.kind = "oobleck"
+    cfg.codec.autoencoder = str(autoencoder_dir)
+    return cfg
+
+
+def _base_config(parsed: dict[str, Any]) -> Config:
+    """What every imported config takes from the stable-audio-tools one: the DiT's fields, the
+    objective, the sample rate and clip length."""
     d = parsed["dit"]
     cfg = Config(name="imported")
     for name in MODEL_FIELDS:
         setattr(cfg.model, name, d[name])
     cfg.model.timestep_features_dim = TIMESTEP_FEATURES_DIM
     cfg.diffusion.objective = parsed["objective"]
-    apply_conditioning(cfg, cond, str(t5_dir))
-    cfg.codec.kind = "oobleck"
-    cfg.codec.autoencoder = str(autoencoder_dir)
     if parsed["sample_rate"]:
         cfg.data.sample_rate = int(parsed["sample_rate"])
         if parsed["sample_size"]:
@@ -313,21 +320,12 @@ def _derived_config(parsed: dict[str, Any]) -> Config:
                           f"{d['input_concat_dim']}, prepend_cond_dim={d['prepend_cond_dim']}: global, prepend or "
                           f"input-concat conditioning needs a model.conditioning block (or a jaxstage export's "
                           f"'jaxstage' block)")
-    cfg = Config(name="imported")
-    for name in MODEL_FIELDS:
-        setattr(cfg.model, name, d[name])
-    cfg.model.timestep_features_dim = TIMESTEP_FEATURES_DIM
-    cfg.diffusion.objective = parsed["objective"]
+    cfg = _base_config(parsed)
     cfg.text.kind = "learned"
     cfg.text.width = d["cond_token_dim"]
     cfg.text.num_heads = next(h for h in (8, 4, 2, 1) if d["cond_token_dim"] % h == 0)
     cfg.codec.kind = "mel"
     cfg.codec.n_mels = d["io_channels"]
-    if parsed["sample_rate"]:
-        cfg.data.sample_rate = int(parsed["sample_rate"])
-        if parsed["sample_size"]:
-            cfg.data.clip_seconds = float(parsed["sample_size"]) / cfg.data.sample_rate
-    cfg.train.workdir = "runs/imported"
     return cfg
 
 
