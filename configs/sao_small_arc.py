@@ -3,6 +3,7 @@ itself): configs/sao_small_finetune.py's model, data, codec and conditioning, tr
 into an 8-step ping-pong sampler without CFG (SAO Small's own ARC recipe: rectified flow, ping-pong,
 CFG 1). ARC runs no T5 in its step: the text comes from the prepared records' T5 embeddings.
 
+    (after `jaxstage train --config configs/sao_small_finetune.py`, which makes runs/sao_small_finetune)
     jaxstage posttrain --config configs/sao_small_arc.py --init-from runs/sao_small_finetune \\
         --workdir runs/sao_small_arc
     jaxstage sample --workdir runs/sao_small_arc --prompt "rain on a tin roof" --seconds-total 10 --out rain.wav
