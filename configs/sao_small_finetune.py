@@ -42,79 +42,48 @@ targets with a decaying weight, the moving logit-normal level location, the gate
 regularizer), fp32 throughout, warm-up + flat instead of InverseLR.
 """
 
+import importlib.util
+from pathlib import Path
+
 from jaxstage.config import Config
+
+_spec = importlib.util.spec_from_file_location("sao_finetune", Path(__file__).with_name("sao_finetune.py"))
+_sao = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_sao)
 
 SAMPLE_RATE = 44100
 SAMPLE_SIZE = 524288  # SAO Small's sample_size: 256 latent frames at 2048 samples each
 
 
 def get_config() -> Config:
-    cfg = Config(name="sao_small_finetune")
-    # ---- data: `jaxstage prepare --autoencoder` latents of the imported VAE
-    cfg.data.source = "prepared"
+    """configs/sao_finetune.py with SAO Small's shapes, conditioning, objective and sizing."""
+    cfg = _sao.get_config()
+    cfg.name = "sao_small_finetune"
     cfg.data.path = "data/sao_small_prepared"  # placeholder: your prepared folder
-    cfg.data.latents = True
     cfg.data.sample_rate = SAMPLE_RATE
     cfg.data.clip_seconds = SAMPLE_SIZE / SAMPLE_RATE
-    cfg.data.prefetch_threads = 8
-    cfg.data.prefetch_buffer = 32
-    cfg.text.kind = "precomputed"  # T5-base states [64, 768] from the records
+    # T5-base states [64, 768] from the records (text.kind=precomputed, as SAO 1.0's)
     # ---- SAO Small's conditioning, routed by id (docs/conditioning.md)
     cfg.conditioning.numbers = (("seconds_total", 0.0, 256.0),)
     cfg.conditioning.cross_attention_ids = ("prompt", "seconds_total")
     cfg.conditioning.global_ids = ("seconds_total",)
-    cfg.model.cross_attn_mask = False  # stable-audio-tools 0.0.19 attends to padded T5 tokens
-    # ---- codec: the imported run's Oobleck VAE (frozen; latents as they are, pretransform scale 1)
-    cfg.codec.kind = "oobleck"
     cfg.codec.autoencoder = "runs/sao_small_imported/autoencoder"  # placeholder: the imported run's autoencoder/
-    cfg.codec.stats_examples = 64
     # ---- the DiT: SAO Small's
     cfg.model.embed_dim = 1024
     cfg.model.depth = 16
     cfg.model.num_heads = 8
-    cfg.model.ff_mult = 4
     cfg.model.qk_norm = True  # "ln": LayerNorm over each head's queries and keys
-    cfg.model.global_cond_type = "prepend"
-    cfg.model.timestep_features_dim = 256
     # cond tokens projected to the DiT's width (stable-audio-tools' default; SAO Small's config does not
     # turn it off): unprojected 768-wide context would give 6 KV heads of 128 for 8 query heads, which
     # neither stable-audio-tools nor jaxstage can attend with
     cfg.model.project_cond_tokens = True
-    cfg.model.remat = True
     cfg.diffusion.objective = "rf"
-    cfg.diffusion.cond_dropout = 0.1
-    # ---- training: start from the import, sized for 64 GPUs
+    # ---- training: start from the import, sized for 64 GPUs (4 clips per GPU)
     cfg.train.init_from = "runs/sao_small_imported"  # placeholder: the `jaxstage import` run
     cfg.train.batch_size = 256
-    cfg.train.steps = 50_000
-    cfg.train.log_every = 100
-    cfg.train.ckpt_every = 2000
     cfg.train.workdir = "runs/sao_small_finetune"
-    cfg.optim.lr = 5e-5
-    cfg.optim.b1 = 0.9
-    cfg.optim.b2 = 0.999
-    cfg.optim.weight_decay = 1e-3
-    cfg.optim.warmup_steps = 500
-    cfg.optim.end_lr_ratio = 1.0
-    cfg.optim.ema_decay = 0.9999
-    cfg.mesh.data = -1  # replicas across hosts
-    cfg.mesh.fsdp = 8  # state sharded over the 8 GPUs of a host
     # ---- sampling during training (the pre-trained, not yet ARC post-trained, flow model)
     cfg.sample.sampler = "euler"
     cfg.sample.steps = 50
-    cfg.sample.cfg_scale = 7.0
-    cfg.sample.every = 5000
-    cfg.sample.num = 4
-    cfg.sample.final_eval_prompts = 0  # the attribute check judges synthetic prompts only
-    # ---- the stage-adaptive recipe (configs/audiocaps_t2a.py's, at this scale)
-    cfg.regime.mode = "adaptive"
-    cfg.regime.every = 500
     cfg.regime.monitor_size = 32
-    cfg.guidance.lambda0 = 0.5
-    cfg.guidance.hidden = 2048  # REPA projector width
-    cfg.guidance.ssl = "precomputed"  # HuBERT frames from the records, resampled to the token rate
-    cfg.timesteps.adaptive = True
-    cfg.struct.enabled = True
-    cfg.struct.every = 500
-    cfg.struct.ramp_steps = 5000
     return cfg

@@ -26,6 +26,7 @@ from jaxstage.config import ConfigError
 from jaxstage.inference.load import load_run
 from jaxstage.run.workdir import read_run_config
 from jaxstage.tools.export import key_map, safetensors_io
+from jaxstage.tools.export.checkpoint_files import read_source
 from jaxstage.tools.export.sat_config import check_exportable, dit_dims, to_sat_config
 
 PRETRANSFORM_PREFIX = "pretransform.model."
@@ -94,12 +95,8 @@ def _whole_model_parts(cfg, exp, state, sat_config: dict, ema: bool) -> tuple[di
     params = state.ema_params if ema else state.params
     if "numbers" in params:
         tensors.update(numbers_to_torch(gather_to_host(params["numbers"])))
-    ae_dir = Path(cfg.codec.autoencoder)
-    ae_tensors = safetensors_io.read_checkpoint(ae_dir / safetensors_io.SINGLE_NAME
-                                                if (ae_dir / safetensors_io.SINGLE_NAME).is_file()
-                                                else ae_dir / safetensors_io.INDEX_NAME)
+    ae_tensors, ae_config, _, _ = read_source(cfg.codec.autoencoder)  # an autoencoder dir is SAT's layout
     tensors.update({PRETRANSFORM_PREFIX + k: v for k, v in ae_tensors.items()})
-    ae_config = json.loads((ae_dir / "model_config.json").read_text())
     text_length = exp.example_spec["text_emb"][0][0] if "text_emb" in exp.example_spec else cfg.data.text_max_length
     conditioning, routing = conditioning_block(cfg, exp.text_dim, text_length)
     model = sat_config["model"]

@@ -113,22 +113,17 @@ def load_oobleck_classes():
     (then removed again, so the real modules still import later in the same process).
     """
     load_dit_class()  # the bare package namespaces
-    stubs = {name: types.ModuleType(name) for name in (
-        "torchaudio", "torchaudio.transforms", "alias_free_torch", "stable_audio_tools.inference",
-        "stable_audio_tools.inference.sampling", "stable_audio_tools.inference.utils",
-        "stable_audio_tools.models.diffusion", "stable_audio_tools.models.factory",
-        "stable_audio_tools.models.pretransforms", "stable_audio_tools.models.transformer")}
-    for module in stubs.values():
-        module.__getattr__ = lambda attr: type(attr, (), {})  # any imported name: an unused placeholder
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update({name: module for name, module in stubs.items() if saved[name] is None})
-    try:
+
+    def load():
         from stable_audio_tools.models.autoencoders import OobleckDecoder, OobleckEncoder
         from stable_audio_tools.models.bottleneck import VAEBottleneck
+        return OobleckEncoder, OobleckDecoder, VAEBottleneck
+
+    try:
+        return _import_with_stubs((
+            "torchaudio", "torchaudio.transforms", "alias_free_torch", "stable_audio_tools.inference",
+            "stable_audio_tools.inference.sampling", "stable_audio_tools.inference.utils",
+            "stable_audio_tools.models.diffusion", "stable_audio_tools.models.factory",
+            "stable_audio_tools.models.pretransforms", "stable_audio_tools.models.transformer"), load)
     except ImportError as err:
         raise ImportError(f"stable-audio-tools' Oobleck failed to import ({err}); {INSTALL_HINT}") from err
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-    return OobleckEncoder, OobleckDecoder, VAEBottleneck
