@@ -150,7 +150,22 @@ class ModelConfig:
     project_cond_tokens: bool = True
     # cross-attention ignores padded text tokens; false = stable-audio-tools 0.0.19 (which attends to them)
     cross_attn_mask: bool = True
-    remat: bool = False  # recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
+    # activation rematerialization of each block in the backward pass (docs/scaling.md): none | full | dots |
+    # dots_no_batch | attention_out | offload; true/false in older configs mean full/none
+    remat: str = "none"
+    # attention kernel (docs/precision.md): auto (cuDNN fused attention on NVIDIA GPUs when dtype and head size
+    # allow, the Pallas splash kernel on TPU, XLA elsewhere) | xla | cudnn | splash (an explicit choice the
+    # hardware or shapes cannot honour is an error)
+    attention: str = "auto"
+
+
+@dataclass
+class PrecisionConfig:
+    """Mixed precision (docs/precision.md): master weights, optimizer moments and EMA stay float32; the
+    DiT's matmuls run in ``compute``; layer norms, softmax, the loss, the regime and structure math stay
+    float32 whatever ``compute`` is. The codec, the text and SSL encoders keep their own dtypes."""
+
+    compute: str = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16
 
 
 @dataclass
@@ -410,6 +425,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -432,6 +448,15 @@ class Config:
 
 # ------------------------------------------------------------------------------- validation
 
+# model.remat: names of jaxstage.models.transformer.REMAT_POLICIES (kept here: config imports no model code)
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention_out", "offload")
+REMAT_ALIASES = {True: "full", False: "none", "true": "full", "false": "none"}  # older configs: a bool
+
+
+def _remat_policy(value: Any) -> Any:
+    """``model.remat`` as a policy name: the booleans of older configs and runs map to full / none."""
+    return REMAT_ALIASES.get(value.lower() if isinstance(value, str) else value, value)
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "task": ("t2a", "sr", "autoencoder"),
     "data.source": ("synthetic", "synthetic_speech", "prepared"),
@@ -439,6 +464,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "codec.latent": ("mean", "sample"),
     "text.kind": ("learned", "precomputed", "t5"),
     "model.global_cond_type": ("prepend", "adaLN"),
+    "model.remat": REMAT_POLICIES,
+    "model.attention": ("auto", "xla", "cudnn", "splash"),
+    "precision.compute": ("auto", "float32", "bfloat16"),
     "diffusion.objective": ("edm", "v", "rf"),
     "diffusion.level_dist": ("lognormal", "logit_normal", "uniform", "logsnr_uniform"),
     "sample.sampler": ("euler", "heun", "dpmpp_2m", "pingpong"),
@@ -473,6 +501,7 @@ NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip", "
 
 def validate(cfg: Config) -> Config:
     """Raise ConfigError on the first bad value; return cfg unchanged otherwise."""
+    cfg.model.remat = _remat_policy(cfg.model.remat)
     for key, choices in CHOICES.items():
         if (value := get_value(cfg, key)) not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
@@ -948,6 +977,8 @@ def from_dict(data: dict[str, Any], source: str = "config.json") -> Config:
             if dataclasses.is_dataclass(current):
                 fill(current, value, f"{prefix}{name}.")
             else:
+                if prefix + name == "model.remat":  # run directories written before remat policies: a bool
+                    value = _remat_policy(value)
                 try:
                     setattr(obj, name, _coerce(value, hints[name]))
                 except (ValueError, TypeError, OverflowError):

@@ -24,11 +24,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxstage.config import Config
+from jaxstage.models.attention import resolve as resolve_attention
 from jaxstage.models.conditioning import (
     PROMPT_ID, Condition, NumberConditioner, Routing, drop_condition, route,
 )
 from jaxstage.models.dit import DiffusionTransformer, DiTOutput, FourierFeatures
 from jaxstage.models.text import make_text_conditioner
+from jaxstage.precision import compute_dtype
 from jaxstage.stage.guidance import Projector
 
 
@@ -60,6 +62,10 @@ class Denoiser(nnx.Module):
         self.nyquist = cfg.data.sample_rate / 2
         cutoff_dim = cfg.sr.cutoff_features if self.sr else 0
         self.cutoff_features = FourierFeatures(1, cutoff_dim, rngs=rngs) if self.sr else None
+        # precision.compute (fp32 master weights either way) and the attention kernel for this backend
+        dtype = compute_dtype(cfg.precision.compute)
+        attention = resolve_attention(cfg.model.attention, platform=jax.default_backend(), dtype=dtype,
+                                      head_dim=cfg.model.embed_dim // cfg.model.num_heads)
         self.dit = DiffusionTransformer(
             io_channels=io_channels, embed_dim=cfg.model.embed_dim, depth=cfg.model.depth,
             num_heads=cfg.model.num_heads, cond_token_dim=cond_dim,
@@ -68,7 +74,7 @@ class Denoiser(nnx.Module):
             ff_mult=cfg.model.ff_mult, timestep_features_dim=cfg.model.timestep_features_dim,
             global_cond_dim=len(c.global_ids) * cond_dim + cutoff_dim, input_concat_dim=io_channels if self.sr else 0,
             prepend_cond_dim=cond_dim if c.prepend_ids else 0, use_cross_mask=cfg.model.cross_attn_mask,
-            remat=cfg.model.remat, rngs=rngs,
+            remat=cfg.model.remat != "none", rngs=rngs, dtype=dtype, attention=attention,
         )
         # Mechanism 1's projector h_ψ (SPEC §3.3), present only when alignment is on.
         self.projector = (Projector(cfg.model.embed_dim, ssl_dim, cfg.guidance.hidden, rngs=rngs)

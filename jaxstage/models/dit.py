@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from jaxstage.models.attention import Implementation
 from jaxstage.models.transformer import LAYER_NORM_EPS, ContinuousTransformer, FlatConv1x1, layer_norm, mlp, sequential
 
 GlobalCondType = Literal["prepend", "adaLN"]
@@ -98,7 +99,7 @@ class DiffusionTransformer(nnx.Module):
                  global_cond_type: GlobalCondType = "prepend",
                  qk_norm: bool | str = False, ff_mult: float = 4, timestep_features_dim: int = 256,
                  zero_init_output: bool = True, remat: bool = False, rngs: nnx.Rngs,
-                 dtype=jnp.float32, param_dtype=jnp.float32):
+                 dtype=jnp.float32, param_dtype=jnp.float32, attention: Implementation = "xla"):
         if global_cond_type not in ("prepend", "adaLN"):
             raise ValueError(f"global_cond_type must be prepend or adaLN, got {global_cond_type!r}")
         if embed_dim % num_heads:
@@ -131,7 +132,7 @@ class DiffusionTransformer(nnx.Module):
             embed_dim, depth, dim_in=dim_in, dim_out=io_channels, dim_heads=embed_dim // num_heads,
             cross_attend=cond_token_dim > 0, cond_token_dim=cond_embed_dim,
             adaln=global_cond_type == "adaLN", qk_norm=qk, ff_mult=ff_mult,
-            zero_init_output=zero_init_output, remat=remat, **kw)
+            zero_init_output=zero_init_output, remat=remat, attention=attention, **kw)
         self.preprocess_conv = _conv1x1(dim_in, **kw)
         self.postprocess_conv = _conv1x1(io_channels, **kw)
 
@@ -190,7 +191,7 @@ class DiffusionTransformer(nnx.Module):
             x, prepend=prepend, context=context, context_mask=cross_mask,
             global_cond=embed if self.global_cond_type == "adaLN" else None)
         h = h[:, n_prepend:]
-        out = self.postprocess_conv(h) + h
+        out = (self.postprocess_conv(h) + h).astype(jnp.float32)  # the loss and the samplers run in float32
 
         tokens = [hb[:, n_prepend:] for hb in hidden]
         summaries = jnp.stack([_token_mean(a, normalize_summaries) for a in tokens], axis=1)

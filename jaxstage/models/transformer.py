@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxstage.models.attention import Implementation, attention
+
 LAYER_NORM_EPS = 1e-5  # stable-audio-tools LayerNorm default
 QK_NORM_EPS = 1e-6  # nn.LayerNorm(dim_heads, eps=1e-6) used for qk_norm="ln"
 L2_NORM_EPS = 1e-12  # torch F.normalize default
@@ -191,8 +193,9 @@ class Attention(nnx.Module):
 
     def __init__(self, dim: int, dim_heads: int, *, dim_context: int | None = None,
                  qk_norm: QKNorm = "none", zero_init_output: bool = True, rngs: nnx.Rngs,
-                 dtype=jnp.float32, param_dtype=jnp.float32):
+                 dtype=jnp.float32, param_dtype=jnp.float32, implementation: Implementation = "xla"):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.implementation = implementation  # the resolved kernel (models.attention.resolve)
         self.dim_heads = dim_heads
         self.num_heads = dim // dim_heads
         self.qk_norm = qk_norm
@@ -235,13 +238,9 @@ class Attention(nnx.Module):
                     for t in (q, k))
         if rotary is not None:  # self-attention only: q and k have the same length
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
-        mask = None
-        if context_mask is not None:
-            mask = context_mask[:, None, None, :]  # [B, 1(heads), 1(T), L]
-        # Grouped heads follow torch repeat_interleave: q head n reads kv head n // (H / H_kv).
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
-        if context_mask is not None:  # a row with no valid key attends to nothing (no NaN)
-            out = out * jnp.any(context_mask, axis=-1)[:, None, None, None].astype(out.dtype)
+        # Grouped heads follow torch repeat_interleave: q head n reads kv head n // (H / H_kv); a row with
+        # no valid key attends to nothing (zeros, no NaN).
+        out = attention(q, k, v, context_mask, implementation=self.implementation)
         return self.to_out(out.reshape(*out.shape[:-2], -1))
 
 
@@ -287,18 +286,19 @@ class TransformerBlock(nnx.Module):
 
     def __init__(self, dim: int, dim_heads: int, *, cross_attend: bool, dim_context: int | None,
                  adaln: bool, qk_norm: QKNorm, ff_mult: float, zero_init_output: bool,
-                 rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+                 rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+                 attention: Implementation = "xla"):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         norm_kw = dict(dtype=dtype, param_dtype=param_dtype)
         dim_heads = min(dim_heads, dim)
         self.pre_norm = LayerNorm(dim, **norm_kw)
-        self.self_attn = Attention(dim, dim_heads, qk_norm=qk_norm,
-                                   zero_init_output=zero_init_output, **kw)
+        self.self_attn = Attention(dim, dim_heads, qk_norm=qk_norm, zero_init_output=zero_init_output,
+                                   implementation=attention, **kw)
         self.cross_attend = cross_attend
         if cross_attend:
             self.cross_attend_norm = LayerNorm(dim, **norm_kw)
             self.cross_attn = Attention(dim, dim_heads, dim_context=dim_context, qk_norm=qk_norm,
-                                        zero_init_output=zero_init_output, **kw)
+                                        zero_init_output=zero_init_output, implementation=attention, **kw)
         self.ff_norm = LayerNorm(dim, **norm_kw)
         self.ff = FeedForward(dim, mult=ff_mult, zero_init_output=zero_init_output, **kw)
         self.adaln = adaln
@@ -348,7 +348,7 @@ class ContinuousTransformer(nnx.Module):
     def __init__(self, dim: int, depth: int, *, dim_in: int, dim_out: int, dim_heads: int,
                  cross_attend: bool, cond_token_dim: int | None, adaln: bool, qk_norm: QKNorm,
                  ff_mult: float, zero_init_output: bool, remat: bool, rngs: nnx.Rngs,
-                 dtype=jnp.float32, param_dtype=jnp.float32):
+                 dtype=jnp.float32, param_dtype=jnp.float32, attention: Implementation = "xla"):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         rot_dim = max(dim_heads // 2, ROTARY_MIN_DIM)
         if rot_dim > dim_heads:
@@ -363,7 +363,7 @@ class ContinuousTransformer(nnx.Module):
         self.layers = nnx.List([
             TransformerBlock(dim, dim_heads, cross_attend=cross_attend, dim_context=cond_token_dim,
                              adaln=adaln, qk_norm=qk_norm, ff_mult=ff_mult,
-                             zero_init_output=zero_init_output, **kw)
+                             zero_init_output=zero_init_output, attention=attention, **kw)
             for _ in range(depth)
         ])
         self.remat = remat

@@ -119,8 +119,8 @@ def check_memory(cfg: Config, device_memory: int | None = None) -> MemoryReport:
               + stats.temp_size_in_bytes)
     xla_peak = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
     notes = []
-    if platform == "cpu" and cfg.model.remat and CPU_KEEP_REMAT_FLAG not in os.environ.get("XLA_FLAGS", ""):
-        notes.append(f"model.remat=true but XLA_FLAGS lacks {CPU_KEEP_REMAT_FLAG}: the CPU compiler drops the "
+    if platform == "cpu" and cfg.model.remat != "none" and CPU_KEEP_REMAT_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        notes.append(f"model.remat={cfg.model.remat} but XLA_FLAGS lacks {CPU_KEEP_REMAT_FLAG}: the CPU compiler drops the "
                      f"rematerialization, so temporaries are overstated (jaxstage aot-check --devices N sets it)")
     if platform == "cpu":
         notes.append("compiled for CPU devices: state, arguments and outputs are exact; temporaries are the CPU "
