@@ -112,11 +112,11 @@ def _pad_axis1(x: jax.Array, length: int) -> jax.Array:
     return jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
 
 
-@functools.lru_cache(maxsize=None)
 def _splash_kernel(num_heads: int, q_len: int, kv_len: int, interpret: bool):
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
+    # built at each trace (as MaxText does): a kernel cached across traces would hold leaked tracers
     mask = sm.MultiHeadMask([sm.FullMask((q_len, kv_len)) for _ in range(num_heads)])
     block = dict(block_q=SPLASH_BLOCK, block_kv=SPLASH_BLOCK, block_kv_compute=SPLASH_BLOCK)
     sizes = sk.BlockSizes(**block, block_q_dkv=SPLASH_BLOCK, block_kv_dkv=SPLASH_BLOCK,
