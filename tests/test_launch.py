@@ -218,6 +218,8 @@ def repo(tmp_path):
     jaxstage = root / ".venv" / "bin" / "jaxstage"
     jaxstage.write_text('#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$FAKE_RECORD_jaxstage"\n')
     jaxstage.chmod(0o755)
+    (root / "launch").mkdir()
+    shutil.copy(LAUNCH / "gpu.env", root / "launch" / "gpu.env")  # sourced by slurm.sbatch
     return root
 
 
@@ -301,3 +303,49 @@ def test_slurm_sbatch_one_task_per_node():
     assert int(directives["nodes"]) >= 2 and int(directives["gpus-per-node"]) >= 1
     assert "gpus-per-task" not in directives
     assert {"cpus-per-task", "time", "output"} <= set(directives)
+
+
+# ------------------------------------------------------------------------------- GPU XLA flags
+
+def _gpu_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables launch/gpu.env exports, sourced into ``env``."""
+    out = subprocess.run(["bash", "-c", f'source "{LAUNCH / "gpu.env"}" && env -0'], env=env, capture_output=True,
+                         timeout=60, check=True).stdout.decode()
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def test_gpu_env_flags_are_known_to_xla():
+    """Every flag of launch/gpu.env parses in the installed jaxlib (XLA aborts on an unknown flag)."""
+    env = _gpu_env({"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in env["XLA_FLAGS"]
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.90"
+    done = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"],
+                          env={**os.environ, "XLA_FLAGS": env["XLA_FLAGS"], "JAX_PLATFORMS": "cpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "3.0", done.stderr[-2000:]
+
+
+def test_gpu_env_keeps_what_was_set():
+    env = _gpu_env({"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "XLA_FLAGS": "--xla_dump_to=/tmp/d",
+                    "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"})
+    assert env["XLA_FLAGS"].startswith("--xla_dump_to=/tmp/d --xla_gpu_enable_latency_hiding_scheduler=true")
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.5"
+
+
+def test_gpu_env_passes_shellcheck():
+    done = subprocess.run([require_shellcheck(), "--format=gcc", "--shell=bash", str(LAUNCH / "gpu.env")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout
+
+
+def test_slurm_sbatch_exports_the_gpu_flags(tmp_path, repo):
+    """srun (and so every training process) sees launch/gpu.env's XLA flags."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text('#!/usr/bin/env bash\nprintf "%s" "$XLA_FLAGS" > "$FAKE_RECORD_srun"\n')
+    srun.chmod(0o755)
+    values = dict(REPO_DIR=str(repo), VENV=str(repo / ".venv"), WORKDIR="/shared/runs/y", SLURM_JOB_ID="42",
+                  SLURM_NTASKS="2")
+    run_script("slurm.sbatch", [], clean_env(tmp_path, bin_dir, **values), tmp_path)
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in (tmp_path / "srun.args").read_text()
