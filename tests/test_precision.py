@@ -127,3 +127,26 @@ def test_sharded_bf16_step_equals_single_device():
     np.testing.assert_allclose(sharded[:, 0], single[:, 0], rtol=1e-3)
     a, b = _flat(single_params), _flat(sharded_params)
     assert np.linalg.norm(a - b) / np.linalg.norm(a) <= 1e-3
+
+
+def test_bf16_run_resumes_in_fp32_and_samples(tmp_path):
+    """The checkpoint of a bf16-compute run is float32 state: it resumes with precision.compute=float32
+    and its weights load for sampling at either precision."""
+    from jaxstage.inference.load import load_run
+    from jaxstage.train.trainer import train
+
+    sets = ["train.steps=2", "train.ckpt_every=2", "train.log_every=1", "train.progress_bar=false",
+            "codec.stats_examples=4"]
+    train(load_config(TINY, [*sets, "precision.compute=bfloat16"]), tmp_path)
+    result = train(load_config(TINY, [*sets, "precision.compute=float32", "train.steps=4"]), tmp_path)
+    assert result.final_step == 4
+    from jaxstage.inference.sampling import Generator
+
+    audio = {}
+    for compute in ("float32", "bfloat16"):
+        cfg = load_config(TINY, [*sets, f"precision.compute={compute}", "train.steps=4"])
+        model, weights = load_run(cfg, tmp_path)
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(weights.params))
+        audio[compute] = np.asarray(Generator(model)(weights.ema_params, weights.codec_stats, ["a low hum"], steps=2))
+        assert audio[compute].dtype == np.float32 and np.isfinite(audio[compute]).all()
+    assert not np.array_equal(audio["float32"], audio["bfloat16"])  # the bf16 sampler really ran in bf16

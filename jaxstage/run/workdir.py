@@ -20,10 +20,11 @@ from jaxstage.config import Config, ConfigError
 RUN_RECORD = "run.json"
 ARC_SOURCE_RECORD = "posttrain.json"  # written by ARC: where its generator came from
 
-# Keys that may differ when an existing run directory is resumed: cadence, length, sampling, and
-# the mesh (checkpoints restore onto any mesh).
+# Keys that may differ when an existing run directory is resumed: cadence, length, sampling, the mesh
+# (checkpoints restore onto any mesh) and how the step computes (remat, attention kernel, compute dtype:
+# the state is float32 whatever precision.compute is).
 RESUMABLE_CHANGES = {
-    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules", "model.remat",
+    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.rules", "model.remat", "model.attention", "precision.compute",
     "train.steps", "train.log_every", "train.ckpt_every", "train.progress_bar", "train.async_checkpoint",
     "train.compilation_cache", "train.init_from", "train.resume_step", "train.max_skipped_steps", "arc.init_from",
     "sample.every", "sample.num", "sample.final_eval_prompts", "sample.sampler",
