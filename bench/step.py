@@ -372,37 +372,41 @@ def gemm_throughput(size: DiTSize, repeats: int = 20) -> list[dict]:
 
 def attention_time(size: DiTSize, repeats: int = 10) -> dict:
     """ms for one self-attention forward + backward at ``size`` ([B, seq + 1, heads, D / heads]):
-    `jax.nn.dot_product_attention` (what jaxstage's DiT calls) vs torch's fused
-    `scaled_dot_product_attention` (what stable-audio-tools calls on CPU)."""
+    `jax.nn.dot_product_attention` (``jax_ms``), jaxstage's `models.attention.attention` with the
+    ``xla`` kernel, what the DiT calls (``jaxstage_ms``; on CPU its own formulation, see
+    `models.attention.xla_attention`), and torch's fused `scaled_dot_product_attention`, what
+    stable-audio-tools calls on CPU (``torch_ms``). Medians of ``repeats`` calls taken in turn."""
     import jax.numpy as jnp
     import torch
+
+    from jaxstage.models.attention import attention
 
     shape = (size.batch, size.seq + 1, size.heads, size.width // size.heads)
     q = np.random.default_rng(0).standard_normal(shape, np.float32)
 
-    def loss(x):
-        return jnp.sum(jax.nn.dot_product_attention(x, 0.5 * x, 0.25 * x) ** 2)
+    def grad_of(fn):  # jit boundary: forward + backward of one attention call
+        return jax.jit(jax.grad(lambda x: jnp.sum(fn(x, 0.5 * x, 0.25 * x) ** 2)))
 
-    grad = jax.jit(jax.grad(loss))  # jit boundary: forward + backward of one attention call
     jq = jax.device_put(q)
-    jax.block_until_ready(grad(jq))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = grad(jq)
-    jax.block_until_ready(out)
-    jax_ms = (time.perf_counter() - start) / repeats * 1000
     tq = torch.from_numpy(q).transpose(1, 2).contiguous().requires_grad_(True)  # [B, H, T, Dh]
 
     def torch_step() -> None:
         out = torch.nn.functional.scaled_dot_product_attention(tq, 0.5 * tq, 0.25 * tq)
         (out ** 2).sum().backward()
 
-    torch_step()
-    start = time.perf_counter()
+    steps = {"jax": lambda f=grad_of(jax.nn.dot_product_attention): jax.block_until_ready(f(jq)),
+             "jaxstage": lambda f=grad_of(lambda q, k, v: attention(q, k, v, implementation="xla")):
+                 jax.block_until_ready(f(jq)),
+             "torch": torch_step}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        step()
     for _ in range(repeats):
-        torch_step()
-    torch_ms = (time.perf_counter() - start) / repeats * 1000
-    return {"shape": list(shape), "jax_ms": round(jax_ms, 2), "torch_ms": round(torch_ms, 2)}
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {"shape": list(shape), **{f"{name}_ms": round(float(np.median(ts)), 2) for name, ts in times.items()}}
 
 
 def _ratio(numerator: dict, denominator: dict) -> float | None:
@@ -494,7 +498,7 @@ def print_side_by_side(result: dict) -> None:
     if result.get("attention"):
         a = result["attention"]
         print(f"\nself-attention {a['shape']} forward + backward: jax.nn.dot_product_attention {a['jax_ms']} ms, "
-              f"torch scaled_dot_product_attention {a['torch_ms']} ms")
+              f"jaxstage attention {a.get('jaxstage_ms')} ms, torch scaled_dot_product_attention {a['torch_ms']} ms")
 
 
 def main() -> None:
