@@ -43,7 +43,7 @@ def get_config() -> Config:
     cfg.model.num_heads = 24
     cfg.model.ff_mult = 4
     cfg.model.project_cond_tokens = False
-    cfg.model.remat = True
+    cfg.model.remat = "full"  # rematerialization policy (docs/scaling.md)
     # ---- training
     cfg.train.batch_size = 32
     cfg.train.steps = 100_000

@@ -84,7 +84,7 @@ def get_config() -> Config:
     cfg.model.global_cond_type = "prepend"
     cfg.model.timestep_features_dim = 256
     cfg.model.project_cond_tokens = False  # cond_token_dim 768 used as is by cross-attention
-    cfg.model.remat = True
+    cfg.model.remat = "full"  # rematerialization policy (docs/scaling.md)
     cfg.diffusion.objective = "v"
     cfg.diffusion.cond_dropout = 0.1  # SAO's cfg_dropout_prob
     # ---- training: start from the import, sized for 64 GPUs

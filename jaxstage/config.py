@@ -150,8 +150,12 @@ class ModelConfig:
     project_cond_tokens: bool = True
     # cross-attention ignores padded text tokens; false = stable-audio-tools 0.0.19 (which attends to them)
     cross_attn_mask: bool = True
-    # activation rematerialization of each block in the backward pass (docs/scaling.md): none | full | dots |
-    # dots_no_batch | attention_out | offload; true/false in older configs mean full/none
+    # activation rematerialization of each block in the backward pass (docs/scaling.md; the policies are
+    # jaxstage.models.transformer.REMAT_POLICIES): none (keep every activation) | full (keep the block input,
+    # recompute the block) | dots (keep every matmul output, attention scores included) | dots_no_batch (keep
+    # the projections, recompute attention and elementwise ops) | attention_out (keep q/k/v, context k/v and
+    # the attention result; recompute the feed-forward) | offload (full, with the tagged projections copied to
+    # pinned host memory instead of recomputed); true/false in older configs mean full/none
     remat: str = "none"
     # attention kernel (docs/precision.md): auto (cuDNN fused attention on NVIDIA GPUs when dtype and head size
     # allow, the Pallas splash kernel on TPU, XLA elsewhere) | xla | cudnn | splash (an explicit choice the

@@ -40,7 +40,7 @@ def test_configs_validate_with_sao_shapes():
     assert not sao.model.project_cond_tokens and small.model.project_cond_tokens
     for cfg in (sao, small):
         assert cfg.data.latents and cfg.codec.kind == "oobleck" and cfg.text.kind == "precomputed"
-        assert not cfg.model.cross_attn_mask and cfg.model.remat
+        assert not cfg.model.cross_attn_mask and cfg.model.remat == "full"
         assert cfg.guidance.ssl == "precomputed" and cfg.regime.mode == "adaptive" and cfg.train.init_from
         assert (cfg.optim.lr, cfg.optim.b1, cfg.optim.b2, cfg.optim.weight_decay) == (5e-5, 0.9, 0.999, 1e-3)
         assert cfg.mesh.fsdp == 8 and cfg.train.batch_size % 64 == 0  # 64 GPUs: 8 replicas of fsdp 8

@@ -74,7 +74,7 @@ class Denoiser(nnx.Module):
             ff_mult=cfg.model.ff_mult, timestep_features_dim=cfg.model.timestep_features_dim,
             global_cond_dim=len(c.global_ids) * cond_dim + cutoff_dim, input_concat_dim=io_channels if self.sr else 0,
             prepend_cond_dim=cond_dim if c.prepend_ids else 0, use_cross_mask=cfg.model.cross_attn_mask,
-            remat=cfg.model.remat != "none", rngs=rngs, dtype=dtype, attention=attention,
+            remat=cfg.model.remat, rngs=rngs, dtype=dtype, attention=attention,
         )
         # Mechanism 1's projector h_ψ (SPEC §3.3), present only when alignment is on.
         self.projector = (Projector(cfg.model.embed_dim, ssl_dim, cfg.guidance.hidden, rngs=rngs)

@@ -98,7 +98,7 @@ class DiffusionTransformer(nnx.Module):
                  prepend_cond_dim: int = 0, use_cross_mask: bool = True, project_cond_tokens: bool = True,
                  global_cond_type: GlobalCondType = "prepend",
                  qk_norm: bool | str = False, ff_mult: float = 4, timestep_features_dim: int = 256,
-                 zero_init_output: bool = True, remat: bool = False, rngs: nnx.Rngs,
+                 zero_init_output: bool = True, remat: str | bool = "none", rngs: nnx.Rngs,
                  dtype=jnp.float32, param_dtype=jnp.float32, attention: Implementation = "xla"):
         if global_cond_type not in ("prepend", "adaLN"):
             raise ValueError(f"global_cond_type must be prepend or adaLN, got {global_cond_type!r}")

@@ -18,11 +18,13 @@ hidden width) and `None` (small io/conditioning dims, replicated). 1-D parameter
 
 from __future__ import annotations
 
-from typing import Literal
+from functools import partial
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxstage.models.attention import Implementation, attention
 
@@ -225,10 +227,10 @@ class Attention(nnx.Module):
                  rotary: jax.Array | None = None) -> jax.Array:
         """x [B, T, D]; context [B, L, Dc]; context_mask [B, L] bool; rotary [T, rot_dim]."""
         if context is not None:
-            q = self._heads(self.to_q(x), self.num_heads)
-            k, v = jnp.split(self.to_kv(context), 2, axis=-1)
+            q = self._heads(checkpoint_name(self.to_q(x), "qkv"), self.num_heads)
+            k, v = jnp.split(checkpoint_name(self.to_kv(context), "context_kv"), 2, axis=-1)
         else:
-            q, k, v = jnp.split(self.to_qkv(x), 3, axis=-1)
+            q, k, v = jnp.split(checkpoint_name(self.to_qkv(x), "qkv"), 3, axis=-1)
             q = self._heads(q, self.num_heads)
         k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
         if self.qk_norm == "ln":
@@ -241,7 +243,8 @@ class Attention(nnx.Module):
         # Grouped heads follow torch repeat_interleave: q head n reads kv head n // (H / H_kv); a row with
         # no valid key attends to nothing (zeros, no NaN).
         out = attention(q, k, v, context_mask, implementation=self.implementation)
-        return self.to_out(out.reshape(*out.shape[:-2], -1))
+        # "attn_out": the attention result before `to_out` (see REMAT_POLICIES)
+        return self.to_out(checkpoint_name(out.reshape(*out.shape[:-2], -1), "attn_out"))
 
 
 # ----------------------------------------------------------------------------- feed-forward
@@ -257,7 +260,7 @@ class GLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x, gate = jnp.split(self.proj(x), 2, axis=-1)
-        return x * jax.nn.silu(gate)
+        return checkpoint_name(x * jax.nn.silu(gate), "mlp_hidden")
 
 
 class FeedForward(nnx.Module):
@@ -275,7 +278,7 @@ class FeedForward(nnx.Module):
         ])
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return sequential(self.ff, x)
+        return checkpoint_name(sequential(self.ff, x), "mlp_out")
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -333,23 +336,73 @@ def _call_block(block: TransformerBlock, x: jax.Array, rotary, context, context_
                  global_cond=global_cond)
 
 
-def _call_block_remat(block: TransformerBlock, *args):
-    """`_call_block` under `jax.checkpoint` (activations recomputed in the backward pass).
+# Activations tagged with `checkpoint_name` in every block (what the named policies below may keep):
+#   "qkv"         self-attention's fused q/k/v projection [B, T, 3D] (cross-attention: its q projection [B, T, D])
+#   "context_kv"  cross-attention's k/v projection of the conditioning tokens [B, L, 2 Dc]
+#   "attn_out"    the attention result before `to_out` [B, T, D] (self- and cross-attention): saving it spares
+#                 the backward pass the probabilities x values product and gives `to_out` its input
+#   "mlp_hidden"  the SwiGLU hidden activation x * SiLU(gate) before the output projection [B, T, ff_mult D]
+#   "mlp_out"     the feed-forward output [B, T, D]
+CHECKPOINT_NAMES = ("qkv", "context_kv", "attn_out", "mlp_hidden", "mlp_out")
+ATTENTION_NAMES = ("qkv", "context_kv", "attn_out")
+
+# model.remat -> the `jax.checkpoint` policy each block is wrapped with (None: no checkpoint). Keys must equal
+# jaxstage.config.REMAT_POLICIES (config imports no model code; tests/models/test_remat.py checks they agree).
+#   none           keep every activation (fastest, most memory)
+#   full           keep only the block input; the backward pass reruns the whole block forward
+#   dots           keep every matmul output, the [B, H, T, T] attention scores and probabilities x values included
+#   dots_no_batch  keep the matmuls without batch dimensions: every projection (qkv, context kv, to_out, MLP)
+#                  but not the attention einsums; the backward recomputes norms, rotary, the attention scores and
+#                  softmax and the elementwise ops
+#   attention_out  keep ATTENTION_NAMES (q/k/v, context k/v, the attention result); the backward recomputes the
+#                  norms, the scores and softmax (for attention's own gradient) and the whole feed-forward
+#   offload        keep nothing on the device: every CHECKPOINT_NAMES activation is copied to pinned host memory
+#                  in the forward pass and back in the backward pass; the backward recomputes the norms, the scores
+#                  and softmax and the GLU input projection. The CPU backend has one memory space: there it
+#                  compiles and computes the same gradients, with the "offloaded" tensors kept in temporaries.
+# Measured per-device memory for each: docs/scaling.md.
+REMAT_POLICIES: dict[str, Callable | None] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "attention_out": jax.checkpoint_policies.save_only_these_names(*ATTENTION_NAMES),
+    "offload": jax.checkpoint_policies.save_and_offload_only_these_names(
+        names_which_can_be_saved=[], names_which_can_be_offloaded=list(CHECKPOINT_NAMES),
+        offload_src="device", offload_dst="pinned_host"),
+}
+
+
+def remat_policy_name(remat: str | bool) -> str:
+    """A checked `REMAT_POLICIES` key; the booleans of older callers mean full / none."""
+    name = {True: "full", False: "none"}.get(remat, remat) if isinstance(remat, bool) else remat
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"remat={remat!r} is not one of {', '.join(REMAT_POLICIES)}")
+    return name
+
+
+def _call_block_remat(policy: Callable, block: TransformerBlock, *args):
+    """`_call_block` under `jax.checkpoint(policy=policy)` (activations the policy does not save are
+    recomputed in the backward pass).
 
     Pure split/merge: `nnx.remat`'s graph mode raises TraceContextError when the model was
     merged inside `jax.grad` (flax 0.12.8); blocks mutate no state, so nothing is lost."""
     graphdef, state = nnx.split(block)
-    return jax.checkpoint(lambda s, *a: _call_block(nnx.merge(graphdef, s), *a))(state, *args)
+    return jax.checkpoint(lambda s, *a: _call_block(nnx.merge(graphdef, s), *a), policy=policy)(state, *args)
 
 
 class ContinuousTransformer(nnx.Module):
-    """`project_in` -> prepend tokens -> blocks (shared rotary) -> `project_out`."""
+    """`project_in` -> prepend tokens -> blocks (shared rotary) -> `project_out`.
+
+    `remat` names the rematerialization policy of every block (`REMAT_POLICIES`; True / False mean full / none).
+    """
 
     def __init__(self, dim: int, depth: int, *, dim_in: int, dim_out: int, dim_heads: int,
                  cross_attend: bool, cond_token_dim: int | None, adaln: bool, qk_norm: QKNorm,
-                 ff_mult: float, zero_init_output: bool, remat: bool, rngs: nnx.Rngs,
+                 ff_mult: float, zero_init_output: bool, remat: str | bool, rngs: nnx.Rngs,
                  dtype=jnp.float32, param_dtype=jnp.float32, attention: Implementation = "xla"):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        remat = remat_policy_name(remat)
         rot_dim = max(dim_heads // 2, ROTARY_MIN_DIM)
         if rot_dim > dim_heads:
             raise ValueError(f"dim_heads={dim_heads} < rotary dim {rot_dim}: stable-audio-tools "
@@ -381,7 +434,8 @@ class ContinuousTransformer(nnx.Module):
         rotary = self.rotary_pos_emb(x.shape[1])
         if self.adaln and global_cond is not None:
             global_cond = sequential(self.global_cond_embedder, global_cond)
-        call = _call_block_remat if self.remat else _call_block
+        policy = REMAT_POLICIES[self.remat]
+        call = _call_block if self.remat == "none" else partial(_call_block_remat, policy)
         hidden = []
         for block in self.layers:
             x = call(block, x, rotary, context, context_mask, global_cond)

@@ -55,6 +55,7 @@ class MemoryReport:
     xla_peak: int  # the backend's own peak figure (0: not reported)
     compile_seconds: float
     device_memory: int | None = None  # the limit compared against (--device-memory), if given
+    host_temporaries: int = 0  # temporaries in host memory (model.remat=offload on an accelerator)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -76,7 +77,8 @@ class MemoryReport:
             f"  state per device   {gib(state_total)} (params {gib(self.state['params'])}, EMA {gib(self.state['ema'])}, "
             f"optimizer {gib(self.state['optimizer'])}, other {gib(self.state['other'])})",
             f"  XLA per device     arguments {gib(self.arguments)}, outputs {gib(self.outputs)}, "
-            f"aliased {gib(self.aliased)}, temporaries {gib(self.temporaries)}, code {gib(self.generated_code)}",
+            f"aliased {gib(self.aliased)}, temporaries {gib(self.temporaries)}, code {gib(self.generated_code)}"
+            + (f"; host temporaries {gib(self.host_temporaries)}" if self.host_temporaries else ""),
             f"  peak per device    {gib(self.peak)} (the larger of arguments + outputs - aliased + temporaries and "
             f"XLA's peak figure {gib(self.xla_peak) if self.xla_peak else 'n/a'})",
         ]
@@ -122,6 +124,9 @@ def check_memory(cfg: Config, device_memory: int | None = None) -> MemoryReport:
     if platform == "cpu" and cfg.model.remat != "none" and CPU_KEEP_REMAT_FLAG not in os.environ.get("XLA_FLAGS", ""):
         notes.append(f"model.remat={cfg.model.remat} but XLA_FLAGS lacks {CPU_KEEP_REMAT_FLAG}: the CPU compiler drops the "
                      f"rematerialization, so temporaries are overstated (jaxstage aot-check --devices N sets it)")
+    if platform == "cpu" and cfg.model.remat == "offload":
+        notes.append("model.remat=offload on cpu: the CPU backend has one memory space, so the activations offloaded "
+                     "to pinned host memory stay in temporaries (as if saved); an accelerator keeps them in host memory")
     if platform == "cpu":
         notes.append("compiled for CPU devices: state, arguments and outputs are exact; temporaries are the CPU "
                      "compiler's (an accelerator's fusion and scheduling differ); compile on the target for its figure")
@@ -142,4 +147,5 @@ def check_memory(cfg: Config, device_memory: int | None = None) -> MemoryReport:
         generated_code=stats.generated_code_size_in_bytes,
         peak=max(xla_peak, summed), xla_peak=xla_peak,
         compile_seconds=seconds, device_memory=device_memory, notes=notes,
+        host_temporaries=int(getattr(stats, "host_temp_size_in_bytes", 0) or 0),
     )
