@@ -128,7 +128,8 @@ def test_each_policy_saves_what_it_says():
     named = [line.split("'")[1] for line in saved["attention_out"]]
     assert all(" named '" in line for line in saved["attention_out"])
     assert sorted(named) == ["attn_out", "attn_out", "context_kv", "qkv", "qkv"]  # self- and cross-attention
-    assert any("xla_attention" in line for line in saved["dots"])  # the [B, H, T, T] scores
+    # the [B, H, T, T] scores (XLA:CPU's formulation, models.attention.cpu_attention, on this backend)
+    assert any("f32[1,2,8,8]" in line and "attention" in line for line in saved["dots"])
     assert saved["dots_no_batch"] and all("FlatLinear" in line for line in saved["dots_no_batch"])  # projections
     assert len(saved["offload"]) == 7 and all("<host>" in line for line in saved["offload"])  # every tagged one
 
