@@ -2,10 +2,14 @@
 
 One command on a GPU machine (jax with CUDA and torch preinstalled; see docs/accelerator.md):
 
-    bash bench/accelerator_setup.sh && python3 bench/accelerator.py --peak-tflops 989
+    bash bench/accelerator_setup.sh --run --peak-tflops 989
 
+(it installs the wheels carried in .whl/, fetched beforehand with ``bash bench/accelerator_setup.sh
+--download`` where PyPI is reachable: only stable-audio-tools, for the torch rows; then runs this
+script with the arguments given; ``python3 bench/accelerator.py --peak-tflops 989`` alone runs all
+but the torch rows.)
 (``--peak-tflops``: the device's dense bf16 peak, 989 for an H100 SXM.) On CPU, at a tiny size, the
-same sections run end to end in well under a minute (the test suite does this):
+same sections run end to end in about a minute (the test suite does this):
 
     python bench/accelerator.py --tiny --out /tmp/acc.json --md /tmp/acc.md
 
@@ -17,7 +21,8 @@ block; ``--md-only`` redraws them from the JSON). Every planned row is in the JS
 Sizes (``--size``): ``sao_small`` = Stable Audio Open Small's DiT (1024 wide, 16 deep, 8 heads, qk
 LayerNorm, cond tokens projected, 256 latent frames of 64, 64 T5 tokens of 768), batch 16;
 ``sao`` = SAO 1.0's (1536, 24, 24 heads, cond tokens unprojected, 1024 frames, 130 tokens of 768),
-batch 4; ``tiny`` (width 64, depth 2, 2 heads, 16 frames, 8 tokens of 32, batch 2).
+batch 4; ``tiny`` (width 64, depth 2, 2 heads, 16 frames, 8 tokens of 32, batch 2). ``--batch``,
+``--frames``, ``--depth`` override them (small machines: docs/accelerator.md's CPU figures).
 
 Sections, per size:
 
@@ -76,6 +81,7 @@ import types
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+T0 = time.monotonic()  # the budget counts from here (start-up and the XLA flag check included)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 XLA_FLAGS_FILE = ROOT / "launch" / "gpu_xla_flags.env"
@@ -132,9 +138,8 @@ DEFAULT_PLAN = {
     "sao": [("plain", "bf16", "cudnn", "none"), ("full", "bf16", "cudnn", "full"),
             ("plain", "bf16", "xla", "none"), ("plain", "bf16", "cudnn", "full"),
             ("full", "bf16", "cudnn", "none"), ("plain", "fp32", "xla", "full")],
-    # tiny (CPU): the torch and overhead sections time plain and full fp32/xla/none; one more row takes
-    # bf16 and remat together, so each option's code path compiles and runs once
-    "tiny": [("plain", "bf16", "xla", "full")],
+    # tiny (CPU, the test suite): the torch and overhead sections time plain and full fp32/xla/none; the
+    # other rows are skipped to keep the test short (--full-grid runs them: bf16 and remat run on CPU too)
 }
 
 
@@ -295,9 +300,20 @@ def _gib(n) -> str:
     return "" if n is None else f"{n / 2**30:.2f}"
 
 
+def _size_label(r: dict, meta: dict) -> str:
+    """The size's name, with the depth and frames where they differ from the named size's (the row's
+    figures, else the run's sizes in ``meta``)."""
+    base, run = SIZES.get(r["size"]), meta.get("sizes", {}).get(r["size"], {})
+    values = {k: r.get(k, run.get(k)) for k in ("depth", "frames")}
+    notes = [f"{values[k]} {word}" for k, word in (("depth", "blocks"), ("frames", "frames"))
+             if base is not None and values[k] is not None and values[k] != getattr(base, k)]
+    return r["size"] + (f" ({', '.join(notes)})" if notes else "")
+
+
 def markdown(doc: dict) -> str:
     """The tables of docs/accelerator.md from the JSON document."""
-    meta, rows = doc["meta"], doc["rows"]
+    meta = doc["meta"]
+    rows = [{**r, "size": _size_label(r, meta)} for r in doc["rows"]]
     out = [f"Device: {meta.get('device')}; jax {meta.get('jax')}, torch {meta.get('torch')}; peak bf16 "
            f"{meta.get('peak_tflops')} TFLOP/s (given); XLA flags: {meta.get('xla_flags', {}).get('used') or 'none'}; "
            f"{meta.get('started')}; `{meta.get('command')}`", ""]
@@ -576,8 +592,9 @@ def recipe_overrides(size: Size, precision: str, attention: str, remat: str, cad
     sets = ["mesh.data=1", "mesh.fsdp=1", f"train.batch_size={size.batch}", f"precision.compute={DTYPE_NAME[precision]}",
             f"model.attention={attention}", f"model.remat={remat}", f"regime.every={cadence}", f"struct.every={cadence}"]
     sets.append(f"data.clip_seconds={size.frames * vae_config(size).hop / 44100!r}")  # size.frames latents
+    sets.append(f"model.depth={size.depth}")  # the config's unless --depth
     if size.name == "tiny":  # SAO Small's config at the tiny widths, its VAE at hop 4
-        sets += [f"model.embed_dim={size.width}", f"model.depth={size.depth}", f"model.num_heads={size.heads}",
+        sets += [f"model.embed_dim={size.width}", f"model.num_heads={size.heads}",
                  "regime.monitor_size=4", "guidance.hidden=64", "struct.num_groups=2",
                  "codec.stats_examples=2"]
     if static:
@@ -741,11 +758,11 @@ def generation_latency(size: Size, precision: str, attention: str, fixtures: Fix
             # back to back, blocking only on the audio); weights are arguments, not constants
             if what == "dit":
                 compiled["dit"] = jax.jit(sample).lower(params, cond, jax.random.key(0)).compile()
-                run = lambda key: compiled["dit"](params, cond, key)  # noqa: E731
+                run = lambda key: compiled["dit"](params, cond, key)
             else:
                 latents = compiled["dit"](params, cond, jax.random.key(0))
                 compiled["decode"] = jax.jit(decode).lower(vae_params, latents).compile()
-                run = lambda key: compiled["decode"](vae_params, compiled["dit"](params, cond, key))  # noqa: E731
+                run = lambda key: compiled["decode"](vae_params, compiled["dit"](params, cond, key))
             row["compile_s"] = round(time.perf_counter() - start, 2)
             jax.block_until_ready(run(jax.random.key(0)))
             ms = []
@@ -771,7 +788,7 @@ def jax_row_id(size: str, kind: str, precision: str, attention: str, remat: str)
 def jax_row(size: Size, kind: str, precision: str, attention: str, remat: str) -> dict:
     return {"id": jax_row_id(size.name, kind, precision, attention, remat), "section": "jax", "size": size.name,
             "kind": kind, "precision": precision, "attention": attention, "remat": remat, "batch": size.batch,
-            "frames": size.frames, "tokens_per_step": size.batch * size.frames}
+            "frames": size.frames, "depth": size.depth, "tokens_per_step": size.batch * size.frames}
 
 
 def attention_problem(size: Size, precision: str, attention: str) -> str | None:
@@ -791,7 +808,7 @@ def attention_problem(size: Size, precision: str, attention: str) -> str | None:
 class Bench:
     def __init__(self, args, results: Results, fixtures: Fixtures, on_gpu: bool):
         self.args, self.results, self.fixtures, self.on_gpu = args, results, fixtures, on_gpu
-        self.start = time.monotonic()
+        self.start = T0
         self.done: set[str] = set()
 
     # -- helpers
@@ -808,9 +825,8 @@ class Bench:
         return model_flops(size, cond_tokens=tokens)
 
     def record_jax(self, size: Size, combo, info: dict, ms: list[float], loss: float | None, extra=None) -> dict:
-        kind, precision, attention, remat = combo
         row = jax_row(size, *combo)
-        flops = self.flops(size, kind)
+        flops = self.flops(size, combo[0])
         row.update(status="ok", **figures(size, ms, self.args.peak_tflops, flops),
                    **{k: v for k, v in info.items() if k != "overrides"})
         if info.get("flops_xla"):
@@ -924,41 +940,61 @@ class Bench:
             pass
 
     def overhead_task(self, size: Size) -> None:
-        """Adaptive vs static full recipe, interleaved rounds of ``cadence`` steps (per-position medians)."""
+        """Adaptive vs static full recipe in rounds of ``cadence`` steps (per-position medians over rounds).
+
+        Interleaved (default): both variants in memory, their rounds alternating. ``--overhead-order aba``
+        (machines with too little memory for two train states): adaptive, static, adaptive again, one
+        state in memory at a time (the second adaptive compile is a cache hit with --compile-cache); the
+        adaptive phases bracket the static one, so a drift of the machine's speed largely cancels."""
         precision, attention = ("bf16", "cudnn") if self.on_gpu else ("fp32", "xla")
         combo = ("full", precision, attention, "none")
         row = {"id": f"overhead/{size.name}", "section": "overhead", "size": size.name, "batch": size.batch,
-               "setting": f"{precision} / {attention} / none", "cadence": self.args.cadence,
-               "config_cadence": CONFIG_CADENCE}
+               "frames": size.frames, "depth": size.depth, "setting": f"{precision} / {attention} / none", "cadence": self.args.cadence,
+               "config_cadence": CONFIG_CADENCE, "order": self.args.overhead_order}
         if self.over_budget():
             return self.skip(row, "skipped", self.budget_reason())
         cadence, rounds = self.args.cadence, self.args.rounds
+        seconds = {"adaptive": [], "static": []}
+        infos, losses = {}, {}
+        runners = {}
         try:
-            adaptive, info = self.prepare(size, combo, cadence)  # warm-up: one cadence, so rounds start aligned
-            static, static_info = self.prepare(size, combo, cadence, static=True)
-            seconds = {"adaptive": [], "static": []}
-            runners = {"adaptive": adaptive, "static": static}
-            for r in range(rounds):
-                for name in (("adaptive", "static") if r % 2 == 0 else ("static", "adaptive")):
-                    seconds[name].append(time_steps(runners[name].run_step, cadence))
+            if self.args.overhead_order == "interleaved":
+                for name in ("adaptive", "static"):  # warm-up: one cadence, so rounds start aligned
+                    runners[name], infos[name] = self.prepare(size, combo, cadence, static=name == "static")
+                for r in range(rounds):
+                    for name in (("adaptive", "static") if r % 2 == 0 else ("static", "adaptive")):
+                        seconds[name].append(time_steps(runners[name].run_step, cadence))
+                losses = {name: runner.loss() for name, runner in runners.items()}
+            else:
+                for name in ("adaptive", "static", "adaptive"):
+                    runner, info = self.prepare(size, combo, cadence, static=name == "static")
+                    infos.setdefault(name, info)
+                    for _ in range(rounds):
+                        seconds[name].append(time_steps(runner.run_step, cadence))
+                    losses[name] = runner.loss()
+                    runner = None
+                    gc.collect()
             medians = {name: [statistics.median(col) for col in zip(*rs)] for name, rs in seconds.items()}
             event = medians["adaptive"][-1]  # new_step % cadence == 0 on the last step of each round
             plain = statistics.mean(medians["adaptive"][:-1])
             static_ms = statistics.mean(medians["static"])
             measured = statistics.mean(medians["adaptive"]) / static_ms
             at_config = (plain + (event - plain) / CONFIG_CADENCE) / static_ms
-            self.record_jax(size, combo, info, [x for rs in seconds["adaptive"] for x in rs[:-1]], adaptive.loss(),
-                            {"timed_with": "static (interleaved rounds; event steps left out of the median)"})
+            self.record_jax(size, combo, infos["adaptive"], [x for rs in seconds["adaptive"] for x in rs[:-1]],
+                            losses["adaptive"], {"timed_with": f"static ({self.args.overhead_order} rounds; event "
+                                                               f"steps left out of the median)"})
             row.update(status="ok", adaptive_plain_ms=round(plain, 3), adaptive_event_ms=round(event, 3),
                        static_ms=round(static_ms, 3), ratio_measured=round(measured, 4), ratio=round(at_config, 4),
-                       rounds=rounds, static_compile_s=static_info["compile_s"])
+                       rounds=rounds, static_compile_s=infos["static"]["compile_s"],
+                       adaptive_round_ms=[round(sum(rs), 1) for rs in seconds["adaptive"]],
+                       static_round_ms=[round(sum(rs), 1) for rs in seconds["static"]])
             self.results.add(row)
         except Exception as err:
             self.skip(row, "failed", one_line(err))
             if jax_row_id(size.name, *combo) not in self.done:
                 self.skip(jax_row(size, *combo), "failed", one_line(err))
         finally:
-            adaptive = static = runners = None
+            runners.clear()
             gc.collect()
 
     def generation_task(self, size: Size) -> None:
@@ -987,9 +1023,8 @@ class Bench:
     def run(self, sizes: list[Size]) -> None:
         for fn, fargs in self.plan(sizes):
             fn(*fargs)
-        if "jax" not in self.args.sections.split(","):
-            return
-        for size in sizes:  # the rest of the grid: run (tiny, --full-grid) or skipped with a reason
+        for size in sizes if "jax" in self.args.sections.split(",") else []:
+            # the rest of the grid: run (--full-grid) or skipped with a reason
             for combo in [(k, p, a, r) for k in KINDS for p in PRECISIONS for a in ATTENTIONS for r in REMATS]:
                 row = jax_row(size, *combo)
                 if row["id"] in self.done:
@@ -1004,10 +1039,11 @@ class Bench:
                                               "(--full-grid runs it)")
                 else:
                     self.skip(row, "skipped", "not in the default 8-minute plan (--full-grid runs it)")
-        if "sao" in [s.name for s in sizes]:
+        if "sao" in [s.name for s in sizes] and "generation" in self.args.sections.split(","):
             for what in ("dit", "dit+decode"):
                 self.skip({"id": f"gen/sao/{what}", "section": "generation", "size": "sao", "what": what}, "skipped",
                           "generation is measured at SAO Small's ~12 s shape (SAO 1.0's clip is 47.6 s)")
+        if "sao" in [s.name for s in sizes] and "overhead" in self.args.sections.split(","):
             self.skip({"id": "overhead/sao", "section": "overhead", "size": "sao"}, "skipped",
                       "the overhead goal is set at SAO Small's size (the ratio is measured there)")
 
@@ -1024,6 +1060,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the tiny size on CPU (tests): every section, seconds")
     parser.add_argument("--batch", type=int, default=None, help="override the sizes' batch")
     parser.add_argument("--frames", type=int, default=None, help="override the sizes' latent frames per example")
+    parser.add_argument("--depth", type=int, default=None, help="override the sizes' DiT depth (small machines)")
+    parser.add_argument("--vae", choices=("sao", "tiny"), default=None,
+                        help="the stand-in Oobleck's shape (default: SAO's; tiny for --tiny). The train step reads "
+                             "prepared latents and never runs it; tiny saves its memory on small machines")
     parser.add_argument("--sections", default="torch,overhead,generation,jax",
                         help="comma list of the sections to run: torch, overhead, generation, jax (the grid)")
     parser.add_argument("--quick", action="store_true", help="fewer steps and runs, no torch.compile, SAO Small only")
@@ -1035,6 +1075,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compile")
     parser.add_argument("--cadence", type=int, default=None, help="regime/structure event cadence while timing (GPU 10, tiny 4)")
     parser.add_argument("--rounds", type=int, default=None, help="overhead: interleaved rounds per variant (GPU 6, tiny 3)")
+    parser.add_argument("--overhead-order", choices=("interleaved", "aba"), default="interleaved",
+                        help="overhead: both variants in memory, rounds alternating; or adaptive, static, adaptive "
+                             "with one train state in memory at a time (small machines)")
     parser.add_argument("--gen-runs", type=int, default=None, help="generation: timed runs (GPU 10, tiny 2)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="skip the remaining rows once this many seconds have passed (GPU default 360)")
@@ -1086,6 +1129,10 @@ def main(argv: list[str] | None = None) -> int:
         args.budget_s = 360.0  # + the row in flight and start-up: within ~8 minutes
     if args.torch_compile is None:
         args.torch_compile = on_gpu and not args.quick
+    sizes = [replace(SIZES[n], **({"batch": args.batch} if args.batch else {}),
+                     **({"frames": args.frames} if args.frames else {}),
+                     **({"depth": args.depth} if args.depth else {}),
+                     **({"vae": args.vae} if args.vae else {})) for n in names]
     try:
         import torch
         torch_version = torch.__version__
@@ -1095,20 +1142,19 @@ def main(argv: list[str] | None = None) -> int:
             "jax": jax.__version__, "torch": torch_version, "python": platform.python_version(),
             "peak_tflops": args.peak_tflops, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "command": " ".join(["python", "bench/accelerator.py", *(argv if argv is not None else sys.argv[1:])]),
-            "sizes": {n: asdict(SIZES[n]) for n in names}, "batch_override": args.batch,
-            "frames_override": args.frames, "sections": args.sections, "steps": args.steps, "warmup": args.warmup,
+            "sizes": {s.name: asdict(s) for s in sizes}, "batch_override": args.batch,
+            "frames_override": args.frames, "depth_override": args.depth, "vae_override": args.vae, "sections": args.sections, "steps": args.steps, "warmup": args.warmup,
             "cadence": args.cadence, "rounds": args.rounds, "budget_s": args.budget_s, "xla_flags": xla_flags,
             "stubbed_modules": stubbed, "cpu_threads": len(os.sched_getaffinity(0)),
             "flops_formula": inspect.cleandoc(model_flops.__doc__),
             "memory": "memory_bytes: compiled arguments + outputs - aliased + temporaries of the row's executable; "
                       "device_peak_bytes (GPU): memory_stats()['peak_bytes_in_use'], the process's running maximum"}
     results = Results(out, md, meta)
+    results.flush()  # the metadata, before the first row
     with tempfile.TemporaryDirectory(prefix="accelerator_") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         bench = Bench(args, results, Fixtures(work), on_gpu)
-        sizes = [replace(SIZES[n], **({"batch": args.batch} if args.batch else {}),
-                         **({"frames": args.frames} if args.frames else {})) for n in names]
         if args.no_torch:
             bench.torch_task = lambda size: [bench.skip(
                 {"id": f"torch/{size.name}/{side}", "section": "torch", "size": size.name, "side": side},

@@ -12,12 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import accelerator  # noqa: E402
+import accelerator  # noqa: E402  (bench/ is not a package)
 
 # XLA's cost analysis against the analytic model FLOPs: XLA counts elementwise work, norms, softmax,
 # the optimizer and (with remat) the recomputed forward, the analytic count only the matmuls, so the
 # ratio sits above 1; at the tiny width the elementwise share is large. Measured: 1.16 (plain, fp32),
-# 1.5 (bf16 + remat), 1.8 (full recipe: REPA projector, structure and monitor terms).
+# 1.8 (full recipe: REPA projector, structure terms, and the periodic monitor and structure events,
+# whose lax.cond branches XLA counts in full).
 FLOPS_FACTOR = 3.0
 
 
@@ -54,7 +55,7 @@ def test_every_section_and_grid_row_is_reported(tiny_run):
     assert rows["torch/tiny/torch_bf16_autocast"]["status"] == "skipped"
     for kind in ("plain", "full"):
         assert rows[f"jax/tiny/{kind}/fp32/xla/none"]["status"] == "ok"
-    assert rows["jax/tiny/plain/bf16/xla/full"]["status"] == "ok"
+    assert "--full-grid" in rows["jax/tiny/plain/bf16/xla/full"]["reason"]
 
 
 @pytest.mark.slow
