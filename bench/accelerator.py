@@ -1085,7 +1085,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the torch.compile row (default: on with CUDA, off on CPU)")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch rows")
     parser.add_argument("--xla-flags", default="auto",
-                        help="auto (GPU: launch/gpu_xla_flags.env if XLA accepts it; CPU: none) | none | default | 'FLAGS'")
+                        help="auto (GPU: launch/gpu_xla_flags.env if XLA accepts it; CPU: none) | none | default (the file's, "
+                             "on any backend) | a flag list, given as --xla-flags='--xla_...=...'")
     parser.add_argument("--compile-cache", default=None, help="JAX persistent compilation cache folder (default: off)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the stand-in fixtures (default: temporary)")
     args = parser.parse_args(argv)
