@@ -224,7 +224,7 @@ def stub_missing(names=("grain",)) -> list[str]:
 
 
 def read_flags_file(path: Path = XLA_FLAGS_FILE) -> str:
-    """JAXSTAGE_GPU_XLA_FLAGS of launch/gpu_xla_flags.env (parsed by bash, as the launch recipes source it)."""
+    """JAXSTAGE_GPU_XLA_FLAGS of launch/gpu.env (parsed by bash, as the launch recipes source it)."""
     out = subprocess.run(["bash", "-c", f'source "{path}" >/dev/null; printf %s "$JAXSTAGE_GPU_XLA_FLAGS"'],
                          capture_output=True, text=True, timeout=30)
     return out.stdout.strip()
@@ -1085,7 +1085,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the torch.compile row (default: on with CUDA, off on CPU)")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch rows")
     parser.add_argument("--xla-flags", default="auto",
-                        help="auto (GPU: launch/gpu_xla_flags.env if XLA accepts it; CPU: none) | none | default (the file's, "
+                        help="auto (GPU: launch/gpu.env if XLA accepts it; CPU: none) | none | default (the file's, "
                              "on any backend) | a flag list, given as --xla-flags='--xla_...=...'")
     parser.add_argument("--compile-cache", default=None, help="JAX persistent compilation cache folder (default: off)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the stand-in fixtures (default: temporary)")
