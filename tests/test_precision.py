@@ -19,12 +19,12 @@ from jaxstage.train.trainer import fresh_state
 
 TINY = "configs/tiny_t2a.py"
 # the tiny config with all three mechanisms driven by a measured p that completes its rise in 300 steps
-ADAPTIVE = ["regime.mode=adaptive", "guidance.lambda0=0.5", "regime.every=10", "regime.warmup_steps=50",
+ADAPTIVE = ["regime.mode=adaptive", "guidance.lambda0=0.5", "guidance.hidden=64", "regime.every=10", "regime.warmup_steps=50",
             "regime.window=4", "regime.monitor_size=8", "timesteps.adaptive=true", "train.batch_size=4"]
 STEPS = 300
 WINDOW = 30
 LOSS_TOLERANCE = 0.01  # |bf16 - fp32| / fp32 of every 30-step mean of the loss (measured: ~2e-5)
-PROGRESS_TOLERANCE = 0.02  # |p_bf16 - p_fp32| at every step (measured: < 2e-4)
+PROGRESS_TOLERANCE = 0.02  # |p_bf16 - p_fp32| at every step (measured: 4e-4)
 
 
 def test_compute_dtype_per_platform():
