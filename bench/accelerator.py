@@ -476,39 +476,14 @@ def prepare_plain(size: Size, precision: str, attention: str, remat: str, batch:
     """The plain DiT step (noise, forward, rectified-flow MSE, backward, AdamW) jitted ahead of time, as
     bench/step.py's torch side-by-side; returns (Contender, info)."""
     import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
     bench_step = _load_bench("step")
     adamw = bench_step.ADAMW
     model = build_plain_dit(size, precision, attention, remat)
-    graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
-    params, buffers = nnx.to_pure_dict(params), nnx.to_pure_dict(buffers)
-    tx = optax.adamw(adamw["lr"], b1=adamw["b1"], b2=adamw["b2"], eps=adamw["eps"], weight_decay=adamw["weight_decay"])
-
-    def train_step(params, opt_state, key, x0, cond):
-        t_key, noise_key = jax.random.split(key)
-        t = jax.random.uniform(t_key, (x0.shape[0],))
-        noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
-        x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
-
-        def loss_fn(p):
-            out = nnx.merge(graphdef, p, buffers)(x_t, t, cross_tokens=cond).out
-            return jnp.mean((out - (noise - x0)) ** 2)
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    x0, cond = jnp.asarray(batch["x0"]), jnp.asarray(batch["cond"])
-    key = jax.random.key(0)
-    run = {"params": params, "opt_state": tx.init(params), "step": 0, "loss": None}
-    start = time.perf_counter()
-    # jit boundary: one XLA program per step; params and optimizer state donated (updated in place)
-    compiled = jax.jit(train_step, donate_argnums=(0, 1)).lower(run["params"], run["opt_state"], key, x0, cond).compile()
-    info = {"compile_s": round(time.perf_counter() - start, 2),
-            "params": sum(int(a.size) for a in jax.tree.leaves(params)), **analyze(compiled)}
+    # jit boundary: bench/step.py's plain rectified-flow step (params and optimizer state donated)
+    compiled, run, key, x0, cond, compile_s = bench_step.compile_rf_dit_step(model, batch, adamw)
+    info = {"compile_s": compile_s, "params": sum(int(a.size) for a in jax.tree.leaves(run["params"])),
+            **analyze(compiled)}
 
     def run_step() -> None:
         run["params"], run["opt_state"], run["loss"] = compiled(run["params"], run["opt_state"],

@@ -185,22 +185,21 @@ def prepare_torch(size: DiTSize, batch: dict, *, compile: bool, warmup: int, che
     return Contender(train_step, lambda: last["loss"], info)
 
 
-def prepare_jax(size: DiTSize, batch: dict, *, warmup: int, remat: bool) -> Contender:
-    """jaxstage's `DiffusionTransformer` alone (no text encoder, codec, EMA, regime) in one jitted
-    step, compiled ahead of time; ``compile_s``: the lower + compile time."""
+def compile_rf_dit_step(model, batch: dict, adamw: dict | None = None):
+    """The plain rectified-flow step of a DiT (draw t and noise, forward with the cross tokens, MSE
+    against v = noise - x0, backward, AdamW) compiled ahead of time for ``batch`` (``x0``, ``cond``).
+
+    Returns (compiled, run, key, x0, cond, compile_s): ``run`` holds params, opt_state, step and loss;
+    call ``compiled(run["params"], run["opt_state"], fold_in(key, step), x0, cond)``."""
     import jax.numpy as jnp
     import optax
     from flax import nnx
 
-    from jaxstage.models.dit import DiffusionTransformer
-
-    model = DiffusionTransformer(io_channels=size.io_channels, embed_dim=size.width, depth=size.depth,
-                                 num_heads=size.heads, cond_token_dim=size.cond_dim, remat=remat,
-                                 rngs=nnx.Rngs(0))
+    adamw = ADAMW if adamw is None else adamw
     graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
     params, buffers = nnx.to_pure_dict(params), nnx.to_pure_dict(buffers)
-    tx = optax.adamw(ADAMW["lr"], b1=ADAMW["b1"], b2=ADAMW["b2"], eps=ADAMW["eps"],
-                     weight_decay=ADAMW["weight_decay"])
+    tx = optax.adamw(adamw["lr"], b1=adamw["b1"], b2=adamw["b2"], eps=adamw["eps"],
+                     weight_decay=adamw["weight_decay"])
 
     def train_step(params, opt_state, key, x0, cond):
         t_key, noise_key = jax.random.split(key)
@@ -225,8 +224,21 @@ def prepare_jax(size: DiTSize, batch: dict, *, warmup: int, remat: bool) -> Cont
     start = time.perf_counter()
     compiled = jax.jit(train_step, donate_argnums=(0, 1)).lower(
         run["params"], run["opt_state"], key, x0, cond).compile()
-    info = {"compile_s": round(time.perf_counter() - start, 2),
-            "params": sum(int(a.size) for a in jax.tree.leaves(params))}
+    return compiled, run, key, x0, cond, round(time.perf_counter() - start, 2)
+
+
+def prepare_jax(size: DiTSize, batch: dict, *, warmup: int, remat: bool) -> Contender:
+    """jaxstage's `DiffusionTransformer` alone (no text encoder, codec, EMA, regime) in one jitted
+    step, compiled ahead of time; ``compile_s``: the lower + compile time."""
+    from flax import nnx
+
+    from jaxstage.models.dit import DiffusionTransformer
+
+    model = DiffusionTransformer(io_channels=size.io_channels, embed_dim=size.width, depth=size.depth,
+                                 num_heads=size.heads, cond_token_dim=size.cond_dim, remat=remat,
+                                 rngs=nnx.Rngs(0))
+    compiled, run, key, x0, cond, compile_s = compile_rf_dit_step(model, batch)
+    info = {"compile_s": compile_s, "params": sum(int(a.size) for a in jax.tree.leaves(run["params"]))}
 
     def run_step() -> None:  # blocks until the step is done, as torch's loop does
         key_i = jax.random.fold_in(key, run["step"])
