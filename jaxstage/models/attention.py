@@ -167,7 +167,7 @@ def cpu_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | No
     stacked along the rows, and a `custom_vjp` whose backward is four well-shaped products
     (flash-attention's dS = P ∘ (dP − rowsum(dO ∘ O))) instead of autodiff's transposes."""
     b, t, n, dh = q.shape
-    s, kv_heads = k.shape[1], k.shape[2]
+    kv_heads = k.shape[2]
     g = n // kv_heads
     qh = q.reshape(b, t, kv_heads, g, dh).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, g * t, dh)
     kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, Dh]

@@ -2,6 +2,7 @@
 agreement of every formulation that runs here (XLA; cuDNN's sequence-length formulation through XLA;
 Pallas splash in interpret mode)."""
 
+import os
 import subprocess
 import sys
 
@@ -56,7 +57,7 @@ def test_cli_refuses_cudnn_on_cpu_in_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "jaxstage.cli", "train", "--config", "configs/tiny_t2a.py", "--workdir",
          str(tmp_path / "run"), "--set", "model.attention=cudnn", "--set", "precision.compute=bfloat16"],
-        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+        capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if "model.attention=cudnn" in line]
     assert len(lines) == 1 and "needs an NVIDIA GPU (this backend: cpu)" in lines[0], done.stderr[-2000:]
