@@ -1,243 +1,501 @@
-"""The convergence study (SPEC §3.8): does stage-adaptive training beat static training here?
+"""The convergence study (SPEC §3.8): does stage-adaptive training beat static training, and does the
+*measured* switch matter?
 
-Trains every recipe of SPEC §3.8 on the synthetic text-to-audio task and the synthetic SR task for
-the same number of steps with several seeds, evaluating every ``--eval-every`` steps (the trainer's
-periodic evaluation, ``eval.every``), then writes ``docs/convergence.md`` (mean ± std over seeds at
-each evaluation, steps to reach the static recipe's final value, a generated summary) and
-``docs/convergence.png`` (metric against step, one line per recipe, ±1 std bands). Nothing in the
-document is typed by hand: every number comes from the runs' metrics.jsonl.
+Every recipe of the study trains on the synthetic text-to-audio task and the synthetic SR task with
+several seeds at one fixed design (``DESIGN``: run length, batch, evaluation cadence and held-out set
+size). A finished run writes one small result file (its overrides, metric trajectory, p trajectory,
+measured start and a second, independent evaluation of its final weights) under
+``docs/convergence/``; those files are committed, and the study skips every run whose result exists,
+so it can be completed in several sittings on different machines. ``docs/convergence.md``, its
+figures and the README's summary are regenerated from the result files alone
+(``bench/convergence_report.py``).
 
-    python bench/convergence.py                       # the full study (see docs/convergence.md for its wall time)
-    python bench/convergence.py --seeds 0 --steps 40 --eval-every 20 --recipes static adaptive --out /tmp/smoke
+    python bench/convergence.py                      # run what is missing (2 pinned workers), then report
+    python bench/convergence.py --report-only        # regenerate docs/convergence.md + figures, no training
+    python bench/convergence.py --only t2a:static,adaptive --seeds 0 1   # a part of the study
+    python bench/convergence.py --measure-parallel   # one-at-a-time vs two side by side (parallel.json)
+    python bench/convergence.py --results /tmp/r --steps 40 --eval-every 20 --eval-num 4 --seeds 0 \\
+        --only t2a:static,adaptive --no-sweep --no-pilot   # a smoke run of the machinery
 
-Finished runs are kept (``OUT/<task>/<recipe>/seed<k>/``, a ``result.json`` each), so an
-interrupted study resumes where it stopped. Scale: toy data, a 2-core CPU, the default configs' 96-wide 4-block DiT;
-see the generated document for what that means for the conclusions.
+Work is done by worker subprocesses (``--workers``, default 2 on a machine with at least 2 cores), each
+pinned to one core with single-threaded XLA: on the 2-core CPU two such runs side by side finish more
+steps per second in total than one run using both cores (``--measure-parallel`` measures it).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-# Recipes as overrides on the adaptive configs (SPEC §3.8; the README's ablation table).
+from convergence_stats import measured_start, step_reaching  # noqa: E402
+
+RESULTS = ROOT / "docs" / "convergence"  # committed result files
+RUNS = ROOT / "runs" / "convergence"  # run directories (checkpoints removed once the result is written)
+
+# The study's scale. A result file records the design it was run under; one from another design is
+# neither reused nor reported. Chosen by the pilot (docs/convergence.md, "Design"): p completes its rise
+# and the static recipes flatten out within 1800 steps of batch 16 on both tasks.
+DESIGN: dict[str, Any] = {"steps": 1800, "batch": 16, "eval_every": 300, "eval_num": 128, "sample_steps": 16,
+                          "log_every": 50}
+PILOT_STEPS = 2400  # the pilot runs past the design's length to show where the curves flatten
+SEEDS = (0, 1, 2, 3, 4)
+SWEEP_SEEDS = (0, 1, 2)
+SECOND_EVAL_SEED_OFFSET = 1  # the second evaluation samples with sample.seed + this
+
+# Recipes as overrides on the adaptive configs (SPEC §3.8). Placeholders are filled per run
+# (run_overrides): {steps}, {half}, {seed}; {start_low}/{start_high}/{ramp_start}/{ramp_end} come from
+# the adaptive runs' measured starts on the same task (NEEDS_ADAPTIVE).
 RECIPES: dict[str, list[str]] = {
     "static": ["regime.mode=off", "guidance.lambda0=0", "timesteps.adaptive=false", "struct.enabled=false"],
     "static_repa": ["regime.mode=off", "timesteps.adaptive=false", "struct.enabled=false"],
-    "haste_switch": ["regime.mode=switch_at", "regime.switch_step={half}"],
-    "random_switch": ["regime.mode=random", "regime.random_low={sixth}", "regime.random_high={five_sixths}",
+    "adaptive": [],
+    # falsification controls: is the measured start better than a random or a fixed one?
+    "random_switch": ["regime.mode=random", "regime.random_low={start_low}", "regime.random_high={start_high}",
                       "regime.seed={seed}"],
+    "fixed_switch": ["regime.mode=switch_at", "regime.switch_step={half}"],  # HASTE-like: a preset step
+    "linear_ramp": ["regime.mode=linear", "regime.linear_start=0", "regime.linear_end={steps}"],
+    "random_ramp": ["regime.mode=linear", "regime.linear_start={ramp_start}", "regime.linear_end={ramp_end}"],
+    # each mechanism alone (p still measured; the other two mechanisms off)
     "guidance_only": ["timesteps.adaptive=false", "struct.enabled=false"],
     "timesteps_only": ["struct.enabled=false", "guidance.p_off=0.0"],
     "structure_only": ["timesteps.adaptive=false", "guidance.p_off=0.0"],
-    "adaptive": [],
 }
+NEEDS_ADAPTIVE = ("random_switch", "random_ramp")
+CONTROLS = ("random_switch", "fixed_switch", "linear_ramp", "random_ramp")
+MECHANISMS = ("guidance_only", "timesteps_only", "structure_only")
+# Run order: the falsification question first, then the other controls, then the ablations.
+PRIORITY = (("static", "adaptive"), ("random_switch", "fixed_switch"), ("linear_ramp", "random_ramp"),
+            ("static_repa",) + MECHANISMS)
 
-# Per task: base config, study-scale overrides, and metrics read from the eval_* lines
-# (name -> (how to compute from a record, higher_is_better)). The first metric is the primary one.
+# Sensitivity of the progress estimator (text-to-audio, the adaptive recipe): each key at two values
+# besides the config's own (which is the adaptive recipe's runs).
+SWEEP: dict[str, tuple[float | int, ...]] = {"regime.max_delta": (0.025, 0.1), "regime.every": (25, 100),
+                                             "regime.beta": (0.6, 0.9), "regime.window": (4, 16)}
+SWEEP_TASK = "t2a"
+
 ACC_KEYS = ("eval_acc_source", "eval_acc_pitch_band", "eval_acc_rhythm", "eval_acc_envelope")
-TASKS = {
+# Per task: base config, study-scale overrides, metrics read from an eval record
+# (name -> (function of the record, higher is better)). The first metric is the primary one.
+TASKS: dict[str, dict[str, Any]] = {
     "t2a": {
         "config": "configs/synth_t2a.py",
-        "sets": ["train.batch_size=16", "sample.steps=16"],
-        "metrics": {"attribute accuracy (mean of 4)": (lambda r: float(np.mean([r[k] for k in ACC_KEYS])), True),
+        "sets": [],
+        "metrics": {"attribute accuracy": (lambda r: float(np.mean([r[k] for k in ACC_KEYS])), True),
                     "FD-spectral": (lambda r: r["eval_fd_spectral"], False)},
     },
     "sr": {
         "config": "configs/synth_sr.py",
         "sets": ["data.sample_rate=8000", "sr.cutoff_min_hz=1000", "sr.cutoff_max_hz=3000", "codec.n_fft=256",
-                 "codec.hop_length=128", "train.batch_size=16", "sample.steps=16"],
-        "metrics": {"LSD-HF (output, low band replaced)": (lambda r: r["eval_lsd_hf"], False),
-                    "LSD": (lambda r: r["eval_lsd"], False)},
+                 "codec.hop_length=128"],
+        "metrics": {"LSD-HF": (lambda r: r["eval_lsd_hf"], False), "LSD": (lambda r: r["eval_lsd"], False),
+                    "SI-SDR (dB)": (lambda r: r["eval_si_sdr"], True)},
     },
 }
 
 
-def study_overrides(task: str, recipe: str, seed: int, steps: int, eval_every: int, eval_num: int) -> list[str]:
-    """Every override of one run: task scale, recipe, seed, cadences scaled to ``steps``."""
-    fill = dict(half=steps // 2, sixth=steps // 6, five_sixths=5 * steps // 6, seed=seed)
-    every = max(steps // 24, 5)  # ~24 monitor / structure events per run
-    common = [f"train.steps={steps}", f"train.seed={seed}", f"data.seed={seed}", "train.progress_bar=false",
-              f"train.ckpt_every={steps}", "train.log_every=" + str(min(eval_every, 50)), "sample.every=0",
-              "sample.final_eval_prompts=0", f"eval.every={eval_every}", f"eval.num={eval_num}",
-              f"regime.every={every}", f"struct.every={every}", f"struct.ramp_steps={max(steps // 6, 1)}",
-              "optim.warmup_steps=" + str(max(steps // 10, 1))]
-    return TASKS[task]["sets"] + common + [o.format(**fill) for o in RECIPES[recipe]]
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One run of the study: a (task, recipe, seed), optionally one sweep override or the pilot length."""
+
+    task: str
+    recipe: str
+    seed: int
+    variant: tuple[str, float | int] | None = None  # (config key, value) of the sensitivity sweep
+    pilot: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.pilot:
+            return f"pilot/{self.task}/{self.recipe}/seed{self.seed}"
+        if self.variant:
+            return f"sweep/{self.variant[0]}={self.variant[1]}/seed{self.seed}"
+        return f"{self.task}/{self.recipe}/seed{self.seed}"
+
+    def result_path(self, results: Path) -> Path:
+        return results / f"{self.name}.json"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> "Job":
+        d = json.loads(text)
+        return Job(d["task"], d["recipe"], d["seed"], tuple(d["variant"]) if d["variant"] else None, d["pilot"])
 
 
-def run_one(task: str, recipe: str, seed: int, out: Path, steps: int, eval_every: int, eval_num: int) -> dict:
-    """Train one (task, recipe, seed) unless its result.json exists; return the result."""
+def design_of(design: dict[str, Any], job: Job) -> dict[str, Any]:
+    """The design a job runs under (the pilot runs longer)."""
+    return dict(design, steps=PILOT_STEPS) if job.pilot else dict(design)
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def load_results(results: Path, design: dict[str, Any]) -> list[dict]:
+    """Every result file under ``results`` (recursively) whose design matches ``design`` (the pilot's
+    with its own length)."""
+    out = []
+    for path in sorted(results.rglob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not a JSON result file ({err})") from None
+        if not isinstance(r, dict) or "design" not in r:
+            continue  # another file kept beside the results (parallel.json)
+        want = dict(design, steps=PILOT_STEPS) if r.get("pilot") else design
+        if r["design"] == want:
+            out.append(r)
+    return out
+
+
+def adaptive_starts(results: list[dict], task: str) -> list[dict]:
+    """The finished adaptive runs of ``task`` at the study's design (no sweep, no pilot)."""
+    return [r for r in results if r["task"] == task and r["recipe"] == "adaptive" and not r.get("variant")
+            and not r.get("pilot")]
+
+
+def switch_range(results: list[dict], task: str, every: int) -> tuple[int, int, int]:
+    """(low, high, ramp length) for the random controls from the adaptive runs' measured starts: the range
+    their measured start spans (widened to at least one monitor event each side of a single value) and
+    the mean number of steps p took from its start to 1 (runs where it never reached 1 count to the end)."""
+    runs = adaptive_starts(results, task)
+    starts = [r["measured_start"] for r in runs if r["measured_start"] is not None]
+    if not starts:
+        raise RuntimeError(f"{task}: no finished adaptive run with a measured start; run the adaptive recipe first")
+    low, high = min(starts), max(starts)
+    if low == high:
+        low, high = max(low - every, 0), high + every
+    lengths = [(r["p_reaches_one"] or r["design"]["steps"]) - r["measured_start"] for r in runs
+               if r["measured_start"] is not None]
+    ramp = int(round(np.mean(lengths) / every)) * every
+    return int(low), int(high), max(ramp, every)
+
+
+def run_overrides(job: Job, design: dict[str, Any], results: list[dict]) -> list[str]:
+    """Every override of one run: the task's scale, the design, the recipe, the seed, the sweep value."""
+    d = design_of(design, job)
+    steps = d["steps"]
+    spec = TASKS[job.task]
+    common = [f"train.steps={steps}", f"train.batch_size={d['batch']}", f"train.seed={job.seed}",
+              f"data.seed={job.seed}", "train.progress_bar=false", f"train.ckpt_every={steps}",
+              f"train.log_every={d['log_every']}", "sample.every=0", "sample.final_eval_prompts=0",
+              f"sample.steps={d['sample_steps']}", f"eval.every={d['eval_every']}", f"eval.num={d['eval_num']}"]
+    fill: dict[str, Any] = dict(steps=steps, half=steps // 2, seed=job.seed)
+    if job.recipe in NEEDS_ADAPTIVE:
+        from jaxstage.config import load_config
+
+        cadence = load_config(str(ROOT / spec["config"]), spec["sets"]).regime.every
+        low, high, ramp = switch_range(results, job.task, cadence)
+        start = int(np.random.default_rng(1000 + job.seed).integers(low, high + 1))
+        fill.update(start_low=low, start_high=high, ramp_start=start, ramp_end=start + ramp)
+    variant = [f"{job.variant[0]}={job.variant[1]}"] if job.variant else []
+    return spec["sets"] + common + [o.format(**fill) for o in RECIPES[job.recipe]] + variant
+
+
+def _eval_record_metrics(task: str, record: dict) -> dict[str, float]:
+    return {name: float(fn(record)) for name, (fn, _) in TASKS[task]["metrics"].items()}
+
+
+def second_evaluation(cfg, workdir: Path) -> dict[str, float]:
+    """The final EMA weights scored once more on a disjoint held-out set (the next ``eval.num``
+    prompts/clips of the evaluation stream) with another sampler seed: against the last periodic
+    evaluation it measures the evaluation noise."""
+    from jaxstage.inference.load import load_run
+
+    n, seed = cfg.eval.num, cfg.sample.seed + SECOND_EVAL_SEED_OFFSET
+    exp, state = load_run(cfg, workdir)
+    if cfg.task == "sr":
+        from jaxstage.eval.sr_report import sr_eval
+        from jaxstage.inference.sr_sampling import SRGenerator
+
+        mean = sr_eval(SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16)), state, cfg, n, baselines=False,
+                       skip=n, seed=seed)["mean"]["output_replaced"]
+        return _eval_record_metrics("sr", {f"eval_{k}": v for k, v in mean.items()})
+    from jaxstage.eval.held_out import PromptSet, held_out_prompts
+    from jaxstage.eval.tta import generate, score
+    from jaxstage.inference.sampling import Generator
+
+    both = held_out_prompts(cfg, 2 * n)
+    second = PromptSet(both.captions[n:], both.references[n:], both.attributes[n:], source=both.source + ", second half")
+    audio = generate(Generator(exp), state.ema_params, state.codec_stats, second, seed=seed)
+    metrics = score(cfg, second, audio)
+    record = {f"eval_acc_{k}": v for k, v in metrics["attribute_accuracy"].items()}
+    record["eval_fd_spectral"] = metrics["fd_spectral"]
+    return _eval_record_metrics("t2a", record)
+
+
+def _same_config(workdir: Path, cfg) -> bool:
+    """Whether ``workdir`` holds a run of exactly ``cfg`` (the work directory aside)."""
+    from jaxstage.config import load_json, to_dict
+
+    saved = workdir / "config.json"
+    if not saved.is_file():
+        return False
+    a, b = to_dict(load_json(saved)), to_dict(cfg)
+    for d in (a, b):
+        d.get("train", {}).pop("workdir", None)
+    return a == b
+
+
+def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path) -> dict:
+    """Train one run (unless its result exists), evaluate it a second time, write its result file and
+    drop its checkpoints. A run directory that already finished training with the same config is
+    adopted rather than retrained; any other leftover is started over."""
+    import jax
+
     from jaxstage.config import load_config
     from jaxstage.run.report import read_metrics
     from jaxstage.train.trainer import train
 
-    workdir = out / task / recipe / f"seed{seed}"
-    done = workdir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    if workdir.exists():  # an interrupted run: start it over (results need the whole trajectory)
-        import shutil
-
-        shutil.rmtree(workdir)
-    cfg = load_config(str(ROOT / TASKS[task]["config"]),
-                      study_overrides(task, recipe, seed, steps, eval_every, eval_num))
+    out = job.result_path(results_dir)
+    if out.is_file():
+        return json.loads(out.read_text())
+    overrides = run_overrides(job, design, load_results(results_dir, design))
+    cfg = load_config(str(ROOT / TASKS[job.task]["config"]), overrides)
+    workdir = runs_dir / job.name
+    steps = cfg.train.steps
+    finished = (_same_config(workdir, cfg) and (workdir / "metrics.jsonl").is_file()
+                and any(r.get("step") == steps and any(k.startswith("eval_") for k in r)
+                        for r in read_metrics(workdir))
+                and (workdir / "checkpoints").is_dir())
     start = time.perf_counter()
-    train(cfg, workdir)
+    if not finished:
+        shutil.rmtree(workdir, ignore_errors=True)
+        train(cfg, workdir)
     wall = time.perf_counter() - start
-    records = [r for r in read_metrics(workdir) if any(k.startswith("eval_") for k in r)]
-    result = {"task": task, "recipe": recipe, "seed": seed, "wall_s": wall, "steps": [r["step"] for r in records],
-              "metrics": {name: [fn(r) for r in records] for name, (fn, _) in TASKS[task]["metrics"].items()}}
-    done.write_text(json.dumps(result, indent=2))
+    records = read_metrics(workdir)
+    evals = [r for r in records if any(k.startswith("eval_") for k in r)]
+    logs = [r for r in records if "progress" in r]
+    rates = [r["steps_per_s"] for r in logs if "steps_per_s" in r]
+    progress_steps, progress = [r["step"] for r in logs], [float(r["progress"]) for r in logs]
+    result = {
+        "task": job.task, "recipe": job.recipe, "seed": job.seed,
+        "variant": list(job.variant) if job.variant else None, "pilot": job.pilot,
+        "design": design_of(design, job), "overrides": overrides,
+        "wall_s": round(wall, 1) if not finished else None,
+        "steps_per_s": round(float(np.median(rates)), 3) if rates else None,
+        "device": f"{jax.devices()[0].device_kind}, jax {jax.__version__}",
+        "eval_steps": [r["step"] for r in evals],
+        "metrics": {name: [float(fn(r)) for r in evals] for name, (fn, _) in TASKS[job.task]["metrics"].items()},
+        "progress": {"steps": progress_steps, "p": progress,
+                     "ssl_weight": [float(r.get("ssl_weight", 0.0)) for r in logs],
+                     "t_loc": [float(r["t_loc"]) for r in logs if "t_loc" in r]},
+        "measured_start": measured_start(progress_steps, progress),
+        "p_reaches_one": step_reaching(progress_steps, progress),
+        "second_eval": None if job.pilot else second_evaluation(cfg, workdir),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)  # a result file is complete or absent
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     return result
 
 
-# ------------------------------------------------------------------------------------- report
+# ------------------------------------------------------------------------------------------ jobs
 
 
-def _stats(results: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, mean over seeds, std over seeds) of one recipe's metric."""
-    steps = np.array(results[0]["steps"])
-    values = np.array([r["metrics"][metric] for r in results], float)
-    return steps, values.mean(axis=0), values.std(axis=0, ddof=1) if len(results) > 1 else np.zeros(len(steps))
+def study_jobs(tasks: list[str], recipes: list[str], seeds: list[int], sweep: bool, pilot: bool) -> list[Job]:
+    """Every job of the study in run order (PRIORITY per task, the sweep last, the pilot first)."""
+    jobs = [Job(t, r, 0, pilot=True) for t in tasks for r in ("static", "adaptive")] if pilot else []
+    for group in PRIORITY:
+        for task in tasks:
+            jobs += [Job(task, r, s) for s in seeds for r in group if r in recipes]
+    if sweep and SWEEP_TASK in tasks:
+        jobs += [Job(SWEEP_TASK, "adaptive", s, (key, value)) for key, values in SWEEP.items() for value in values
+                 for s in SWEEP_SEEDS if s in seeds]
+    return jobs
 
 
-def steps_to_reach(steps: np.ndarray, mean: np.ndarray, target: float, higher: bool) -> int | None:
-    """First evaluation step whose seed mean is at least as good as ``target``."""
-    hits = np.nonzero(mean >= target if higher else mean <= target)[0]
-    return int(steps[hits[0]]) if hits.size else None
+def parse_only(spec: list[str] | None) -> dict[str, list[str]] | None:
+    """``--only t2a:static,adaptive sr:static`` -> {task: [recipes]}; errors name the bad part."""
+    if not spec:
+        return None
+    out: dict[str, list[str]] = {}
+    for part in spec:
+        task, _, names = part.partition(":")
+        if task not in TASKS:
+            raise SystemExit(f"--only {part}: unknown task {task!r} (known: {', '.join(TASKS)})")
+        recipes = names.split(",") if names else list(RECIPES)
+        bad = [r for r in recipes if r not in RECIPES]
+        if bad:
+            raise SystemExit(f"--only {part}: unknown recipe {bad[0]!r} (known: {', '.join(RECIPES)})")
+        out.setdefault(task, []).extend(recipes)
+    return out
 
 
-def summary_lines(task: str, by_recipe: dict[str, list[dict]]) -> list[str]:
-    """Generated sentences: best recipe, adaptive vs static with the seed spread, recipes beating static."""
-    metric, (_, higher) = next(iter(TASKS[task]["metrics"].items()))
-    finals = {name: _stats(rs, metric) for name, rs in by_recipe.items()}
-    final = {name: (m[-1], s[-1]) for name, (_, m, s) in finals.items()}
-    order = sorted(final, key=lambda n: -final[n][0] if higher else final[n][0])
-    better = "higher" if higher else "lower"
-    lines = [f"- Best final {metric}: **{order[0]}** ({final[order[0]][0]:.4f}); worst: {order[-1]} "
-             f"({final[order[-1]][0]:.4f}); {better} is better."]
-    if "static" in final and "adaptive" in final:
-        (a, sa), (s, ss) = final["adaptive"], final["static"]
-        diff = a - s
-        spread = float(np.hypot(sa, ss))
-        wins = diff > 0 if higher else diff < 0
-        verdict = ("beats" if wins else "does not beat") + " static"
-        clear = abs(diff) > 2 * spread
-        lines.append(f"- Adaptive (all three) {verdict} at the last evaluation: {a:.4f} vs {s:.4f} "
-                     f"(difference {diff:+.4f}; combined seed std {spread:.4f}: "
-                     f"{'larger than twice the spread' if clear else 'within twice the seed spread, so not a clear difference'}).")
-        seeds = sorted({r["seed"] for r in by_recipe["adaptive"]} & {r["seed"] for r in by_recipe["static"]})
-        if len(seeds) > 1:  # same seed = same data order, init and held-out set: a paired comparison
-            final_of = {name: {r["seed"]: r["metrics"][metric][-1] for r in by_recipe[name]}
-                        for name in ("adaptive", "static")}
-            paired = np.array([final_of["adaptive"][k] - final_of["static"][k] for k in seeds])
-            won = int(np.sum(paired > 0 if higher else paired < 0))
-            lines.append(f"- Paired by seed (same data, initialization and held-out set), adaptive − static at the "
-                         f"last evaluation: {paired.mean():+.4f} ± {paired.std(ddof=1):.4f}; adaptive better in "
-                         f"{won} of {len(seeds)} seeds.")
-    if "static" in final:
-        s = final["static"][0]
-        winners = [n for n in order if n != "static" and (final[n][0] > s if higher else final[n][0] < s)]
-        lines.append(f"- Recipes whose final mean is better than static's: {', '.join(winners) if winners else 'none'}; "
-                     f"not better: {', '.join(n for n in order if n not in winners and n != 'static') or 'none'}.")
-    return lines
+def ready(job: Job, done: set[str], all_jobs: list[Job]) -> bool:
+    """A random control waits for every adaptive run of its task in this invocation."""
+    if job.recipe not in NEEDS_ADAPTIVE:
+        return True
+    return all(j.name in done for j in all_jobs
+               if j.task == job.task and j.recipe == "adaptive" and not j.variant and not j.pilot)
 
 
-def write_report(results: list[dict], args: argparse.Namespace, wall_s: float, doc: Path, png: Path) -> None:
-    """docs/convergence.md and docs/convergence.png from the runs' results."""
-    import jax
-    import matplotlib
+def worker_env(pin: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    if pin:  # one core per worker: single-threaded XLA (docs/convergence.md, "Throughput")
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                            "intra_op_parallelism_threads=1").strip()
+    return env
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from jaxstage.config import load_config
+def launch(job: Job, core: int | None, args: argparse.Namespace) -> subprocess.CompletedProcess:
+    """One job in a worker subprocess (pinned to ``core`` when given); its output goes to a log file."""
+    log = Path(args.runs) / "logs" / (job.name.replace("/", "_") + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--run-job", job.to_json(), "--results", args.results, "--runs", args.runs,
+           "--design", json.dumps(args.design)]
+    if core is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(core)] + cmd
+    with open(log, "w") as fh:
+        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=worker_env(core is not None),
+                              cwd=ROOT)
 
-    tasks = [t for t in args.tasks if any(r["task"] == t for r in results)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 5), constrained_layout=True, squeeze=False)
-    lines = ["# Convergence study: stage-adaptive vs static recipes (generated)", "",
-             f"Written by `python bench/convergence.py {' '.join(sys.argv[1:])}`".rstrip() + " — every number below "
-             "comes from the runs' `metrics.jsonl`; nothing is typed by hand.", "",
-             f"- Device: {jax.devices()[0].device_kind} ({jax.device_count()} device(s), {os.cpu_count()} CPU cores), "
-             f"jax {jax.__version__}; total wall time of this invocation {wall_s / 60:.1f} min "
-             f"(runs finished earlier are reused, so a resumed study reports only its own part; per-run times below).",
-             f"- Scale: toy synthetic data, {args.steps} steps per run, batch 16, seeds {args.seeds}, evaluation "
-             f"every {args.eval_every} steps on {args.eval_num} held-out prompts/clips (EMA weights, Euler 16 steps). "
-             "Treat differences of the size of the seed spread as noise: this is far below the scale where the "
-             "paper's claim is made.", ""]
-    for col, task in enumerate(tasks):
-        cfg = load_config(str(ROOT / TASKS[task]["config"]), study_overrides(task, "adaptive", 0, args.steps,
-                                                                            args.eval_every, args.eval_num))
-        by_recipe = {name: sorted([r for r in results if r["task"] == task and r["recipe"] == name],
-                                  key=lambda r: r["seed"]) for name in args.recipes}
-        by_recipe = {k: v for k, v in by_recipe.items() if v}
-        metric_items = list(TASKS[task]["metrics"].items())
-        metric, (_, higher) = metric_items[0]
-        steps = np.array(next(iter(by_recipe.values()))[0]["steps"])
-        lines += [f"## {task}: {metric}", "",
-                  f"Config `{TASKS[task]['config']}` at study scale: {cfg.data.sample_rate} Hz, "
-                  f"{cfg.model.embed_dim}-wide {cfg.model.depth}-block DiT, {cfg.codec.kind} codec. "
-                  f"Per-run wall time: {np.mean([r['wall_s'] for rs in by_recipe.values() for r in rs]):.0f} s "
-                  "on average (training plus the periodic evaluations).", ""]
-        static_final = _stats(by_recipe["static"], metric)[1][-1] if "static" in by_recipe else None
-        header = "| recipe | " + " | ".join(f"step {s}" for s in steps) + " | steps to static's final | final " \
-                 + metric_items[1][0] + " |"
-        lines += [header, "|" + "---|" * (len(steps) + 3)]
-        ax = axes[0][col]
-        for name, rs in by_recipe.items():
-            st, mean, std = _stats(rs, metric)
-            reach = steps_to_reach(st, mean, static_final, higher) if static_final is not None else None
-            _, m2, s2 = _stats(rs, metric_items[1][0])
-            cells = " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in zip(mean, std))
-            lines.append(f"| {name} | {cells} | {reach if reach is not None else 'not reached'} | "
-                         f"{m2[-1]:.4f} ± {s2[-1]:.4f} |")
-            style = "-" if name in ("adaptive", "static") else "--"
-            ax.plot(st, mean, style, label=name, linewidth=2.5 if name in ("adaptive", "static") else 1.2)
-            ax.fill_between(st, mean - std, mean + std, alpha=0.12)
-        ax.set(title=f"{task}: {metric}", xlabel="step", ylabel=metric + (" (higher is better)" if higher
-                                                                          else " (lower is better)"))
-        ax.legend(fontsize=8)
-        lines += ["", "What it found:", ""] + summary_lines(task, by_recipe) + [""]
-    lines += ["![metric against step](convergence.png)", ""]
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(lines))
-    fig.savefig(png, dpi=110)
-    print(f"wrote {doc} and {png}", file=sys.stderr)
+
+def run_all(jobs: list[Job], args: argparse.Namespace) -> list[str]:
+    """Run the missing jobs on ``args.workers`` workers in priority order; returns the failed jobs' names."""
+    from tqdm import tqdm
+
+    results = Path(args.results)
+    todo = [j for j in jobs if not j.result_path(results).is_file()]
+    done = {j.name for j in jobs if j.result_path(results).is_file()}
+    failed: list[str] = []
+    lock = threading.Condition()
+    bar = tqdm(total=len(todo), desc="convergence study", unit="run")
+    pin = args.workers > 1 and (os.cpu_count() or 1) >= args.workers and not args.no_pin
+
+    def worker(core: int | None) -> None:
+        while True:
+            with lock:
+                while True:
+                    pending = [j for j in todo if j.name not in done and j.name not in failed
+                               and j.name not in running]
+                    if not pending:
+                        return
+                    job = next((j for j in pending if ready(j, done, jobs)), None)
+                    if job is not None:
+                        running.add(job.name)
+                        break
+                    if not running:  # waiting on something that failed
+                        failed.extend(j.name for j in pending)
+                        return
+                    lock.wait()
+            proc = launch(job, core, args)
+            with lock:
+                running.discard(job.name)
+                (done.add if proc.returncode == 0 else failed.append)(job.name)
+                bar.update(1)
+                bar.set_postfix_str(job.name + ("" if proc.returncode == 0 else " FAILED"))
+                lock.notify_all()
+
+    running: set[str] = set()
+    threads = [threading.Thread(target=worker, args=(i if pin else None,)) for i in range(args.workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bar.close()
+    return failed
+
+
+def measure_parallel(args: argparse.Namespace, steps: int = 300) -> dict:
+    """Wall time of two identical static t2a runs one at a time (all cores each) against side by side
+    (one pinned single-threaded core each); written to RESULTS/parallel.json."""
+    design = dict(args.design, steps=steps, eval_every=steps, eval_num=8)
+    base = Path(args.runs) / "parallel"
+    shutil.rmtree(base, ignore_errors=True)
+
+    def one(seed: int, core: int | None, tag: str) -> subprocess.Popen:
+        job = Job("t2a", "static", seed)
+        cmd = [sys.executable, __file__, "--run-job", job.to_json(), "--results", str(base / tag / "results"),
+               "--runs", str(base / tag / "runs"), "--design", json.dumps(design)]
+        if core is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(core)] + cmd
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=worker_env(core is not None), cwd=ROOT)
+
+    start = time.perf_counter()
+    for seed in (0, 1):
+        if one(seed, None, f"sequential{seed}").wait():
+            raise RuntimeError("measure-parallel: a sequential run failed")
+    sequential = time.perf_counter() - start
+    start = time.perf_counter()
+    procs = [one(seed, seed, f"side{seed}") for seed in (0, 1)]
+    if any(p.wait() for p in procs):
+        raise RuntimeError("measure-parallel: a side-by-side run failed")
+    side = time.perf_counter() - start
+    out = {"runs": 2, "steps_each": steps, "one_at_a_time_s": round(sequential, 1),
+           "side_by_side_pinned_s": round(side, 1), "speedup": round(sequential / side, 3),
+           "cores": os.cpu_count(), "what": "two static t2a runs (training + one evaluation of 8 prompts each)"}
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    (Path(args.results) / "parallel.json").write_text(json.dumps(out, indent=1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=360)
-    parser.add_argument("--eval-every", type=int, default=90)
-    parser.add_argument("--eval-num", type=int, default=32)
-    parser.add_argument("--out", default="runs/convergence", help="run directories and result.json files")
+    parser.add_argument("--only", nargs="+", metavar="TASK:RECIPES",
+                        help="restrict to these tasks/recipes, e.g. t2a:static,adaptive sr (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--no-sweep", action="store_true", help="skip the sensitivity sweep")
+    parser.add_argument("--no-pilot", action="store_true", help="skip the pilot runs")
+    parser.add_argument("--steps", type=int, default=DESIGN["steps"])
+    parser.add_argument("--eval-every", type=int, default=DESIGN["eval_every"])
+    parser.add_argument("--eval-num", type=int, default=DESIGN["eval_num"])
+    parser.add_argument("--workers", type=int, default=2 if (os.cpu_count() or 1) >= 2 else 1)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
+    parser.add_argument("--results", default=str(RESULTS), help="result files (committed)")
+    parser.add_argument("--runs", default=str(RUNS), help="run directories and worker logs")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "convergence.md"))
-    parser.add_argument("--png", default=None, help="default: beside --doc as convergence.png")
+    parser.add_argument("--readme", default=str(ROOT / "README.md"),
+                        help="README whose generated study summary is rewritten ('' to leave it)")
+    parser.add_argument("--report-only", action="store_true", help="regenerate the report from the result files")
+    parser.add_argument("--measure-parallel", action="store_true")
+    parser.add_argument("--run-job", help=argparse.SUPPRESS)
+    parser.add_argument("--design", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.steps % args.eval_every:
-        parser.error(f"--steps {args.steps} must be a multiple of --eval-every {args.eval_every}")
-    out, doc = Path(args.out), Path(args.doc)
-    png = Path(args.png) if args.png else doc.with_suffix(".png")
-    start = time.perf_counter()
-    results = []
-    jobs = [(t, r, s) for t in args.tasks for s in args.seeds for r in args.recipes]
-    from tqdm import tqdm
+    args.design = json.loads(args.design) if args.design else dict(
+        DESIGN, steps=args.steps, eval_every=args.eval_every, eval_num=args.eval_num)
+    if args.design["steps"] % args.design["eval_every"]:
+        parser.error(f"--steps {args.design['steps']} must be a multiple of --eval-every {args.design['eval_every']}")
+    if args.run_job:  # a worker: one run
+        run_job(Job.from_json(args.run_job), args.design, Path(args.results), Path(args.runs))
+        return 0
+    if args.measure_parallel:
+        print(json.dumps(measure_parallel(args)))
+        return 0
+    from convergence_report import write_report
 
-    for task, recipe, seed in tqdm(jobs, desc="convergence study", unit="run"):
-        results.append(run_one(task, recipe, seed, out, args.steps, args.eval_every, args.eval_num))
-    write_report(results, args, time.perf_counter() - start, doc, png)
+    failed: list[str] = []
+    if not args.report_only:
+        only = parse_only(args.only)
+        tasks = list(only) if only else args.tasks
+        jobs = []
+        for task in tasks:
+            recipes = only[task] if only else list(RECIPES)
+            jobs += [j for j in study_jobs([task], recipes, args.seeds, not args.no_sweep, not args.no_pilot)]
+        failed = run_all(jobs, args)
+    write_report(Path(args.results), args.design, Path(args.doc), Path(args.readme) if args.readme else None)
+    if failed:
+        print(f"{len(failed)} run(s) failed (logs under {args.runs}/logs): {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

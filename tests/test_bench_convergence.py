@@ -1,46 +1,163 @@
-"""bench/convergence.py: every recipe is a valid config on both tasks, and the generated summary
-reads its numbers from the results (steps-to-reach, paired comparison, verdicts)."""
+"""bench/convergence.py and its report: every recipe is a valid config on both tasks, the random controls
+take their range from the adaptive runs, the statistics are paired bootstrap intervals, and
+``--report-only`` regenerates the document, the figures and the README block from result files alone."""
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import convergence  # noqa: E402
+import convergence_report  # noqa: E402
+import convergence_stats as stats  # noqa: E402
 
 from jaxstage.config import load_config  # noqa: E402
 
+DESIGN = dict(convergence.DESIGN, steps=600, eval_every=300, eval_num=8)
+
+
+def fake_result(task, recipe, seed, *, start=None, end=None, shift=0.0, variant=None, pilot=False, design=DESIGN):
+    """A result file's content with made-up trajectories (higher-is-better metrics rise, others fall)."""
+    steps = list(range(design["eval_every"], (2400 if pilot else design["steps"]) + 1, design["eval_every"]))
+    metrics = {}
+    for name, (_, higher) in convergence.TASKS[task]["metrics"].items():
+        base = np.linspace(0.3, 0.5, len(steps)) + shift + 0.01 * seed
+        metrics[name] = list(base if higher else 2.5 - base)
+    p_steps = list(range(50, steps[-1] + 1, 50))
+    p = [0.0 if start is None or s < start else min(1.0, (s - start + 50) / ((end or s + 1) - start + 50))
+         for s in p_steps]
+    return {"task": task, "recipe": recipe, "seed": seed, "variant": list(variant) if variant else None,
+            "pilot": pilot, "design": dict(design, steps=2400) if pilot else design, "overrides": [],
+            "wall_s": 10.0, "steps_per_s": 5.0, "device": "cpu, jax test", "eval_steps": steps, "metrics": metrics,
+            "progress": {"steps": p_steps, "p": p, "ssl_weight": [0.5] * len(p), "t_loc": [0.8] * len(p)},
+            "measured_start": convergence.measured_start(p_steps, p),
+            "p_reaches_one": convergence.step_reaching(p_steps, p),
+            "second_eval": None if pilot else {k: v[-1] + 0.01 * (-1) ** seed for k, v in metrics.items()}}
+
+
+def write(results: Path, r: dict) -> None:
+    job = convergence.Job(r["task"], r["recipe"], r["seed"], tuple(r["variant"]) if r["variant"] else None, r["pilot"])
+    path = job.result_path(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r))
+
 
 def test_every_recipe_and_task_is_a_valid_config():
+    adaptive = [fake_result(t, "adaptive", s, start=200 + 50 * s, end=500 + 50 * s) for t in convergence.TASKS
+                for s in range(3)]
     for task, spec in convergence.TASKS.items():
         for recipe in convergence.RECIPES:
-            cfg = load_config(str(ROOT / spec["config"]),
-                              convergence.study_overrides(task, recipe, 1, 360, 90, 32))
-            assert cfg.train.steps == 360 and cfg.eval.every == 90 and cfg.train.seed == 1
+            job = convergence.Job(task, recipe, 1)
+            cfg = load_config(str(ROOT / spec["config"]), convergence.run_overrides(job, DESIGN, adaptive))
+            assert cfg.train.steps == 600 and cfg.eval.every == 300 and cfg.eval.num == 8 and cfg.train.seed == 1
+            assert cfg.train.batch_size == DESIGN["batch"] and cfg.sample.steps == DESIGN["sample_steps"]
             assert cfg.task == ("sr" if task == "sr" else "t2a")
             if recipe == "static":
                 assert cfg.regime.mode == "off" and cfg.guidance.lambda0 == 0 and not cfg.struct.enabled
-            if recipe == "haste_switch":
-                assert cfg.regime.switch_step == 180
-            if recipe == "random_switch":
-                assert cfg.regime.seed == 1 and cfg.regime.random_low == 60 and cfg.regime.random_high == 300
+            if recipe == "fixed_switch":
+                assert cfg.regime.mode == "switch_at" and cfg.regime.switch_step == 300
+            if recipe == "linear_ramp":
+                assert (cfg.regime.linear_start, cfg.regime.linear_end) == (0, 600)
+            if recipe == "random_switch":  # over the range the adaptive runs' measured starts span
+                assert cfg.regime.seed == 1 and (cfg.regime.random_low, cfg.regime.random_high) == (200, 300)
+            if recipe == "random_ramp":  # a random start in that range, the adaptive runs' mean rise length
+                assert 200 <= cfg.regime.linear_start <= 300
+                assert cfg.regime.linear_end - cfg.regime.linear_start == 300
+    sweep = convergence.Job("t2a", "adaptive", 0, ("regime.max_delta", 0.1))
+    cfg = load_config(str(ROOT / "configs/synth_t2a.py"), convergence.run_overrides(sweep, DESIGN, []))
+    assert cfg.regime.max_delta == 0.1 and cfg.regime.mode == "adaptive"
 
 
-def test_steps_to_reach_and_summary():
-    steps = np.array([90, 180, 270])
-    assert convergence.steps_to_reach(steps, np.array([0.1, 0.3, 0.5]), 0.3, higher=True) == 180
-    assert convergence.steps_to_reach(steps, np.array([3.0, 2.0, 1.5]), 1.0, higher=False) is None
+def test_random_controls_need_adaptive_runs():
+    with pytest.raises(RuntimeError, match="t2a: no finished adaptive run"):
+        convergence.run_overrides(convergence.Job("t2a", "random_switch", 0), DESIGN, [])
+    jobs = convergence.study_jobs(["t2a"], list(convergence.RECIPES), [0, 1], sweep=True, pilot=True)
+    names = [j.name for j in jobs]
+    assert names[:2] == ["pilot/t2a/static/seed0", "pilot/t2a/adaptive/seed0"]
+    assert names.index("t2a/adaptive/seed1") < names.index("t2a/random_switch/seed0")
+    assert names[-1].startswith("sweep/regime.window=16/seed1") and len(jobs) == 2 + 10 * 2 + 8 * 2
+    control = convergence.Job("t2a", "random_switch", 0)
+    assert not convergence.ready(control, {"t2a/adaptive/seed0"}, jobs)
+    assert convergence.ready(control, {"t2a/adaptive/seed0", "t2a/adaptive/seed1"}, jobs)
+    assert convergence.Job.from_json(sweep_json := jobs[-1].to_json()).to_json() == sweep_json
 
-    def result(recipe, seed, values):
-        return {"task": "sr", "recipe": recipe, "seed": seed, "wall_s": 1.0, "steps": [90, 180],
-                "metrics": {name: values for name in convergence.TASKS["sr"]["metrics"]}}
 
-    by_recipe = {"static": [result("static", s, [2.0, 1.8 + 0.01 * s]) for s in range(3)],
-                 "adaptive": [result("adaptive", s, [2.0, 1.7 + 0.01 * s]) for s in range(3)]}
-    lines = "\n".join(convergence.summary_lines("sr", by_recipe))
-    assert "Best final" in lines and "**adaptive** (1.7100)" in lines
-    assert "Adaptive (all three) beats static" in lines and "difference -0.1000" in lines
-    assert "adaptive better in 3 of 3 seeds" in lines
+def test_paired_bootstrap_intervals():
+    a = {k: 1.0 + 0.1 * k for k in range(5)}
+    b = {k: 0.5 + 0.1 * k + 0.01 * (-1) ** k for k in range(5)}
+    d = stats.paired_difference(a, b)  # the seed effect cancels: a tight interval around +0.5
+    assert d.n == 5 and d.low <= d.mean <= d.high and 0.48 < d.low and d.high < 0.52 and d.excludes_zero()
+    unpaired = stats.mean_interval(np.array(list(a.values())))
+    assert unpaired.high - unpaired.low > 5 * (d.high - d.low)
+    assert not stats.paired_difference({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}).excludes_zero()  # < MIN_SEEDS
+    assert stats.mean_interval(np.array([0.3])).fmt() == "0.3000 (n=1, no interval)"
+    steps = np.array([100, 200, 300])
+    curves = {k: np.array([0.1, 0.4, 0.6]) + 0.01 * k for k in range(5)}
+    point, low, high, n = stats.steps_to_reach_interval(steps, curves, {k: 0.5 for k in range(5)}, higher=True)
+    assert (point, low, high, n) == (300, 300, 300, 5)
+    point, low, high, _ = stats.steps_to_reach_interval(steps, curves, {k: 0.9 for k in range(5)}, higher=True)
+    assert point is None and np.isinf(low)
+    assert stats.evaluation_noise([(1.0, 1.2), (2.0, 2.2), (3.0, 3.2)]) == pytest.approx(0.0)  # offset only
+    assert stats.evaluation_noise([(1.0, 1.2), (2.0, 1.8)]) == pytest.approx(np.std([-0.2, 0.2], ddof=1) / 2 ** 0.5)
+    assert stats.seed_spread([[1.0, 3.0], [10.0, 12.0]]) == pytest.approx(np.sqrt(2.0))
+    assert stats.measured_start([50, 100, 150], [0.0, 0.0, 0.2]) == 150
+    assert stats.step_reaching([50, 100], [0.5, 0.9]) is None
+
+
+def test_report_only_regenerates_the_document_from_result_files(tmp_path):
+    results = tmp_path / "results"
+    for task in convergence.TASKS:
+        for s in range(5):
+            write(results, fake_result(task, "static", s))
+            write(results, fake_result(task, "adaptive", s, start=150, end=450, shift=0.05))
+            write(results, fake_result(task, "random_switch", s, start=200 + 50 * (s % 2), end=200 + 50 * (s % 2),
+                                       shift=0.05 + 0.001 * (-1) ** s))
+            write(results, fake_result(task, "fixed_switch", s, start=300, end=300, shift=-0.02))
+    for s in range(3):
+        write(results, fake_result("t2a", "adaptive", s, variant=("regime.max_delta", 0.1), start=100, end=250))
+    write(results, fake_result("t2a", "static", 0, pilot=True))
+    write(results, fake_result("t2a", "adaptive", 0, pilot=True, start=150, end=450))
+    other = fake_result("t2a", "static", 9, design=dict(DESIGN, steps=900))  # another design: not reported
+    write(results, other)
+    (results / "parallel.json").write_text(json.dumps({"steps_each": 300, "cores": 2, "one_at_a_time_s": 100.0,
+                                                      "side_by_side_pinned_s": 70.0, "speedup": 1.43}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{convergence_report.README_START}\nold text\n{convergence_report.README_END}\nrest\n")
+    doc = tmp_path / "docs" / "convergence.md"
+    argv = ["--report-only", "--results", str(results), "--doc", str(doc), "--readme", str(readme),
+            "--steps", "600", "--eval-every", "300", "--eval-num", "8"]
+    assert convergence.main(argv) == 0
+    text = doc.read_text()
+    for png in ("convergence.png", "convergence_switch.png", "convergence_sensitivity.png"):
+        assert (doc.parent / png).stat().st_size > 1000 and png in text
+    # the verdicts are generated from the numbers: +0.05 over static and fixed, ~0 against random
+    assert "**t2a** (attribute accuracy, final evaluation, 5 paired seeds): mixed — against random_switch: no " \
+           "detectable difference; against fixed_switch: better" in text
+    assert "adaptive vs static +0.0500 [+0.0500, +0.0500]: better" in text
+    assert "| t2a | attribute accuracy |" in text and "seed spread" in text  # evaluation noise table
+    assert "t2a | adaptive | 150 → 450" in text  # measured start → p reaches 1, per seed
+    assert "| `regime.max_delta` | 0.1 | 3 | 100 [100, 100]" in text
+    assert "seed 9" not in text and "Completeness: 45 of" in text and "Missing" in text
+    assert "1.43× the throughput" in text and "p leaves 0 at step 150 and reaches 1 at step 450" in text
+    new_readme = readme.read_text()
+    assert new_readme.startswith("intro\n") and new_readme.endswith("\nrest\n") and "old text" not in new_readme
+    assert "against fixed_switch: better" in new_readme and "docs/convergence.md" in new_readme
+    before = text
+    assert convergence.main(argv) == 0 and doc.read_text() == before  # regenerated identically
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        convergence.main(argv)
+
+
+def test_parse_only_errors_name_the_part():
+    assert convergence.parse_only(["t2a:static,adaptive", "sr"]) == {"t2a": ["static", "adaptive"],
+                                                                     "sr": list(convergence.RECIPES)}
+    with pytest.raises(SystemExit, match="unknown recipe 'statik'"):
+        convergence.parse_only(["t2a:statik"])
+    with pytest.raises(SystemExit, match="unknown task 'tts'"):
+        convergence.parse_only(["tts"])

@@ -77,8 +77,11 @@ def sample_prompts(cfg: Config, n: int) -> PromptSet:
     return PromptSet([p for p, _ in prompt_set(cfg.sample.seed, n)], source=f"synthetic, seed {cfg.sample.seed}")
 
 
-def sr_clips(cfg: Config, count: int) -> dict[str, np.ndarray]:
-    """``count`` held-out SR clips (``audio``, ``low``, ``cutoff``, ...; prepared data: at most the tail)."""
+def sr_clips(cfg: Config, count: int, skip: int = 0) -> dict[str, np.ndarray]:
+    """``count`` held-out SR clips (``audio``, ``low``, ``cutoff``, ...; prepared data: at most the tail),
+    after the first ``skip`` of them (a disjoint second set: ``skip=count``; synthetic data only)."""
     if cfg.data.source == "prepared":
+        if skip:
+            raise ValueError(f"{cfg.data.path}: a second held-out SR set (skip={skip}) needs synthetic data")
         return sr_held_out_batch(cfg, min(count, held_out_count(cfg)))
-    return sr_held_out_batch(cfg, count, offset=cfg.regime.monitor_size)
+    return sr_held_out_batch(cfg, count, offset=cfg.regime.monitor_size + skip)

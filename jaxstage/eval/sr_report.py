@@ -53,13 +53,15 @@ def replaced(cfg: Config, output: np.ndarray, low: np.ndarray, cutoff: np.ndarra
 
 
 def sr_eval(generator: SRGenerator, state, cfg: Config, count: int, *, baselines: bool = True,
-            sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
+            sampler: str | None = None, steps: int | None = None, skip: int = 0,
+            seed: int | None = None) -> dict[str, Any]:
     """The module docstring's four scores on ``count`` held-out clips; both model rows come from the same
-    samples, ``baselines=False`` scores them only. ``sampler``/``steps`` default to ``sample.*``."""
+    samples, ``baselines=False`` scores them only. ``sampler``/``steps`` default to ``sample.*``, the
+    sampler ``seed`` to ``sample.seed``; ``skip`` clips of the held-out stream come first (see sr_clips)."""
     sampler, steps = sampler or cfg.sample.sampler, steps or cfg.sample.steps
-    batch = sr_clips(cfg, count)
+    batch = sr_clips(cfg, count, skip)
     raw = generator.clips(state.ema_params, state.codec_stats, batch["low"], batch["cutoff"], sampler=sampler,
-                          steps=steps, seed=cfg.sample.seed, replace=False)
+                          steps=steps, seed=cfg.sample.seed if seed is None else seed, replace=False)
     candidates = {"output": raw, "output_replaced": replaced(cfg, raw, batch["low"], batch["cutoff"])}
     if baselines:
         candidates["input"] = batch["low"]
