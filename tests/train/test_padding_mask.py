@@ -80,16 +80,21 @@ def test_diffusion_loss_averages_over_real_frames_only(padded):
     exp = build_experiment(cfg)
     real_objective, seen = exp.objective, []
 
-    class Recording(type(real_objective)):  # the step's loss inputs (all but the model output are concrete)
+    def record(x0, eps, level, mask=None):
+        seen.append({"x0": np.asarray(x0), "eps": np.asarray(eps), "level": np.asarray(level),
+                     "mask": None if mask is None else np.asarray(mask)})
+
+    class Recording(type(real_objective)):  # the step's loss inputs, sent to the host from the compiled step
         def loss(self, model_output, x_t, x0, eps, level, mask=None):
-            seen.append({"x0": x0, "eps": eps, "level": level, "mask": mask})
+            jax.debug.callback(record, x0, eps, level, *([] if mask is None else [mask]))
             return super().loss(model_output, x_t, x0, eps, level, mask)
 
     exp.objective = Recording()
     state = fresh_state(exp)
     host = next(BatchStream(cfg, 0, 1))
-    step = make_train_step(exp)  # uncompiled: runs eagerly
+    step = jax.jit(make_train_step(exp))  # compiled (eagerly the two steps took over a minute)
     _, metrics = step(jax.tree.map(jnp.copy, state), {k: jnp.asarray(v) for k, v in host.items()})
+    jax.effects_barrier()
     rec = seen[-1]
     x0, eps, level = rec["x0"], rec["eps"], rec["level"]
     real = expected_frame_mask(host["audio_mask"], x0.shape[1], cfg.codec.hop_length)
@@ -110,6 +115,7 @@ def test_diffusion_loss_averages_over_real_frames_only(padded):
 
     unmasked = {k: jnp.asarray(v) for k, v in host.items() if k != "audio_mask"}
     _, plain = step(jax.tree.map(jnp.copy, state), unmasked)
+    jax.effects_barrier()
     assert seen[-1]["mask"] is None
     assert float(plain["loss_diff"]) != pytest.approx(float(metrics["loss_diff"]), rel=1e-3)
     assert float(plain["loss_align"]) != pytest.approx(float(metrics["loss_align"]), rel=1e-4)
