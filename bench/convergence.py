@@ -14,6 +14,7 @@ figures and the README's summary are regenerated from the result files alone
     python bench/convergence.py --report-only        # regenerate docs/convergence.md + figures, no training
     python bench/convergence.py --only t2a:static,adaptive --seeds 0 1   # a part of the study
     python bench/convergence.py --measure-parallel   # one-at-a-time vs two side by side (parallel.json)
+    python bench/convergence.py --check-sampler-steps  # 16 vs 32/64 evaluation sampler steps (sampler_steps.json)
     python bench/convergence.py --results /tmp/r --steps 40 --eval-every 20 --eval-num 4 --seeds 0 \\
         --only t2a:static,adaptive --no-sweep --no-pilot   # a smoke run of the machinery
 
@@ -253,8 +254,8 @@ def _same_config(workdir: Path, cfg) -> bool:
 
 
 def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path) -> dict:
-    """Train one run (unless its result exists), evaluate it a second time, write its result file and
-    drop its checkpoints. A run directory that already finished training with the same config is
+    """Train one run (unless its result exists), evaluate it a second time and write its result file.
+    A run directory that already finished training with the same config is
     adopted rather than retrained; any other leftover is started over."""
     import jax
 
@@ -303,8 +304,7 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out)  # a result file is complete or absent
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-    return result
+    return result  # the run directory (final checkpoint) stays: --check-sampler-steps reads it
 
 
 # ------------------------------------------------------------------------------------------ jobs
@@ -440,11 +440,54 @@ def measure_parallel(args: argparse.Namespace, steps: int = 300) -> dict:
     if any(p.wait() for p in procs):
         raise RuntimeError("measure-parallel: a side-by-side run failed")
     side = time.perf_counter() - start
-    out = {"runs": 2, "steps_each": steps, "one_at_a_time_s": round(sequential, 1),
+    from jaxstage.data.synthetic import make_example
+
+    render = time.perf_counter()
+    for i in range(256):  # what pre-rendering the clips would save: the data pipeline's per-clip cost
+        make_example(0, i, 8000, 8000, 0.0)
+    render_ms = (time.perf_counter() - render) / 256 * 1000
+    out = {"runs": 2, "steps_each": steps, "one_at_a_time_s": round(sequential, 1), "render_ms_per_clip": round(render_ms, 3),
            "side_by_side_pinned_s": round(side, 1), "speedup": round(sequential / side, 3),
            "cores": os.cpu_count(), "what": "two static t2a runs (training + one evaluation of 8 prompts each)"}
     Path(args.results).mkdir(parents=True, exist_ok=True)
     (Path(args.results) / "parallel.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def check_sampler_steps(args: argparse.Namespace, steps: tuple[int, ...] = (16, 32, 64)) -> dict:
+    """The periodic evaluations sample with DESIGN['sample_steps'] Euler steps to save time: score the
+    final weights of the finished t2a static and adaptive runs (seeds 0-1) with more steps on the same
+    held-out set and sampler seed; written to RESULTS/sampler_steps.json."""
+    from jaxstage.config import load_json
+    from jaxstage.eval.held_out import held_out_prompts
+    from jaxstage.eval.tta import generate, score
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sampling import Generator
+
+    rows = []
+    for recipe in ("static", "adaptive"):
+        for seed in (0, 1):
+            job = Job("t2a", recipe, seed)
+            workdir = Path(args.runs) / job.name
+            if not job.result_path(Path(args.results)).is_file() or not (workdir / "checkpoints").is_dir():
+                continue
+            cfg = load_json(workdir / "config.json")
+            exp, state = load_run(cfg, workdir)
+            prompts = held_out_prompts(cfg, cfg.eval.num)
+            row = {"run": job.name}
+            for n in steps:
+                audio = generate(Generator(exp), state.ema_params, state.codec_stats, prompts, steps=n,
+                                 seed=cfg.sample.seed)
+                metrics = score(cfg, prompts, audio)
+                record = {f"eval_acc_{k}": v for k, v in metrics["attribute_accuracy"].items()}
+                record["eval_fd_spectral"] = metrics["fd_spectral"]
+                row[str(n)] = _eval_record_metrics("t2a", record)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    if not rows:
+        raise SystemExit("--check-sampler-steps: no finished t2a static/adaptive run directory with a checkpoint")
+    out = {"steps": list(steps), "design_steps": args.design["sample_steps"], "runs": rows}
+    (Path(args.results) / "sampler_steps.json").write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -468,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="README whose generated study summary is rewritten ('' to leave it)")
     parser.add_argument("--report-only", action="store_true", help="regenerate the report from the result files")
     parser.add_argument("--measure-parallel", action="store_true")
+    parser.add_argument("--check-sampler-steps", action="store_true",
+                        help="score finished runs' final weights with 16/32/64 Euler steps (sampler_steps.json)")
     parser.add_argument("--run-job", help=argparse.SUPPRESS)
     parser.add_argument("--design", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -480,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.measure_parallel:
         print(json.dumps(measure_parallel(args)))
+        return 0
+    if args.check_sampler_steps:
+        check_sampler_steps(args)
         return 0
     from convergence_report import write_report
 

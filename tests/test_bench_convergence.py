@@ -126,6 +126,9 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     write(results, other)
     (results / "parallel.json").write_text(json.dumps({"steps_each": 300, "cores": 2, "one_at_a_time_s": 100.0,
                                                       "side_by_side_pinned_s": 70.0, "speedup": 1.43}))
+    (results / "sampler_steps.json").write_text(json.dumps({"steps": [16, 32], "design_steps": 16, "runs": [
+        {"run": "t2a/static/seed0", "16": {"attribute accuracy": 0.5, "FD-spectral": 200.0},
+         "32": {"attribute accuracy": 0.51, "FD-spectral": 190.0}}]}))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{convergence_report.README_START}\nold text\n{convergence_report.README_END}\nrest\n")
     doc = tmp_path / "docs" / "convergence.md"
@@ -143,6 +146,7 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "t2a | adaptive | 150 → 450" in text  # measured start → p reaches 1, per seed
     assert "| `regime.max_delta` | 0.1 | 3 | 100 [100, 100]" in text
     assert "seed 9" not in text and "Completeness: 45 of" in text and "Missing" in text
+    assert "| t2a/static/seed0 | 0.5000 | 0.5100 | 200.0000 | 190.0000 |" in text  # sampler steps check
     assert "1.43× the throughput" in text and "p leaves 0 at step 150 and reaches 1 at step 450" in text
     new_readme = readme.read_text()
     assert new_readme.startswith("intro\n") and new_readme.endswith("\nrest\n") and "old text" not in new_readme
