@@ -57,6 +57,14 @@ PILOT_STEPS = 2400  # the pilot runs past the design's length to show where the 
 SEEDS = (0, 1, 2, 3, 4)
 SWEEP_SEEDS = (0, 1, 2)
 SECOND_EVAL_SEED_OFFSET = 1  # the second evaluation samples with sample.seed + this
+# p "has completed its rise" at this level: past ~0.9 the measured rate, not the Δmax cap, limits each
+# event's rise, so p creeps towards 1 (the pilot: 0.91 at step 1400, 0.99 at 1800, 1.0 at 2300)
+RISE_LEVEL = 0.95
+
+
+def rise_end(result: dict) -> int | None:
+    """First logged step at which a run's p reaches RISE_LEVEL (None: never)."""
+    return step_reaching(result["progress"]["steps"], result["progress"]["p"], RISE_LEVEL)
 
 # Recipes as overrides on the adaptive configs (SPEC §3.8). Placeholders are filled per run
 # (run_overrides): {steps}, {half}, {seed}; {start_low}/{start_high}/{ramp_start}/{ramp_end} come from
@@ -173,7 +181,7 @@ def adaptive_starts(results: list[dict], task: str) -> list[dict]:
 def switch_range(results: list[dict], task: str, every: int) -> tuple[int, int, int]:
     """(low, high, ramp length) for the random controls from the adaptive runs' measured starts: the range
     their measured start spans (widened to at least one monitor event each side of a single value) and
-    the mean number of steps p took from its start to 1 (runs where it never reached 1 count to the end)."""
+    the mean number of steps p took from its start to RISE_LEVEL (runs that never got there count to the end)."""
     runs = adaptive_starts(results, task)
     starts = [r["measured_start"] for r in runs if r["measured_start"] is not None]
     if not starts:
@@ -181,7 +189,7 @@ def switch_range(results: list[dict], task: str, every: int) -> tuple[int, int, 
     low, high = min(starts), max(starts)
     if low == high:
         low, high = max(low - every, 0), high + every
-    lengths = [(r["p_reaches_one"] or r["design"]["steps"]) - r["measured_start"] for r in runs
+    lengths = [(rise_end(r) or r["design"]["steps"]) - r["measured_start"] for r in runs
                if r["measured_start"] is not None]
     ramp = int(round(np.mean(lengths) / every)) * every
     return int(low), int(high), max(ramp, every)

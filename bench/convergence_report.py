@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from convergence import (CONTROLS, MECHANISMS, PILOT_STEPS, RECIPES, SEEDS, SWEEP, SWEEP_SEEDS, SWEEP_TASK, TASKS,
-                         load_results)
+from convergence import (CONTROLS, MECHANISMS, PILOT_STEPS, RECIPES, RISE_LEVEL, SEEDS, SWEEP, SWEEP_SEEDS, SWEEP_TASK,
+                         TASKS, load_results, rise_end)
 from convergence_stats import (Interval, evaluation_noise, mean_interval, paired_difference, seed_spread,
                                steps_to_reach_interval)
 
@@ -131,8 +131,9 @@ def pilot_lines(results: list[dict], design: dict[str, Any]) -> list[str]:
         metric = next(iter(TASKS[task]["metrics"]))
         if "adaptive" in by:
             a = by["adaptive"]
-            lines.append(f"- {task}: the adaptive pilot's p leaves 0 at step {a['measured_start']} and reaches 1 at "
-                         f"step {a['p_reaches_one'] or 'never (within ' + str(PILOT_STEPS) + ')'}.")
+            lines.append(f"- {task}: the adaptive pilot's p leaves 0 at step {a['measured_start']} and reaches "
+                         f"{RISE_LEVEL} at step {rise_end(a) or 'never (within ' + str(PILOT_STEPS) + ')'}"
+                         f" and 1 at step {a['p_reaches_one'] or 'never'}.")
         if "static" in by:
             s = by["static"]
             vals = dict(zip(s["eval_steps"], s["metrics"][metric]))
@@ -308,8 +309,8 @@ def overall_verdict(results: list[dict]) -> list[str]:
 
 def switch_table(results: list[dict]) -> list[str]:
     lines = ["## The measured switch step", "",
-             "First logged step with p > 0 (every run logs p each 50 steps); for the adaptive runs also the step "
-             "p reaches 1.", "", "| task | recipe | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
+             "First logged step with p > 0 (every run logs p each 50 steps); for the adaptive runs "
+             f"'start → the step p reaches {RISE_LEVEL}'.", "", "| task | recipe | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
              "|---|---|" + "---|" * len(SEEDS)]
     for task in TASKS:
         runs = main_runs(results, task)
@@ -322,7 +323,7 @@ def switch_table(results: list[dict]) -> list[str]:
                 if r is None:
                     cells.append("—")
                 elif name == "adaptive":
-                    cells.append(f"{r['measured_start'] or 'never'} → {r['p_reaches_one'] or 'never'}")
+                    cells.append(f"{r['measured_start'] or 'never'} → {rise_end(r) or 'never'}")
                 else:
                     cells.append(str(r["measured_start"]))
             lines.append(f"| {task} | {name} | " + " | ".join(cells) + " |")
@@ -336,7 +337,7 @@ def sensitivity_section(results: list[dict]) -> list[str]:
     lines = ["## Sensitivity of the progress estimator", "",
              f"{SWEEP_TASK}, the adaptive recipe, seeds {list(SWEEP_SEEDS)}; 'default' is the config's own value "
              "(the adaptive recipe's runs with those seeds). The difference is paired by seed against the default.",
-             "", f"| key | value | seeds | measured start [CI] | p reaches 1 (mean) | final {metric} [CI] | − default [CI] |",
+             "", f"| key | value | seeds | measured start [CI] | p reaches {RISE_LEVEL} (mean) | final {metric} [CI] | − default [CI] |",
              "|---|---|---|---|---|---|---|"]
     for key, values in SWEEP.items():
         rows = [("default", default)] + [(v, sweep.get((key, v), {})) for v in values]
@@ -345,7 +346,7 @@ def sensitivity_section(results: list[dict]) -> list[str]:
                 lines.append(f"| `{key}` | {value} | 0 | — | — | — | — |")
                 continue
             starts = np.array([r["measured_start"] for r in rs.values() if r["measured_start"] is not None], float)
-            ends = [r["p_reaches_one"] for r in rs.values()]
+            ends = [rise_end(r) for r in rs.values()]
             reached = [e for e in ends if e is not None]
             end_text = (f"{np.mean(reached):.0f}" if reached else "never") + \
                 (f" ({len(ends) - len(reached)} never)" if reached and len(reached) < len(ends) else "")
