@@ -109,3 +109,6 @@ def test_sr_clips_start_after_the_monitor_clips():
     assert set(clips) >= {"audio", "low", "cutoff"}
     for key in expected:
         np.testing.assert_array_equal(clips[key], expected[key])
+    second = sr_clips(sr, 2, skip=2)  # a disjoint second set (the convergence study's evaluation-noise check)
+    np.testing.assert_array_equal(second["audio"], sr_held_out_batch(sr, 2, offset=6)["audio"])
+    assert not np.array_equal(second["audio"], clips["audio"])
