@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from convergence import (CONTROLS, MECHANISMS, PILOT_STEPS, RECIPES, RISE_LEVEL, SEEDS, SWEEP, SWEEP_SEEDS, SWEEP_TASK,
-                         TASKS, load_results, rise_end)
+                         TASKS, load_results, rise_end, switch_range)
 from convergence_stats import (Interval, evaluation_noise, mean_interval, paired_difference, seed_spread,
                                steps_to_reach_interval)
 
@@ -327,7 +327,23 @@ def switch_table(results: list[dict]) -> list[str]:
                 else:
                     cells.append(str(r["measured_start"]))
             lines.append(f"| {task} | {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for task in TASKS:
+        if "adaptive" in main_runs(results, task):
+            low, high, ramp = switch_range(results, task, task_cadence(task))
+            lines.append(f"- {task}: the random controls draw their step from [{low}, {high}] (the span of the adaptive "
+                         f"runs' measured starts, at least one monitor event each side of a single value); the random "
+                         f"ramp lasts {ramp} steps (the adaptive runs' mean from start to p = {RISE_LEVEL}).")
     return lines + ["", "![measured switch step and p per seed](convergence_switch.png)", ""]
+
+
+def task_cadence(task: str) -> int:
+    """regime.every of a task's config at study scale."""
+    from jaxstage.config import load_config
+
+    from convergence import ROOT
+
+    return load_config(str(ROOT / TASKS[task]["config"]), TASKS[task]["sets"]).regime.every
 
 
 def sensitivity_section(results: list[dict]) -> list[str]:
