@@ -2,7 +2,10 @@
 
 ``ae_step(state, batch) -> (state, metrics)``, one compiled program:
 
-1. encode the batch's audio ``[B, N]`` as ``[B, N, 1]``; a reparameterized sample
+1. with ``autoencoder.train_crop`` C > 0, cut each clip to a random window ``[o, o + C)`` (offset per
+   example from ``fold_in(fold_in(state.rng, step), CROP_STREAM)``: a function of the seed and the step
+   only, so a resumed run crops as the uninterrupted one did);
+   encode the batch's audio ``[B, N]`` (``[B, C]`` when cropped) as ``[B, N, 1]``; a reparameterized sample
    ``mean + stdev·noise`` of the VAE bottleneck (noise from ``fold_in(state.rng, step)``); decode;
 2. VAE loss: ``stft_weight·MRSTFT + kl_weight·KL (+ l1_weight·L1)``;
 3. with the discriminator (``autoencoder.disc_enabled``) and ``step >= disc_start_step`` (a traced
@@ -35,6 +38,19 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 FINITE_METRICS = ("loss", "grad_norm")  # else the step is skipped (run.non_finite)
 DISC_FINITE_METRICS = ("loss_dis", "grad_norm_disc")  # watched too when the discriminator is on
+CROP_STREAM = 0x63726F70  # folded into the step's key for the crop offsets (the noise keeps the step's key)
+
+
+def crop_offsets(key: jax.Array, batch: int, clip_length: int, length: int) -> jax.Array:
+    """``[batch]`` int32 window starts, uniform in ``[0, clip_length - length]``, drawn with ``key``."""
+    return jax.random.randint(key, (batch,), 0, clip_length - length + 1)
+
+
+def random_crops(audio: jax.Array, length: int, key: jax.Array) -> jax.Array:
+    """``audio [B, N, ...]`` -> ``[B, length, ...]``: per example the window at ``crop_offsets(key, B, N,
+    length)``."""
+    offsets = crop_offsets(key, audio.shape[0], audio.shape[1], length)
+    return jax.vmap(lambda x, o: jax.lax.dynamic_slice_in_dim(x, o, length, axis=0))(audio, offsets)
 
 
 def make_ae_step(ax: AEExperiment) -> Callable[[AEState, Batch], tuple[AEState, Metrics]]:
@@ -80,6 +96,8 @@ def make_ae_step(ax: AEExperiment) -> Callable[[AEState, Batch], tuple[AEState, 
     def ae_step(state: AEState, batch: Batch) -> tuple[AEState, Metrics]:
         key = jax.random.fold_in(state.rng, state.step)
         audio = batch["audio"][..., None]  # mono [B, N] -> [B, N, 1]
+        if 0 < a.train_crop < audio.shape[1]:  # static: compiled in only when cropping
+            audio = random_crops(audio, a.train_crop, jax.random.fold_in(key, CROP_STREAM))
         gan_active = state.step >= a.disc_start_step if disc_on else jnp.asarray(False)
         (_, aux), (grads, disc_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             state.params, state.disc_params, audio, key, gan_active)

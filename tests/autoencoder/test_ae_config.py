@@ -34,6 +34,13 @@ def test_autoencoder_keys_need_task_autoencoder():
     (["autoencoder.disc_lr=1e-3"], "autoencoder.disc_lr is set but autoencoder.disc_enabled=false"),
     (["autoencoder.disc_enabled=true", "autoencoder.disc_n_ffts=[16384]"], "autoencoder.disc_n_ffts: 16384 must be"),
     (["autoencoder.disc_enabled=true", "autoencoder.disc_start_step=100000"], "the discriminator would never train"),
+    (["autoencoder.train_crop=2050"], "autoencoder.train_crop=2050 must be 0 (whole clips) or a multiple of the hop 128"),
+    (["autoencoder.train_crop=16384"], "autoencoder.train_crop=16384 must be 0 (whole clips) or a multiple"),
+    (["autoencoder.train_crop=-128"], "autoencoder.train_crop=-128 must be 0 (whole clips) or a multiple"),
+    (["autoencoder.train_crop=512"], "autoencoder.train_crop=512: the largest autoencoder.stft_resolutions fft size "
+                                     "1024 must be below twice the crop (1024"),
+    (["autoencoder.train_crop=512", "autoencoder.stft_resolutions=[[512, 128]]", "autoencoder.disc_enabled=true",
+      "autoencoder.disc_n_ffts=[1024]"], "autoencoder.train_crop=512: autoencoder.disc_n_ffts 1024 must be <= the crop"),
     (["model.depth=2"], "model.depth is set but task=autoencoder does not read it"),
     (["sample.steps=8"], "sample.steps is set but task=autoencoder does not read it"),
     (["data.source=prepared", "data.path=/nowhere"], "task=autoencoder trains on data.source=synthetic"),
@@ -46,3 +53,8 @@ def test_bad_values_are_one_line_errors(sets, message):
 
 def test_the_tiny_config_is_valid():
     assert load_config(CONFIG, TINY).autoencoder.strides == (2, 4)
+
+
+def test_train_crop_accepts_multiples_of_the_hop():
+    assert load_config(CONFIG, ["autoencoder.train_crop=2048"]).autoencoder.train_crop == 2048
+    assert load_config(CONFIG, ["autoencoder.train_crop=8192"]).autoencoder.train_crop == 8192  # the whole clip

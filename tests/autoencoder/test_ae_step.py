@@ -1,5 +1,6 @@
 """The compiled autoencoder step: metrics and shapes, the discriminator's hinge signs, GAN terms off
-before ``disc_start_step`` (discriminator frozen), a NaN batch skipped with nothing updated."""
+before ``disc_start_step`` (discriminator frozen), a NaN batch skipped with nothing updated, training
+on random crops (``autoencoder.train_crop``)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +13,10 @@ from jaxstage.autoencoder.discriminator import (
     MultiScaleSTFTDiscriminator, discriminator_losses, feature_matching, hinge_losses,
 )
 from jaxstage.autoencoder.state import build_ae_experiment, init_ae_state
-from jaxstage.autoencoder.step import compile_ae_step
+from jaxstage.autoencoder.losses import multi_resolution_stft_loss
+from jaxstage.autoencoder.step import CROP_STREAM, compile_ae_step, crop_offsets, random_crops
 from jaxstage.data.pipeline import BatchStream
+from jaxstage.models.oobleck import vae_moments
 from tests.autoencoder.conftest import tiny_config
 
 
@@ -116,3 +119,41 @@ def test_latent_noise_scales_the_posterior_sample(noise):
     _, second = step(other, batch)
     same = float(first["loss"]) == float(second["loss"])
     assert same == (noise == 0.0)
+
+
+def test_random_crops_are_windows_of_each_clip():
+    audio = jnp.arange(4 * 64, dtype=jnp.float32).reshape(4, 64, 1)
+    crops = np.asarray(random_crops(audio, 16, jax.random.PRNGKey(3)))
+    offsets = np.asarray(crop_offsets(jax.random.PRNGKey(3), 4, 64, 16))
+    assert crops.shape == (4, 16, 1) and len(set(offsets.tolist())) > 1
+    for clip, crop, offset in zip(np.asarray(audio), crops, offsets):
+        assert 0 <= offset <= 48
+        np.testing.assert_array_equal(crop, clip[offset:offset + 16])
+    assert np.array_equal(crops, np.asarray(random_crops(audio, 16, jax.random.PRNGKey(3))))  # the key decides
+    assert random_crops(audio, 64, jax.random.PRNGKey(3)).shape == (4, 64, 1)  # the whole clip: offset 0
+
+
+def test_train_crop_trains_on_windows_of_the_configured_length():
+    """autoencoder.train_crop=256 of 1024-sample clips: the step's MRSTFT is the VAE's on 256-sample
+    windows at the offsets drawn from fold_in(fold_in(rng, step), CROP_STREAM) (decoded from the
+    bottleneck mean: latent_noise 0), a new window per example and per step."""
+    crop = 256
+    cfg, ax, state, step, stream = _setup(f"autoencoder.train_crop={crop}", disc=False)
+    assert cfg.num_samples == 1024 and cfg.autoencoder.latent_noise == 0
+    offsets = []
+    for _ in range(2):
+        host = next(stream)
+        params, rng, at = jax.device_get((state.params, state.rng, state.step))
+        key = jax.random.fold_in(jax.random.fold_in(rng, at), CROP_STREAM)
+        starts = [int(o) for o in crop_offsets(key, cfg.train.batch_size, cfg.num_samples, crop)]
+        offsets.append(starts)
+        windows = np.stack([clip[o:o + crop] for clip, o in zip(host["audio"], starts)])[..., None]
+        vae = ax.vae(params)
+        mean, _ = vae_moments(vae.encoder(windows))
+        decoded = vae.decode(mean)
+        assert decoded.shape == (cfg.train.batch_size, crop, 1)
+        expected = multi_resolution_stft_loss(decoded, windows, tuple(cfg.autoencoder.stft_resolutions))
+        state, metrics = step(state, parallel.global_batch(host, ax.batch_sharding))
+        np.testing.assert_allclose(float(metrics["mrstft"]), float(expected), rtol=1e-4)
+    assert len(set(offsets[0])) > 1 and offsets[0] != offsets[1]
+    assert all(0 <= o <= cfg.num_samples - crop for o in offsets[0] + offsets[1])
