@@ -133,7 +133,8 @@ def pilot_lines(results: list[dict], design: dict[str, Any]) -> list[str]:
             a = by["adaptive"]
             lines.append(f"- {task}: the adaptive pilot's p leaves 0 at step {a['measured_start']} and reaches "
                          f"{RISE_LEVEL} at step {rise_end(a) or 'never (within ' + str(PILOT_STEPS) + ')'}"
-                         f" and 1 at step {a['p_reaches_one'] or 'never'}.")
+                         + (f" and 1 at step {a['p_reaches_one']}." if a["p_reaches_one"]
+                            else f"; it does not reach 1 by step {PILOT_STEPS}."))
         if "static" in by:
             s = by["static"]
             vals = dict(zip(s["eval_steps"], s["metrics"][metric]))

@@ -147,7 +147,7 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "| `regime.max_delta` | 0.1 | 3 | 100 [100, 100]" in text
     assert "seed 9" not in text and "1 result file(s) of another design were left out" in text and "Completeness: 45 of" in text and "Missing" in text
     assert "| t2a/static/seed0 | 0.5000 | 0.5100 | 200.0000 | 190.0000 |" in text  # sampler steps check
-    assert "1.43× the throughput" in text and "p leaves 0 at step 150 and reaches 0.95 at step 450 and 1 at step 450" in text
+    assert "1.43× the throughput" in text and "p leaves 0 at step 150 and reaches 0.95 at step 450 and 1 at step 450." in text
     new_readme = readme.read_text()
     assert new_readme.startswith("intro\n") and new_readme.endswith("\nrest\n") and "old text" not in new_readme
     assert "against fixed_switch: better" in new_readme and "docs/convergence.md" in new_readme
