@@ -236,13 +236,20 @@ def second_evaluation(cfg, workdir: Path) -> dict[str, float]:
                        skip=n, seed=seed)["mean"]["output_replaced"]
         return _eval_record_metrics("sr", {f"eval_{k}": v for k, v in mean.items()})
     from jaxstage.eval.held_out import PromptSet, held_out_prompts
-    from jaxstage.eval.tta import generate, score
     from jaxstage.inference.sampling import Generator
 
     both = held_out_prompts(cfg, 2 * n)
     second = PromptSet(both.captions[n:], both.references[n:], both.attributes[n:], source=both.source + ", second half")
-    audio = generate(Generator(exp), state.ema_params, state.codec_stats, second, seed=seed)
-    metrics = score(cfg, second, audio)
+    return t2a_metrics(cfg, Generator(exp), state, second, seed=seed)
+
+
+def t2a_metrics(cfg, generator, state, prompts, *, seed: int, steps: int | None = None) -> dict[str, float]:
+    """The study's t2a metrics of the EMA weights on ``prompts`` (the eval_* keys PeriodicEval logs)."""
+    from jaxstage.eval.tta import generate, score
+
+    audio = generate(generator, state.ema_params, state.codec_stats, prompts, seed=seed,
+                     **({"steps": steps} if steps else {}))
+    metrics = score(cfg, prompts, audio)
     record = {f"eval_acc_{k}": v for k, v in metrics["attribute_accuracy"].items()}
     record["eval_fd_spectral"] = metrics["fd_spectral"]
     return _eval_record_metrics("t2a", record)
@@ -468,7 +475,6 @@ def check_sampler_steps(args: argparse.Namespace, steps: tuple[int, ...] = (16, 
     held-out set and sampler seed; written to RESULTS/sampler_steps.json."""
     from jaxstage.config import load_json
     from jaxstage.eval.held_out import held_out_prompts
-    from jaxstage.eval.tta import generate, score
     from jaxstage.inference.load import load_run
     from jaxstage.inference.sampling import Generator
 
@@ -484,12 +490,7 @@ def check_sampler_steps(args: argparse.Namespace, steps: tuple[int, ...] = (16, 
             prompts = held_out_prompts(cfg, cfg.eval.num)
             row = {"run": job.name}
             for n in steps:
-                audio = generate(Generator(exp), state.ema_params, state.codec_stats, prompts, steps=n,
-                                 seed=cfg.sample.seed)
-                metrics = score(cfg, prompts, audio)
-                record = {f"eval_acc_{k}": v for k, v in metrics["attribute_accuracy"].items()}
-                record["eval_fd_spectral"] = metrics["fd_spectral"]
-                row[str(n)] = _eval_record_metrics("t2a", record)
+                row[str(n)] = t2a_metrics(cfg, Generator(exp), state, prompts, seed=cfg.sample.seed, steps=n)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     if not rows:
