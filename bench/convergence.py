@@ -325,12 +325,16 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
 # ------------------------------------------------------------------------------------------ jobs
 
 
-def study_jobs(tasks: list[str], recipes: list[str], seeds: list[int], sweep: bool, pilot: bool) -> list[Job]:
-    """Every job of the study in run order (PRIORITY per task, the sweep last, the pilot first)."""
+def study_jobs(tasks: list[str], recipes: list[str] | dict[str, list[str]], seeds: list[int], sweep: bool,
+               pilot: bool) -> list[Job]:
+    """Every job of the study in run order: the pilot first, then each PRIORITY group on every task (so
+    both tasks' falsification runs come before either task's ablations), the sweep last. ``recipes`` is
+    one list for every task or a list per task."""
+    per_task = recipes if isinstance(recipes, dict) else {t: recipes for t in tasks}
     jobs = [Job(t, r, 0, pilot=True) for t in tasks for r in ("static", "adaptive")] if pilot else []
     for group in PRIORITY:
         for task in tasks:
-            jobs += [Job(task, r, s) for s in seeds for r in group if r in recipes]
+            jobs += [Job(task, r, s) for s in seeds for r in group if r in per_task[task]]
     if sweep and SWEEP_TASK in tasks:
         jobs += [Job(SWEEP_TASK, "adaptive", s, (key, value)) for key, values in SWEEP.items() for value in values
                  for s in SWEEP_SEEDS if s in seeds]
@@ -544,10 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         only = parse_only(args.only)
         tasks = list(only) if only else args.tasks
-        jobs = []
-        for task in tasks:
-            recipes = only[task] if only else list(RECIPES)
-            jobs += [j for j in study_jobs([task], recipes, args.seeds, not args.no_sweep, not args.no_pilot)]
+        recipes = only or {task: list(RECIPES) for task in tasks}
+        jobs = study_jobs(tasks, recipes, args.seeds, not args.no_sweep, not args.no_pilot)
         failed = run_all(jobs, args)
     write_report(Path(args.results), args.design, Path(args.doc), Path(args.readme) if args.readme else None)
     if failed:

@@ -85,6 +85,12 @@ def test_random_controls_need_adaptive_runs():
     assert not convergence.ready(control, {"t2a/adaptive/seed0"}, jobs)
     assert convergence.ready(control, {"t2a/adaptive/seed0", "t2a/adaptive/seed1"}, jobs)
     assert convergence.Job.from_json(sweep_json := jobs[-1].to_json()).to_json() == sweep_json
+    # both tasks: each priority group runs on every task before the next group (the SR verdict before
+    # the t2a ablations); per-task recipe lists restrict each task alone
+    both = [j.name for j in convergence.study_jobs(["t2a", "sr"], {"t2a": list(convergence.RECIPES),
+                                                                   "sr": ["static", "adaptive"]}, [0], False, False)]
+    assert both.index("sr/adaptive/seed0") < both.index("t2a/random_switch/seed0") < both.index("t2a/static_repa/seed0")
+    assert not any(n.startswith("sr/") and "static/" not in n and "adaptive/" not in n for n in both)
 
 
 def test_paired_bootstrap_intervals():
