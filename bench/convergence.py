@@ -270,8 +270,9 @@ def _same_config(workdir: Path, cfg) -> bool:
 
 def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path) -> dict:
     """Train one run (unless its result exists), evaluate it a second time and write its result file.
-    A run directory that already finished training with the same config is
-    adopted rather than retrained; any other leftover is started over."""
+    A run directory of the same config is adopted: a finished one is not retrained, a stopped one
+    (SIGTERM, a killed worker) resumes from its newest checkpoint. Any other leftover is started over.
+    A run that stops before its last step writes no result (it exits non-zero)."""
     import jax
 
     from jaxstage.config import load_config
@@ -285,14 +286,18 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
     cfg = load_config(str(ROOT / TASKS[job.task]["config"]), overrides)
     workdir = runs_dir / job.name
     steps = cfg.train.steps
-    finished = (_same_config(workdir, cfg) and (workdir / "metrics.jsonl").is_file()
+    same = _same_config(workdir, cfg) and (workdir / "checkpoints").is_dir()
+    finished = (same and (workdir / "metrics.jsonl").is_file()
                 and any(r.get("step") == steps and any(k.startswith("eval_") for k in r)
-                        for r in read_metrics(workdir))
-                and (workdir / "checkpoints").is_dir())
+                        for r in read_metrics(workdir)))
     start = time.perf_counter()
     if not finished:
-        shutil.rmtree(workdir, ignore_errors=True)
-        train(cfg, workdir)
+        if not same:
+            shutil.rmtree(workdir, ignore_errors=True)
+        run = train(cfg, workdir)  # resumes from workdir's checkpoints when `same`
+        if run.stopped_by is not None or run.final_step != steps:
+            raise SystemExit(f"{job.name}: stopped ({run.stopped_by}) at step {run.final_step} of {steps}; no "
+                             f"result written. Rerunning the study resumes it from {workdir}/checkpoints")
     wall = time.perf_counter() - start
     records = read_metrics(workdir)
     evals = [r for r in records if any(k.startswith("eval_") for k in r)]
@@ -303,7 +308,7 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
         "task": job.task, "recipe": job.recipe, "seed": job.seed,
         "variant": list(job.variant) if job.variant else None, "pilot": job.pilot,
         "design": design_of(design, job), "overrides": overrides,
-        "wall_s": round(wall, 1) if not finished else None,
+        "wall_s": round(wall, 1) if not (finished or same) else None,  # None: adopted or resumed
         "steps_per_s": round(float(np.median(rates)), 3) if rates else None,
         "device": f"{jax.devices()[0].device_kind}, jax {jax.__version__}",
         "eval_steps": [r["step"] for r in evals],

@@ -171,3 +171,27 @@ def test_parse_only_errors_name_the_part():
         convergence.parse_only(["t2a:statik"])
     with pytest.raises(SystemExit, match="unknown task 'tts'"):
         convergence.parse_only(["tts"])
+
+
+def test_a_stopped_run_writes_no_result_and_resumes(tmp_path, monkeypatch):
+    """A worker stopped by SIGTERM (train returns early) must not leave a result file: the study would
+    skip that run for ever. Rerunning keeps the run directory of the same config (train resumes it)."""
+    import jaxstage.train.trainer as trainer
+    from jaxstage.config import save_json
+    from jaxstage.run.trainer import RunResult
+
+    calls = []
+
+    def stopped_train(cfg, workdir):
+        calls.append(sorted(p.name for p in Path(workdir).iterdir()) if Path(workdir).is_dir() else None)
+        Path(workdir, "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_json(cfg, Path(workdir, "config.json"))
+        return RunResult(workdir=Path(workdir), final_step=150, stopped_by="SIGTERM", compile_count=1)
+
+    monkeypatch.setattr(trainer, "train", stopped_train)
+    job = convergence.Job("t2a", "static", 0)
+    for _ in range(2):
+        with pytest.raises(SystemExit, match="stopped \\(SIGTERM\\) at step 150 of 600; no result written"):
+            convergence.run_job(job, DESIGN, tmp_path / "results", tmp_path / "runs")
+    assert not job.result_path(tmp_path / "results").exists()
+    assert calls[0] is None and "checkpoints" in calls[1]  # the second attempt resumed, not started over
