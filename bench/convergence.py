@@ -168,6 +168,10 @@ def load_results(results: Path, design: dict[str, Any]) -> list[dict]:
             continue  # another file kept beside the results (parallel.json)
         want = dict(design, steps=PILOT_STEPS) if r.get("pilot") else design
         if r["design"] == want:
+            last = r["eval_steps"][-1] if r.get("eval_steps") else None
+            if last != want["steps"]:
+                raise ValueError(f"{path}: incomplete result (last evaluation at step {last} of {want['steps']}); "
+                                 "delete it and rerun the study")
             out.append(r)
     return out
 

@@ -195,3 +195,10 @@ def test_a_stopped_run_writes_no_result_and_resumes(tmp_path, monkeypatch):
             convergence.run_job(job, DESIGN, tmp_path / "results", tmp_path / "runs")
     assert not job.result_path(tmp_path / "results").exists()
     assert calls[0] is None and "checkpoints" in calls[1]  # the second attempt resumed, not started over
+
+
+def test_an_incomplete_result_file_is_an_error_naming_it(tmp_path):
+    r = fake_result("t2a", "static", 0)
+    write(tmp_path, dict(r, eval_steps=[], metrics={k: [] for k in r["metrics"]}))
+    with pytest.raises(ValueError, match=r"t2a/static/seed0.json: incomplete result \(last evaluation at step None of 600\)"):
+        convergence.load_results(tmp_path, DESIGN)
