@@ -71,14 +71,19 @@ def better_word(diff: Interval, higher: bool) -> str:
     return "better" if (diff.mean > 0) == higher else "worse"
 
 
-def missing_runs(results: list[dict]) -> list[str]:
+def missing_runs(results: list[dict]) -> dict[str, list[int]]:
+    """The study's runs without a result file: "t2a static_repa" (or "sweep key=value", "pilot ...") ->
+    its missing seeds."""
     have = {(r["task"], r["recipe"], r["seed"], tuple(r["variant"]) if r.get("variant") else None, bool(r.get("pilot")))
             for r in results}
     want = [(t, rec, s, None, False) for t in TASKS for rec in RECIPES for s in SEEDS]
     want += [(SWEEP_TASK, "adaptive", s, (k, v), False) for k, vs in SWEEP.items() for v in vs for s in SWEEP_SEEDS]
     want += [(t, rec, 0, None, True) for t in TASKS for rec in ("static", "adaptive")]
-    return [("pilot " if p else "") + (f"sweep {v[0]}={v[1]}" if v else f"{t} {rec}") + f" seed {s}"
-            for t, rec, s, v, p in want if (t, rec, s, v, p) not in have]
+    seeds_of: dict[str, list[int]] = {}  # "t2a static_repa" -> its missing seeds, in run order
+    for t, rec, s, v, p in want:
+        if (t, rec, s, v, p) not in have:
+            seeds_of.setdefault(("pilot " if p else "") + (f"sweep {v[0]}={v[1]}" if v else f"{t} {rec}"), []).append(s)
+    return seeds_of
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -112,10 +117,11 @@ def design_section(results: list[dict], design: dict[str, Any], results_dir: Pat
               + "; ".join(f"`{k}` ∈ {list(v)}" for k, v in SWEEP.items())
               + " (the config's own value is the adaptive recipe's runs).", ""]
     missing = missing_runs(results)
-    total = len(missing) + sum(1 for _ in results)
+    total = len(results) + sum(map(len, missing.values()))
+    listed = "; ".join(f"{label} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" for label, s in missing.items())
     lines.append(f"**Completeness: {len(results)} of {total} runs have a result file.**"
-                 + (" Missing (the study resumes them: `python bench/convergence.py`): " + ", ".join(missing) + "."
-                    if missing else " The study is complete."))
+                 + (f" Missing (the study resumes them: `python bench/convergence.py`): {listed}." if missing
+                    else " The study is complete."))
     lines += [""] + pilot_lines(results, design) + throughput_lines(results, results_dir)
     return lines
 
@@ -499,7 +505,7 @@ def default_values() -> dict[str, float]:
 def readme_summary(results: list[dict]) -> list[str]:
     n = len([r for r in results if not r.get("pilot")])
     missing = missing_runs(results)
-    status = "complete" if not missing else f"{len(missing)} runs still missing"
+    status = "complete" if not missing else f"{sum(map(len, missing.values()))} runs still missing"
     return [README_START,
             f"**Convergence study** ([docs/convergence.md](docs/convergence.md), generated from the {n} committed "
             f"result files under `docs/convergence/` by `python bench/convergence.py --report-only`; {status}). "
