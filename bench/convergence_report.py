@@ -215,6 +215,39 @@ def noise_section(results: list[dict]) -> list[str]:
             spread = seed_spread([list(final(rs, metric).values()) for rs in runs.values()])
             ratio = noise / spread if spread and np.isfinite(spread) else float("nan")
             lines.append(f"| {task} | {metric} | {noise:.4f} | {spread:.4f} | {ratio:.2f} | {len(pairs)} |")
+    lines += ["", "The report's comparisons are paired: a recipe and static of one seed are scored on the same "
+              "held-out set, so much of the evaluation noise cancels in their difference. The same two measures "
+              "for the difference recipe − static of one seed: its evaluation noise (from the difference on the "
+              "first set against the difference on the second) and its seed spread (pooled over recipes). This "
+              "noise, not the one above, is what widens the intervals of the differences.", "",
+              "| task | metric | noise of a paired difference | seed spread of the paired difference | noise / spread "
+              "| pairs |", "|---|---|---|---|---|---|"]
+    noisy: list[str] = []
+    for task, spec in TASKS.items():
+        runs = main_runs(results, task)
+        base = runs.get("static", {})
+        for metric in spec["metrics"]:
+            pairs, groups = [], []
+            for name, rs in runs.items():
+                both = [(r, base[s]) for s, r in rs.items() if name != "static" and s in base]
+                pairs += [(r["metrics"][metric][-1] - b["metrics"][metric][-1],
+                           r["second_eval"][metric] - b["second_eval"][metric])
+                          for r, b in both if r.get("second_eval") and b.get("second_eval")]
+                groups.append([r["metrics"][metric][-1] - b["metrics"][metric][-1] for r, b in both])
+            if len(pairs) < 2:
+                continue
+            noise, spread = evaluation_noise(pairs), seed_spread(groups)
+            ratio = noise / spread if spread and np.isfinite(spread) else float("nan")
+            lines.append(f"| {task} | {metric} | {noise:.4f} | {spread:.4f} | {ratio:.2f} | {len(pairs)} |")
+            if ratio >= 1:
+                noisy.append(f"{task} {metric}")
+    if noisy:
+        lines += ["", f"**Where the noise of a paired difference is not below its seed spread** ({', '.join(noisy)}), "
+                  f"the recipes differ by less than one {results[0]['design']['eval_num']}-item evaluation resolves. "
+                  "Every seed draws its own held-out set (from `data.seed`), so each seed's difference contains that "
+                  "noise and the spread should not fall below it in expectation: with this few pairs one of the two "
+                  "estimates is off by chance, and the bootstrap intervals of these differences may be too narrow. "
+                  "Read them with care; a larger held-out set would lower the noise (as 1/√items)."]
     return lines + [""]
 
 

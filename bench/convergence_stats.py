@@ -91,9 +91,9 @@ def steps_to_reach_interval(steps: np.ndarray, curves: dict[int, np.ndarray], re
 
 def evaluation_noise(pairs: list[tuple[float, float]]) -> float:
     """Standard deviation of one evaluation from pairs of independent evaluations of the same weights:
-    std(e1 - e2) / sqrt(2). The weights cancel in the difference; so does a constant offset between
-    the two held-out sets (every run of the study shares the first set, so such an offset never enters
-    a comparison)."""
+    std(e1 - e2) / sqrt(2). The weights cancel in the difference; so does an offset between the two
+    held-out sets that is the same for every pair. The pairs may be differences of two runs scored on
+    the same sets (the noise of a paired comparison)."""
     d = np.array([a - b for a, b in pairs], float)
     return float(np.std(d, ddof=1) / np.sqrt(2)) if len(d) > 1 else float("nan")
 

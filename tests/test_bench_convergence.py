@@ -149,6 +149,9 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
            "detectable difference; against fixed_switch: better" in text
     assert "adaptive vs static +0.0500 [+0.0500, +0.0500]: better" in text
     assert "| t2a | attribute accuracy |" in text and "seed spread" in text  # evaluation noise table
+    # paired differences: the fake second evaluation shifts both recipes of a seed alike, so it cancels
+    assert "| t2a | attribute accuracy | 0.0000 | 0.0006 | 0.00 | 15 |" in text and "Where the noise" not in text
+    assert "t2a static_repa seeds 0, 1, 2, 3, 4; " in text  # missing runs grouped per recipe
     assert "t2a | adaptive | 150 → 450" in text  # measured start → p reaches 0.95, per seed
     assert "| `regime.max_delta` | 0.1 | 3 | 100 [100, 100]" in text
     assert "seed 9" not in text and "1 result file(s) of another design were left out" in text and "Completeness: 45 of" in text and "Missing" in text
