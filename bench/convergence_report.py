@@ -60,6 +60,11 @@ def final(runs: dict[int, dict], metric: str) -> dict[int, float]:
     return {seed: r["metrics"][metric][-1] for seed, r in runs.items()}
 
 
+def second(runs: dict[int, dict], metric: str) -> dict[int, float]:
+    """The final weights' score on the second, disjoint held-out set (runs that have one)."""
+    return {seed: r["second_eval"][metric] for seed, r in runs.items() if r.get("second_eval")}
+
+
 def at_eval(runs: dict[int, dict], metric: str, i: int) -> dict[int, float]:
     return {seed: r["metrics"][metric][i] for seed, r in runs.items()}
 
@@ -343,7 +348,12 @@ def overall_verdict(results: list[dict]) -> list[str]:
                        "method's measured p does not earn its keep over a preset schedule here")
         else:
             verdict = "mixed — " + "; ".join(f"against {c}: {w}" for c, w in words.items())
-        lines.append(f"- **{task}** ({metric}, final evaluation, {n} paired seeds): {verdict}.")
+        a2 = second(runs["adaptive"], metric)  # the same comparison on the disjoint second held-out set
+        again = "; ".join(f"against {c} {paired_difference(a2, second(runs[c], metric)).fmt(signed=True)}: "
+                          f"{better_word(paired_difference(a2, second(runs[c], metric)), higher)}"
+                          for c in ("random_switch", "fixed_switch"))
+        lines.append(f"- **{task}** ({metric}, final evaluation, {n} paired seeds): {verdict}. On the second, "
+                     f"disjoint held-out set: {again}.")
     return lines
 
 

@@ -148,6 +148,8 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "**t2a** (attribute accuracy, final evaluation, 5 paired seeds): mixed — against random_switch: no " \
            "detectable difference; against fixed_switch: better" in text
     assert "adaptive vs static +0.0500 [+0.0500, +0.0500]: better" in text
+    assert "On the second, disjoint held-out set: against random_switch" in text  # the verdict, replicated
+    assert "against fixed_switch +0.0700 [+0.0700, +0.0700]: better." in text
     assert "| t2a | attribute accuracy |" in text and "seed spread" in text  # evaluation noise table
     # paired differences: the fake second evaluation shifts both recipes of a seed alike, so it cancels
     assert "| t2a | attribute accuracy | 0.0000 | 0.0006 | 0.00 | 15 |" in text and "Where the noise" not in text
