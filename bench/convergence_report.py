@@ -349,11 +349,13 @@ def overall_verdict(results: list[dict]) -> list[str]:
         else:
             verdict = "mixed — " + "; ".join(f"against {c}: {w}" for c, w in words.items())
         a2 = second(runs["adaptive"], metric)  # the same comparison on the disjoint second held-out set
-        again = "; ".join(f"against {c} {paired_difference(a2, second(runs[c], metric)).fmt(signed=True)}: "
-                          f"{better_word(paired_difference(a2, second(runs[c], metric)), higher)}"
-                          for c in ("random_switch", "fixed_switch"))
+        diffs2 = {c: paired_difference(a2, second(runs[c], metric)) for c in ("random_switch", "fixed_switch")}
+        words2 = {c: better_word(d, higher) for c, d in diffs2.items()}
+        again = "; ".join(f"against {c} {d.fmt(signed=True)}: {words2[c]}" for c, d in diffs2.items())
+        replicated = ("the same words: the verdict replicates" if words2 == words else
+                      "**the verdict does not replicate**, so read it as not established at this number of seeds")
         lines.append(f"- **{task}** ({metric}, final evaluation, {n} paired seeds): {verdict}. On the second, "
-                     f"disjoint held-out set: {again}.")
+                     f"disjoint held-out set: {again} — {replicated}.")
     return lines
 
 

@@ -149,7 +149,7 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
            "detectable difference; against fixed_switch: better" in text
     assert "adaptive vs static +0.0500 [+0.0500, +0.0500]: better" in text
     assert "On the second, disjoint held-out set: against random_switch" in text  # the verdict, replicated
-    assert "against fixed_switch +0.0700 [+0.0700, +0.0700]: better." in text
+    assert "against fixed_switch +0.0700 [+0.0700, +0.0700]: better — the same words: the verdict replicates" in text
     assert "| t2a | attribute accuracy |" in text and "seed spread" in text  # evaluation noise table
     # paired differences: the fake second evaluation shifts both recipes of a seed alike, so it cancels
     assert "| t2a | attribute accuracy | 0.0000 | 0.0006 | 0.00 | 15 |" in text and "Where the noise" not in text
@@ -164,6 +164,12 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "against fixed_switch: better" in new_readme and "docs/convergence.md" in new_readme
     before = text
     assert convergence.main(argv) == 0 and doc.read_text() == before  # regenerated identically
+    loaded = convergence.load_results(results, DESIGN)  # the second set disagrees: flagged, not hidden
+    for r in loaded:
+        if r["recipe"] == "fixed_switch" and r["task"] == "t2a":
+            r["second_eval"] = {k: v + 0.1 for k, v in r["second_eval"].items()}
+    t2a_line = next(l for l in convergence_report.overall_verdict(loaded) if l.startswith("- **t2a**"))
+    assert "**the verdict does not replicate**" in t2a_line
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         convergence.main(argv)
