@@ -340,11 +340,11 @@ def overall_verdict(results: list[dict]) -> list[str]:
                  for c in ("random_switch", "fixed_switch")}
         n = min(len(runs[c]) for c in ("adaptive", "random_switch", "fixed_switch"))
         if all(w == "better" for w in words.values()):
-            verdict = "the measured start **beats** both the random and the fixed switch"
+            verdict = "adaptive **beats** both the random and the fixed switch"
         elif all(w == "worse" for w in words.values()):
-            verdict = "the measured start is **worse** than both the random and the fixed switch"
+            verdict = "adaptive is **worse** than both the random and the fixed switch"
         elif all(w == "no detectable difference" for w in words.values()):
-            verdict = ("the measured start is **not distinguishable** from a random or a fixed switch: the "
+            verdict = ("adaptive is **not distinguishable** from a random or a fixed switch: the "
                        "method's measured p does not earn its keep over a preset schedule here")
         else:
             verdict = "mixed — " + "; ".join(f"against {c}: {w}" for c, w in words.items())
@@ -356,6 +356,12 @@ def overall_verdict(results: list[dict]) -> list[str]:
                       "**the verdict does not replicate**, so read it as not established at this number of seeds")
         lines.append(f"- **{task}** ({metric}, final evaluation, {n} paired seeds): {verdict}. On the second, "
                      f"disjoint held-out set: {again} — {replicated}.")
+        if "random_ramp" in runs:  # the switch controls differ in shape too; the random ramp only in its start
+            d = paired_difference(a, final(runs["random_ramp"], metric))
+            lines.append(f"  The switch controls jump p to 1 where the adaptive p ramps up, so they differ in shape as "
+                         f"well as in start. The random ramp has the adaptive runs' ramp with a start drawn over the "
+                         f"same range, so it isolates the measured start: adaptive − random_ramp "
+                         f"{d.fmt(signed=True)}: {better_word(d, higher)}.")
     return lines
 
 

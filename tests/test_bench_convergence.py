@@ -170,6 +170,9 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
             r["second_eval"] = {k: v + 0.1 for k, v in r["second_eval"].items()}
     t2a_line = next(l for l in convergence_report.overall_verdict(loaded) if l.startswith("- **t2a**"))
     assert "**the verdict does not replicate**" in t2a_line
+    loaded.append(dict(fake_result("t2a", "random_ramp", 0, start=150, end=450, shift=0.05), design=DESIGN))
+    assert any("isolates the measured start: adaptive − random_ramp" in l and "(n=1, no interval)" in l
+               for l in convergence_report.overall_verdict(loaded))
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         convergence.main(argv)
