@@ -173,6 +173,11 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     loaded.append(dict(fake_result("t2a", "random_ramp", 0, start=150, end=450, shift=0.05), design=DESIGN))
     assert any("isolates the measured start: adaptive − random_ramp" in l and "(n=1, no interval)" in l
                for l in convergence_report.overall_verdict(loaded))
+    loaded += [fake_result("t2a", "guidance_only", s, start=150, end=450, shift=0.05) for s in range(3)]
+    loaded.append(fake_result("t2a", "structure_only", 0, shift=0.05))
+    found = "\n".join(convergence_report.findings(loaded))
+    assert "Mechanisms that help alone (of guidance_only): guidance_only." in found
+    assert "fewer than 3 seeds so far (no verdict): structure_only." in found
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         convergence.main(argv)
