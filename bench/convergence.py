@@ -21,8 +21,9 @@ figures and the README's summary are regenerated from the result files alone
 Work is done by worker subprocesses (``--workers``, default 2 on a machine with at least 2 cores), each
 pinned to one core with single-threaded XLA: on the 2-core CPU two such runs side by side finish more
 steps per second in total than one run using both cores (``--measure-parallel`` measures it).
-Stopping the study (Ctrl-C, SIGTERM, a lost machine) loses at most the running runs' steps since their
-last checkpoint: a stopped run writes no result file, and the next invocation resumes its run directory.
+Stopping the study: a run sent SIGTERM saves a checkpoint and writes no result file, and the next
+invocation resumes it; a run killed outright (SIGKILL, a lost machine) has no checkpoint before its
+last step (``train.ckpt_every`` = the run's length) and starts over.
 """
 
 from __future__ import annotations
