@@ -445,7 +445,8 @@ def findings(results: list[dict]) -> list[str]:
                                                                    higher) == "better"]
         worse = [n for n in runs if n != "static" and better_word(paired_difference(final(runs[n], metric), s),
                                                                   higher) == "worse"]
-        means = {n: float(np.mean(list(final(rs, metric).values()))) for n, rs in runs.items()}
+        means = {n: float(np.mean(list(final(rs, metric).values()))) for n, rs in runs.items()
+                 if len(rs) >= MIN_SEEDS or n == "static"}  # a mean of 1-2 seeds is not comparable
         best = max(means, key=means.get) if higher else min(means, key=means.get)
         lines.append(f"- {task} ({metric}): best final mean **{best}** ({means[best]:.4f}); better than static with an "
                      f"interval excluding zero: {', '.join(better) or 'none'}; worse: {', '.join(worse) or 'none'}.")
