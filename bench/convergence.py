@@ -277,8 +277,8 @@ def _same_config(workdir: Path, cfg) -> bool:
 
 def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path) -> dict:
     """Train one run (unless its result exists), evaluate it a second time and write its result file.
-    A run directory of the same config is adopted: a finished one is not retrained, a stopped one
-    (SIGTERM, a killed worker) resumes from its newest checkpoint. Any other leftover is started over.
+    A run directory of the same config with a checkpoint is adopted: a finished one is not retrained, a
+    stopped one (SIGTERM) resumes from its newest checkpoint. Any other leftover is started over.
     A run that stops before its last step writes no result (it exits non-zero)."""
     import jax
 
@@ -293,7 +293,8 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
     cfg = load_config(str(ROOT / TASKS[job.task]["config"]), overrides)
     workdir = runs_dir / job.name
     steps = cfg.train.steps
-    same = _same_config(workdir, cfg) and (workdir / "checkpoints").is_dir()
+    ckpts = workdir / "checkpoints"  # a step directory, not just the folder (SIGKILL before any save)
+    same = _same_config(workdir, cfg) and ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
     finished = (same and (workdir / "metrics.jsonl").is_file()
                 and any(r.get("step") == steps and any(k.startswith("eval_") for k in r)
                         for r in read_metrics(workdir)))
@@ -315,7 +316,7 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
         "task": job.task, "recipe": job.recipe, "seed": job.seed,
         "variant": list(job.variant) if job.variant else None, "pilot": job.pilot,
         "design": design_of(design, job), "overrides": overrides,
-        "wall_s": round(wall, 1) if not (finished or same) else None,  # None: adopted or resumed
+        "wall_s": round(wall, 1) if not same else None,  # None: adopted or resumed
         "steps_per_s": round(float(np.median(rates)), 3) if rates else None,
         "device": f"{jax.devices()[0].device_kind}, jax {jax.__version__}",
         "eval_steps": [r["step"] for r in evals],

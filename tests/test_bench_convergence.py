@@ -203,7 +203,7 @@ def test_a_stopped_run_writes_no_result_and_resumes(tmp_path, monkeypatch):
 
     def stopped_train(cfg, workdir):
         calls.append(sorted(p.name for p in Path(workdir).iterdir()) if Path(workdir).is_dir() else None)
-        Path(workdir, "checkpoints").mkdir(parents=True, exist_ok=True)
+        Path(workdir, "checkpoints", "150").mkdir(parents=True, exist_ok=True)
         save_json(cfg, Path(workdir, "config.json"))
         return RunResult(workdir=Path(workdir), final_step=150, stopped_by="SIGTERM", compile_count=1)
 
