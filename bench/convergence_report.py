@@ -392,16 +392,44 @@ def switch_table(results: list[dict]) -> list[str]:
             lines.append(f"- {task}: the random controls draw their step from [{low}, {high}] (the span of the adaptive "
                          f"runs' measured starts, at least one monitor event each side of a single value); the random "
                          f"ramp lasts {ramp} steps (the adaptive runs' mean from start to p = {RISE_LEVEL}).")
+            floor, every = first_active(task)
+            lines.append(f"  The estimator cannot move p before step {floor} (its buffer of `regime.window` events, "
+                         f"one each {every} steps, is full only then; `first_active_step`), and on a falling D not "
+                         f"before the next event. The measured starts lie "
+                         f"{start_after_fill(main_runs(results, task)['adaptive'], task)} events after step {floor}; only "
+                         "that part of the start can reflect the training curve, the rest is the buffer's fill time.")
     return lines + ["", "![measured switch step and p per seed](convergence_switch.png)", ""]
 
 
-def task_cadence(task: str) -> int:
-    """regime.every of a task's config at study scale."""
+def task_regime(task: str, override: tuple[str, Any] | None = None):
+    """The regime section of a task's config at study scale, with one sweep ``(key, value)`` applied."""
     from jaxstage.config import load_config
 
     from convergence import ROOT
 
-    return load_config(str(ROOT / TASKS[task]["config"]), TASKS[task]["sets"]).regime.every
+    sets = list(TASKS[task]["sets"]) + ([f"{override[0]}={override[1]}"] if override else [])
+    return load_config(str(ROOT / TASKS[task]["config"]), sets).regime
+
+
+def task_cadence(task: str) -> int:
+    """regime.every of a task's config at study scale."""
+    return task_regime(task).every
+
+
+def first_active(task: str, override: tuple[str, Any] | None = None) -> tuple[int, int]:
+    """(the first step at which adaptive p can leave 0, regime.every) for a task's config."""
+    from jaxstage.stage.regime import first_active_step
+
+    regime = task_regime(task, override)
+    return first_active_step(regime, regime.every), regime.every
+
+
+def start_after_fill(runs: dict[int, dict], task: str, override: tuple[str, Any] | None = None) -> str:
+    """How far the measured starts lie after the first step p could move, in monitor events, with its CI."""
+    floor, every = first_active(task, override)
+    gaps = np.array([(r["measured_start"] - floor) / every for r in runs.values() if r["measured_start"] is not None],
+                    float)
+    return mean_interval(gaps).fmt(1) if gaps.size else "—"
 
 
 def sensitivity_section(results: list[dict]) -> list[str]:
@@ -411,13 +439,20 @@ def sensitivity_section(results: list[dict]) -> list[str]:
     lines = ["## Sensitivity of the progress estimator", "",
              f"{SWEEP_TASK}, the adaptive recipe, seeds {list(SWEEP_SEEDS)}; 'default' is the config's own value "
              "(the adaptive recipe's runs with those seeds). The difference is paired by seed against the default.",
-             "", f"| key | value | seeds | measured start [CI] | p reaches {RISE_LEVEL} (mean) | final {metric} [CI] | − default [CI] |",
-             "|---|---|---|---|---|---|---|"]
+             "'p can move from' is the first step at which the estimator can move p (its buffer full, "
+             "`first_active_step`); 'events after it' is the measured start's distance from that step in monitor "
+             "events. If the start were set by the buffer's fill time alone, the measured start would move with "
+             "'p can move from' while 'events after it' stays put.",
+             "", f"| key | value | seeds | p can move from | measured start [CI] | events after it [CI] "
+             f"| p reaches {RISE_LEVEL} (mean) | final {metric} [CI] | − default [CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, values in SWEEP.items():
         rows = [("default", default)] + [(v, sweep.get((key, v), {})) for v in values]
         for value, rs in rows:
+            override = None if value == "default" else (key, value)
+            floor = first_active(SWEEP_TASK, override)[0]
             if not rs:
-                lines.append(f"| `{key}` | {value} | 0 | — | — | — | — |")
+                lines.append(f"| `{key}` | {value} | 0 | {floor} | — | — | — | — | — |")
                 continue
             starts = np.array([r["measured_start"] for r in rs.values() if r["measured_start"] is not None], float)
             ends = [rise_end(r) for r in rs.values()]
@@ -427,8 +462,9 @@ def sensitivity_section(results: list[dict]) -> list[str]:
             f = final(rs, metric)
             diff = paired_difference(f, final(default, metric)).fmt(signed=True) if value != "default" and default \
                 else "—"
-            lines.append(f"| `{key}` | {value} | {len(rs)} | {mean_interval(starts).fmt(0) if starts.size else 'never'} "
-                         f"| {end_text} | {mean_interval(np.array(list(f.values()))).fmt()} | {diff} |")
+            lines.append(f"| `{key}` | {value} | {len(rs)} | {floor} "
+                         f"| {mean_interval(starts).fmt(0) if starts.size else 'never'} "
+                         f"| {start_after_fill(rs, SWEEP_TASK, override)} | {end_text} | {mean_interval(np.array(list(f.values()))).fmt()} | {diff} |")
     return lines + ["", "![sensitivity of the measured start and the final metric](convergence_sensitivity.png)", ""]
 
 

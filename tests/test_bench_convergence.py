@@ -125,7 +125,8 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
                                        shift=0.05 + 0.001 * (-1) ** s))
             write(results, fake_result(task, "fixed_switch", s, start=300, end=300, shift=-0.02))
     for s in range(3):
-        write(results, fake_result("t2a", "adaptive", s, variant=("regime.max_delta", 0.1), start=100, end=250))
+        write(results, fake_result("t2a", "adaptive", s, variant=("regime.max_delta", 0.1), start=450, end=550))
+        write(results, fake_result("t2a", "adaptive", s, variant=("regime.window", 4), start=250, end=550))
     write(results, fake_result("t2a", "static", 0, pilot=True))
     write(results, fake_result("t2a", "adaptive", 0, pilot=True, start=150, end=450))
     other = fake_result("t2a", "static", 9, design=dict(DESIGN, steps=900))  # another design: not reported
@@ -155,8 +156,13 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "| t2a | attribute accuracy | 0.0000 | 0.0006 | 0.00 | 15 |" in text and "Where the noise" not in text
     assert "t2a static_repa seeds 0, 1, 2, 3, 4; " in text  # missing runs grouped per recipe
     assert "t2a | adaptive | 150 → 450" in text  # measured start → p reaches 0.95, per seed
-    assert "| `regime.max_delta` | 0.1 | 3 | 100 [100, 100]" in text
-    assert "seed 9" not in text and "1 result file(s) of another design were left out" in text and "Completeness: 45 of" in text and "Missing" in text
+    # the sweep table: the first step p can move (the buffer's fill time, moved by the swept window) and
+    # the measured start's distance from it in monitor events (every = 50)
+    assert "| `regime.max_delta` | 0.1 | 3 | 400 | 450 [450, 450] | 1.0 [1.0, 1.0] |" in text
+    assert "| `regime.window` | 4 | 3 | 200 | 250 [250, 250] | 1.0 [1.0, 1.0] |" in text
+    assert "| `regime.window` | 16 | 0 | 800 |" in text
+    assert "The measured starts lie -5.0 [-5.0, -5.0] events after step 400" in text  # fake starts at 150
+    assert "seed 9" not in text and "1 result file(s) of another design were left out" in text and "Completeness: 48 of" in text and "Missing" in text
     assert "| t2a/static/seed0 | 0.5000 | 0.5100 | 200.0000 | 190.0000 |" in text  # sampler steps check
     assert "1.43× the throughput" in text and "p leaves 0 at step 150 and reaches 0.95 at step 450 and 1 at step 450." in text
     new_readme = readme.read_text()

@@ -149,6 +149,19 @@ def ring_slope(buffer: jax.Array, count: jax.Array) -> jax.Array:
     return jnp.where(sxx > 0.0, sxy / jnp.where(sxx > 0.0, sxx, 1.0), 0.0)
 
 
+def first_active_step(cfg: ProgressConfig, every: int) -> int:
+    """The first step at which adaptive p can leave 0, with monitor events at ``every``, 2·``every``, ….
+
+    That is the first event with a full buffer (event W) at or after ``warmup_steps``. A flat D reaches
+    it (ρ = 0 < ρ_min); on a falling D, ρ_ref is set to ρ at event W itself, so p_raw = 0 there and p
+    can leave 0 one event later at the earliest. Host-side arithmetic on static config values.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    first_event = max(cfg.window, -(-cfg.warmup_steps // every))  # ceil(warmup / every)
+    return first_event * every
+
+
 def progress_at_step(state: ProgressState, step: jax.Array, cfg: ProgressConfig) -> jax.Array:
     """p at ``step``: the schedule for linear/switch modes, the stored p for adaptive/off."""
     step = jnp.asarray(step)

@@ -15,6 +15,7 @@ import pytest
 from jaxstage.stage.regime import (
     ProgressConfig,
     ProgressState,
+    first_active_step,
     init_progress,
     progress_at_step,
     ring_slope,
@@ -114,6 +115,24 @@ def test_warmup_holds_p_until_buffer_full_and_warmup_step():
     warm = replace(CFG, warmup_steps=20 * EVERY)
     p = np.asarray(run_curve_jit(warm, flat, jnp.asarray(STEPS)).progress)
     assert np.all(p[:20] == 0.0) and p[20] > 0.0  # step 20·EVERY reached at event 20
+
+
+def test_first_active_step_is_where_a_flat_curve_first_moves_p():
+    # Events at steps every, 2·every, …: p on a flat curve first leaves 0 at first_active_step.
+    every = 50
+    steps = jnp.arange(1, EVENTS + 1, dtype=jnp.int32) * every
+    flat = jnp.full((EVENTS,), 0.5, jnp.float32)
+    for cfg in (CFG, replace(CFG, window=4), replace(CFG, window=16), replace(CFG, warmup_steps=1_020)):
+        p = np.asarray(run_curve_jit(cfg, flat, steps).progress)
+        first = int(np.asarray(steps)[np.argmax(p > 0.0)])
+        assert first == first_active_step(cfg, every), (cfg.window, cfg.warmup_steps)
+    assert first_active_step(replace(CFG, warmup_steps=1_020), every) == 1_050  # warm-up rounds up to an event
+    # On a falling curve ρ_ref = ρ at the first full event, so p moves one event later at the earliest.
+    falling = jnp.asarray(floor_curve(np.arange(EVENTS)), jnp.float32)
+    p = np.asarray(run_curve_jit(CFG, falling, steps).progress)
+    assert int(np.asarray(steps)[np.argmax(p > 0.0)]) >= first_active_step(CFG, every) + every
+    with pytest.raises(ValueError, match="every"):
+        first_active_step(CFG, 0)
 
 
 def test_ring_buffer_slope_is_chronological_after_wraparound():
