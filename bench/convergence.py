@@ -60,6 +60,13 @@ PILOT_STEPS = 2400  # the pilot runs past the design's length to show where the 
 SEEDS = (0, 1, 2, 3, 4)
 SWEEP_SEEDS = (0, 1, 2)
 SECOND_EVAL_SEED_OFFSET = 1  # the second evaluation samples with sample.seed + this
+# The large final evaluation: on SR the 128-clip evaluations' noise is not below the seed spread
+# (docs/convergence.md, "Evaluation noise"), so every SR run of the study proper also scores its final
+# weights on this many further clips (after both 128-clip sets) in two halves: the halves measure the
+# noise again, their mean is the final metric with 1/√8 of a 128-clip set's noise. Added to finished result
+# files by the next invocation while the run's checkpoint is still there.
+LARGE_EVAL: dict[str, int] = {"sr": 1024}
+LARGE_EVAL_SEED_OFFSET = 2
 # p "has completed its rise" at this level: past ~0.9 the measured rate, not the Δmax cap, limits each
 # event's rise, so p creeps towards 1 (the pilot: 0.91 at step 1400, 0.99 at 1800, 1.0 at 2300)
 RISE_LEVEL = 0.95
@@ -250,6 +257,65 @@ def second_evaluation(cfg, workdir: Path) -> dict[str, float]:
     return t2a_metrics(cfg, Generator(exp), state, second, seed=seed)
 
 
+def needs_large_eval(job: Job) -> bool:
+    """Whether a job's result must carry the large final evaluation (its task's runs of the study proper)."""
+    return job.task in LARGE_EVAL and not job.pilot and not job.variant
+
+
+def large_evaluation(cfg, workdir: Path, task: str) -> dict[str, Any]:
+    """The final EMA weights scored on LARGE_EVAL[task] further held-out clips (after the two
+    ``eval.num`` sets), with another sampler seed: the metrics of each half and of all of them."""
+    from jaxstage.eval.sr_report import sr_eval
+    from jaxstage.inference.load import load_run
+    from jaxstage.inference.sr_sampling import SRGenerator
+
+    if task != "sr":
+        raise NotImplementedError(f"large evaluation of task {task!r}: only sr is implemented")
+    count, skip = LARGE_EVAL[task], 2 * cfg.eval.num
+    exp, state = load_run(cfg, workdir)
+    if int(state.step) != cfg.train.steps:
+        raise RuntimeError(f"{workdir}: the newest checkpoint is step {int(state.step)}, not the final "
+                           f"{cfg.train.steps}; the large evaluation needs the final weights")
+    report = sr_eval(SRGenerator(exp, batch_size=min(cfg.train.batch_size, 16)), state, cfg, count, baselines=False,
+                     skip=skip, seed=cfg.sample.seed + LARGE_EVAL_SEED_OFFSET)
+    clips = [c["output_replaced"] for c in report["per_clip"]]
+
+    def scored(part: list[dict]) -> dict[str, float]:
+        return _eval_record_metrics(task, {f"eval_{k}": float(np.mean([c[k] for c in part])) for k in part[0]})
+
+    return {"num": count, "skip": skip, "seed_offset": LARGE_EVAL_SEED_OFFSET,
+            "halves": [scored(clips[: count // 2]), scored(clips[count // 2:])], "all": scored(clips)}
+
+
+def add_large_eval(job: Job, out: Path, runs_dir: Path) -> dict:
+    """Add the large final evaluation to a finished result file from its run's final checkpoint."""
+    from jaxstage.config import load_config
+
+    result = json.loads(out.read_text())
+    workdir = runs_dir / job.name
+    cfg = load_config(str(ROOT / TASKS[job.task]["config"]), result["overrides"])
+    ckpt = workdir / "checkpoints" / str(cfg.train.steps)
+    if not (_same_config(workdir, cfg) and ckpt.is_dir()):
+        raise SystemExit(f"{out}: its large evaluation needs the run's final checkpoint {ckpt} (with the result's "
+                         "config), which is not there; rerun the job on the machine that holds it")
+    result["large_eval"] = large_evaluation(cfg, workdir, job.task)
+    write_result(out, result)
+    return result
+
+
+def write_result(out: Path, result: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)  # a result file is complete or absent
+
+
+def job_done(job: Job, results: Path) -> bool:
+    """A job's result file exists and carries every evaluation it needs."""
+    out = job.result_path(results)
+    return out.is_file() and (not needs_large_eval(job) or "large_eval" in json.loads(out.read_text()))
+
+
 def t2a_metrics(cfg, generator, state, prompts, *, seed: int, steps: int | None = None) -> dict[str, float]:
     """The study's t2a metrics of the EMA weights on ``prompts`` (the eval_* keys PeriodicEval logs)."""
     from jaxstage.eval.tta import generate, score
@@ -288,6 +354,8 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
 
     out = job.result_path(results_dir)
     if out.is_file():
+        if needs_large_eval(job) and "large_eval" not in json.loads(out.read_text()):
+            return add_large_eval(job, out, runs_dir)  # a result of an earlier sitting
         return json.loads(out.read_text())
     overrides = run_overrides(job, design, load_results(results_dir, design))
     cfg = load_config(str(ROOT / TASKS[job.task]["config"]), overrides)
@@ -328,10 +396,9 @@ def run_job(job: Job, design: dict[str, Any], results_dir: Path, runs_dir: Path)
         "p_reaches_one": step_reaching(progress_steps, progress),
         "second_eval": None if job.pilot else second_evaluation(cfg, workdir),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)  # a result file is complete or absent
+    if needs_large_eval(job):
+        result["large_eval"] = large_evaluation(cfg, workdir, job.task)
+    write_result(out, result)
     return result  # the run directory (final checkpoint) stays: --check-sampler-steps reads it
 
 
@@ -405,8 +472,8 @@ def run_all(jobs: list[Job], args: argparse.Namespace) -> list[str]:
     from tqdm import tqdm
 
     results = Path(args.results)
-    todo = [j for j in jobs if not j.result_path(results).is_file()]
-    done = {j.name for j in jobs if j.result_path(results).is_file()}
+    todo = [j for j in jobs if not job_done(j, results)]
+    done = {j.name for j in jobs if j.name not in {t.name for t in todo}}
     failed: list[str] = []
     lock = threading.Condition()
     bar = tqdm(total=len(todo), desc="convergence study", unit="run")

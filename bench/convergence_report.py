@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from convergence import (CONTROLS, MECHANISMS, PILOT_STEPS, RECIPES, RISE_LEVEL, SEEDS, SWEEP, SWEEP_SEEDS, SWEEP_TASK,
-                         TASKS, load_results, rise_end, switch_range)
+from convergence import (CONTROLS, LARGE_EVAL, MECHANISMS, PILOT_STEPS, RECIPES, RISE_LEVEL, SEEDS, SWEEP, SWEEP_SEEDS,
+                         SWEEP_TASK, TASKS, load_results, rise_end, switch_range)
 from convergence_stats import (MIN_SEEDS, Interval, evaluation_noise, mean_interval, paired_difference, seed_spread,
                                steps_to_reach_interval)
 
@@ -63,6 +63,12 @@ def final(runs: dict[int, dict], metric: str) -> dict[int, float]:
 def second(runs: dict[int, dict], metric: str) -> dict[int, float]:
     """The final weights' score on the second, disjoint held-out set (runs that have one)."""
     return {seed: r["second_eval"][metric] for seed, r in runs.items() if r.get("second_eval")}
+
+
+def large(runs: dict[int, dict], metric: str, part: str | int = "all") -> dict[int, float]:
+    """The final weights' score on the large final evaluation ("all", or half 0 / 1), runs that have one."""
+    return {seed: (r["large_eval"]["all"] if part == "all" else r["large_eval"]["halves"][part])[metric]
+            for seed, r in runs.items() if r.get("large_eval")}
 
 
 def at_eval(runs: dict[int, dict], metric: str, i: int) -> dict[int, float]:
@@ -252,8 +258,67 @@ def noise_section(results: list[dict]) -> list[str]:
                   "Every seed draws its own held-out set (from `data.seed`), so each seed's difference contains that "
                   "noise and the spread should not fall below it in expectation: with this few pairs one of the two "
                   "estimates is off by chance, and the bootstrap intervals of these differences may be too narrow. "
-                  "Read them with care; a larger held-out set would lower the noise (as 1/√items)."]
+                  "Read them with care; a larger held-out set lowers the noise (as 1/√items): "
+                  + ("see the large final evaluation below." if any(t in LARGE_EVAL for t in (n.split()[0] for n in noisy))
+                     else "none is evaluated for these tasks.")]
     return lines + [""]
+
+
+def large_eval_section(results: list[dict]) -> list[str]:
+    """The large final evaluation (LARGE_EVAL): its noise against the seed spread, and the recipes on it."""
+    lines = []
+    for task, count in LARGE_EVAL.items():
+        spec, runs = TASKS[task], main_runs(results, task)
+        lines += [f"## {task}: the large final evaluation ({count} clips)", "",
+                  f"The final weights of every {task} run scored once more on {count} further held-out clips (after "
+                  "both evaluation sets above) with another sampler seed, in two halves. Evaluation noise of the "
+                  f"{count}-clip mean: std(half 1 − half 2)/√2/√2 (the noise of a half, halved in variance by "
+                  "averaging both). The paired rows do the same for the difference recipe − static of one seed.", ""]
+        scored = {name: rs for name, rs in runs.items() if large(rs, next(iter(spec["metrics"])))}
+        if not scored:
+            lines += ["No run has it yet (`python bench/convergence.py` adds it from each run's final checkpoint).", ""]
+            continue
+        base = scored.get("static", {})
+        lines += ["| metric | evaluation noise | seed spread | noise / spread | noise of a paired difference "
+                  "| its seed spread | noise / spread | runs |", "|---|---|---|---|---|---|---|---|"]
+        for metric in spec["metrics"]:
+            halves = [(large(rs, metric, 0)[s], large(rs, metric, 1)[s]) for rs in scored.values() for s in large(rs, metric)]
+            noise = evaluation_noise(halves) / np.sqrt(2)
+            spread = seed_spread([list(large(rs, metric).values()) for rs in scored.values()])
+            diffs, groups = [], []
+            for name, rs in scored.items():
+                seeds = [s for s in large(rs, metric) if name != "static" and s in large(base, metric)]
+                diffs += [(large(rs, metric, 0)[s] - large(base, metric, 0)[s],
+                           large(rs, metric, 1)[s] - large(base, metric, 1)[s]) for s in seeds]
+                groups.append([large(rs, metric)[s] - large(base, metric)[s] for s in seeds])
+            pnoise, pspread = evaluation_noise(diffs) / np.sqrt(2), seed_spread(groups)
+            lines.append(f"| {metric} | {noise:.4f} | {spread:.4f} | {noise / spread:.2f} | {pnoise:.4f} | "
+                         f"{pspread:.4f} | {pnoise / pspread:.2f} | {len(halves)} |")
+        lines += ["", f"Final metrics on the {count} clips (paired by seed, 95% CI):", ""]
+        for metric, (_, higher) in spec["metrics"].items():
+            lines += [f"| recipe ({metric}, {'higher' if higher else 'lower'} is better) | seeds | mean [95% CI] "
+                      "| − static [CI] | − random_switch [CI] |", "|---|---|---|---|---|"]
+            for name, rs in scored.items():
+                f = large(rs, metric)
+                cells = [name, str(len(f)), mean_interval(np.array(list(f.values()))).fmt()]
+                for ref in ("static", "random_switch"):
+                    cells.append(paired_difference(f, large(scored[ref], metric)).fmt(signed=True)
+                                 if ref in scored and name != ref else "—")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def large_verdict(runs: dict[str, dict[int, dict]], task: str) -> str | None:
+    """The falsification comparison on the large final evaluation, once adaptive and both switches have it."""
+    metric, (_, higher) = next(iter(TASKS[task]["metrics"].items()))
+    if task not in LARGE_EVAL or not all(len(large(runs.get(c, {}), metric)) >= 2
+                                         for c in ("adaptive", "random_switch", "fixed_switch")):
+        return None
+    a = large(runs["adaptive"], metric)
+    parts = [f"against {c} {(d := paired_difference(a, large(runs[c], metric))).fmt(signed=True)}: {better_word(d, higher)}"
+             for c in ("random_switch", "fixed_switch", "random_ramp", "static") if large(runs.get(c, {}), metric)]
+    return f"  On the large final evaluation ({LARGE_EVAL[task]} clips): " + "; ".join(parts) + "."
 
 
 def task_section(results: list[dict], task: str) -> list[str]:
@@ -362,6 +427,8 @@ def overall_verdict(results: list[dict]) -> list[str]:
                          f"well as in start. The random ramp has the adaptive runs' ramp with a start drawn over the "
                          f"same range, so it isolates the measured start: adaptive − random_ramp "
                          f"{d.fmt(signed=True)}: {better_word(d, higher)}.")
+        if (line := large_verdict(runs, task)) is not None:
+            lines.append(line)
     return lines
 
 
@@ -638,6 +705,7 @@ def write_report(results_dir: Path, design: dict[str, Any], doc: Path, readme: P
     lines += findings(results)
     lines += design_section(results, design, results_dir)
     lines += noise_section(results)
+    lines += large_eval_section(results)
     for task in TASKS:
         lines += task_section(results, task)
     lines += ["![metric against step](convergence.png)", ""]

@@ -37,7 +37,12 @@ def fake_result(task, recipe, seed, *, start=None, end=None, shift=0.0, variant=
             "progress": {"steps": p_steps, "p": p, "ssl_weight": [0.5] * len(p), "t_loc": [0.8] * len(p)},
             "measured_start": convergence.measured_start(p_steps, p),
             "p_reaches_one": convergence.step_reaching(p_steps, p),
-            "second_eval": None if pilot else {k: v[-1] + 0.01 * (-1) ** seed for k, v in metrics.items()}}
+            "second_eval": None if pilot else {k: v[-1] + 0.01 * (-1) ** seed for k, v in metrics.items()},
+            **({"large_eval": {"num": 1024, "skip": 2 * design["eval_num"], "seed_offset": 2, "halves": [
+                {k: v[-1] + 0.002 for k, v in metrics.items()}, {k: v[-1] - 0.002 * (-1) ** seed for k, v in
+                                                                 metrics.items()}],
+                "all": {k: v[-1] + 0.001 * (1 - (-1) ** seed) for k, v in metrics.items()}}}
+               if task in convergence.LARGE_EVAL and not pilot and not variant else {})}
 
 
 def write(results: Path, r: dict) -> None:
@@ -162,6 +167,10 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "| `regime.window` | 4 | 3 | 200 | 250 [250, 250] | 1.0 [1.0, 1.0] |" in text
     assert "| `regime.window` | 16 | 0 | 800 |" in text
     assert "The measured starts lie -5.0 [-5.0, -5.0] events after step 400" in text  # fake starts at 150
+    # the large final evaluation (SR): its noise table, the recipes on it, the verdict on it
+    assert "## sr: the large final evaluation (1024 clips)" in text and "| LSD-HF | 0.0010 | 0.0159 | 0.06 |" in text
+    assert "  On the large final evaluation (1024 clips): against random_switch" in text
+    assert "see the large final evaluation below" not in text  # the fake SR noise is below its spread
     assert "seed 9" not in text and "1 result file(s) of another design were left out" in text and "Completeness: 48 of" in text and "Missing" in text
     assert "| t2a/static/seed0 | 0.5000 | 0.5100 | 200.0000 | 190.0000 |" in text  # sampler steps check
     assert "1.43× the throughput" in text and "p leaves 0 at step 150 and reaches 0.95 at step 450 and 1 at step 450." in text
@@ -227,3 +236,35 @@ def test_an_incomplete_result_file_is_an_error_naming_it(tmp_path):
     write(tmp_path, dict(r, eval_steps=[], metrics={k: [] for k in r["metrics"]}))
     with pytest.raises(ValueError, match=r"t2a/static/seed0.json: incomplete result \(last evaluation at step None of 600\)"):
         convergence.load_results(tmp_path, DESIGN)
+
+
+def test_sr_runs_carry_a_large_final_evaluation_added_from_the_checkpoint(tmp_path, monkeypatch):
+    """A real (tiny) SR run: its result carries the large final evaluation in two halves; a result file
+    without it (an earlier sitting) gets it from the run's final checkpoint, with the same numbers; without
+    that checkpoint the error names it."""
+    tiny = ["task=sr", "data.source=synthetic_speech", "data.sample_rate=8000", "sample.cfg_scale=1",
+            "sr.cutoff_min_hz=1000", "sr.cutoff_max_hz=3000", "data.num_examples=64", "codec.stats_examples=4"]
+    monkeypatch.setitem(convergence.TASKS, "sr", dict(convergence.TASKS["sr"], config="configs/tiny_t2a.py",
+                                                      sets=tiny))
+    monkeypatch.setitem(convergence.LARGE_EVAL, "sr", 4)
+    design = dict(convergence.DESIGN, steps=4, eval_every=4, eval_num=2, log_every=2, sample_steps=2)
+    job, results, runs = convergence.Job("sr", "static", 0), tmp_path / "results", tmp_path / "runs"
+    assert convergence.needs_large_eval(job) and not convergence.job_done(job, results)
+    first = convergence.run_job(job, design, results, runs)["large_eval"]
+    assert first["num"] == 4 and first["skip"] == 4 and len(first["halves"]) == 2
+    for metric in convergence.TASKS["sr"]["metrics"]:
+        halves = [h[metric] for h in first["halves"]]
+        assert np.isfinite(halves).all() and first["all"][metric] == pytest.approx(np.mean(halves))
+    assert convergence.job_done(job, results)
+    out = job.result_path(results)
+    r = json.loads(out.read_text())
+    del r["large_eval"]
+    out.write_text(json.dumps(r))
+    assert not convergence.job_done(job, results)
+    again = convergence.run_job(job, design, results, runs)["large_eval"]  # from the checkpoint, no training
+    assert again == first and json.loads(out.read_text())["large_eval"] == first
+    out.write_text(json.dumps(r))  # r lacks it again; the run directory goes away
+    import shutil
+    shutil.rmtree(runs / job.name)
+    with pytest.raises(SystemExit, match="needs the run's final checkpoint .*sr/static/seed0/checkpoints/4"):
+        convergence.run_job(job, design, results, runs)
