@@ -4,8 +4,8 @@
 Every recipe of the study trains on the synthetic text-to-audio task and the synthetic SR task with
 several seeds at one fixed design (``DESIGN``: run length, batch, evaluation cadence and held-out set
 size). A finished run writes one small result file (its overrides, metric trajectory, p trajectory,
-measured start and a second, independent evaluation of its final weights) under
-``docs/convergence/``; those files are committed, and the study skips every run whose result exists,
+measured start, a second, independent evaluation of its final weights and, for SR, a large final
+evaluation on ``LARGE_EVAL`` further clips) under ``docs/convergence/``; those files are committed, and the study skips every run whose result exists,
 so it can be completed in several sittings on different machines. ``docs/convergence.md``, its
 figures and the README's summary are regenerated from the result files alone
 (``bench/convergence_report.py``).

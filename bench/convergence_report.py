@@ -279,6 +279,7 @@ def large_eval_section(results: list[dict]) -> list[str]:
             lines += ["No run has it yet (`python bench/convergence.py` adds it from each run's final checkpoint).", ""]
             continue
         base = scored.get("static", {})
+        ratios: dict[str, tuple[float, float]] = {}
         lines += ["| metric | evaluation noise | seed spread | noise / spread | noise of a paired difference "
                   "| its seed spread | noise / spread | runs |", "|---|---|---|---|---|---|---|---|"]
         for metric in spec["metrics"]:
@@ -294,6 +295,16 @@ def large_eval_section(results: list[dict]) -> list[str]:
             pnoise, pspread = evaluation_noise(diffs) / np.sqrt(2), seed_spread(groups)
             lines.append(f"| {metric} | {noise:.4f} | {spread:.4f} | {noise / spread:.2f} | {pnoise:.4f} | "
                          f"{pspread:.4f} | {pnoise / pspread:.2f} | {len(halves)} |")
+            ratios[metric] = (noise / spread, pnoise / pspread)
+        resolved = [m for m, (_, paired) in ratios.items() if paired < 1]
+        unpaired = [m for m, (alone, _) in ratios.items() if alone >= 1]
+        lines += ["", f"Paired differences, which every comparison in this report uses, have their noise below their "
+                  f"seed spread on: {', '.join(resolved) or 'no metric'}."]
+        if unpaired:
+            lines[-1] += (f" The noise of a single run's score is not below the seed spread on {', '.join(unpaired)}: "
+                          "every seed draws its own clips (from `data.seed`), so the spread of single scores contains "
+                          "that noise, and a ratio near 1 (above it by chance) says the seeds' weights differ less than their clip sets do. "
+                          "That noise is common to the recipes of one seed and cancels in the paired differences.")
         lines += ["", f"Final metrics on the {count} clips (paired by seed, 95% CI):", ""]
         for metric, (_, higher) in spec["metrics"].items():
             lines += [f"| recipe ({metric}, {'higher' if higher else 'lower'} is better) | seeds | mean [95% CI] "
