@@ -564,6 +564,14 @@ def findings(results: list[dict]) -> list[str]:
         best = max(means, key=means.get) if higher else min(means, key=means.get)
         lines.append(f"- {task} ({metric}): best final mean **{best}** ({means[best]:.4f}); better than static with an "
                      f"interval excluding zero: {', '.join(better) or 'none'}; worse: {', '.join(worse) or 'none'}.")
+        if task in LARGE_EVAL and large(runs["static"], metric):  # the better-resolved final evaluation
+            s_large = large(runs["static"], metric)
+            words = {n: better_word(paired_difference(large(rs, metric), s_large), higher) for n, rs in runs.items()
+                     if n != "static" and large(rs, metric)}
+            lines.append(f"  On the large final evaluation ({LARGE_EVAL[task]} clips), better than static: "
+                         f"{', '.join(n for n, w in words.items() if w == 'better') or 'none'}; worse: "
+                         f"{', '.join(n for n, w in words.items() if w == 'worse') or 'none'} (of "
+                         f"{len(words)} recipes scored on it).")
         judged = [n for n in MECHANISMS if len(runs.get(n, {})) >= MIN_SEEDS]
         if judged:
             alone = [n for n in judged if n in better]

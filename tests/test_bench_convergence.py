@@ -173,6 +173,8 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "see the large final evaluation below" not in text  # the fake SR noise is below its spread
     assert "have their noise below their seed spread on: LSD-HF, LSD, SI-SDR (dB)." in text
     assert "The noise of a single run's score is not below" not in text
+    assert ("On the large final evaluation (1024 clips), better than static: adaptive, random_switch; worse: "
+            "fixed_switch (of 3 recipes scored on it).") in text
     assert "seed 9" not in text and "1 result file(s) of another design were left out" in text and "Completeness: 48 of" in text and "Missing" in text
     assert "| t2a/static/seed0 | 0.5000 | 0.5100 | 200.0000 | 190.0000 |" in text  # sampler steps check
     assert "1.43× the throughput" in text and "p leaves 0 at step 150 and reaches 0.95 at step 450 and 1 at step 450." in text
