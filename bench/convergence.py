@@ -5,8 +5,9 @@ Every recipe of the study trains on the synthetic text-to-audio task and the syn
 several seeds at one fixed design (``DESIGN``: run length, batch, evaluation cadence and held-out set
 size). A finished run writes one small result file (its overrides, metric trajectory, p trajectory,
 measured start, a second, independent evaluation of its final weights and, for SR, a large final
-evaluation on ``LARGE_EVAL`` further clips) under ``docs/convergence/``; those files are committed, and the study skips every run whose result exists,
-so it can be completed in several sittings on different machines. ``docs/convergence.md``, its
+evaluation on ``LARGE_EVAL`` further clips) under ``docs/convergence/``; those files are committed,
+and the study skips every run whose result is complete, so it can be completed in several sittings on
+different machines. ``docs/convergence.md``, its
 figures and the README's summary are regenerated from the result files alone
 (``bench/convergence_report.py``).
 
@@ -473,7 +474,8 @@ def run_all(jobs: list[Job], args: argparse.Namespace) -> list[str]:
 
     results = Path(args.results)
     todo = [j for j in jobs if not job_done(j, results)]
-    done = {j.name for j in jobs if j.name not in {t.name for t in todo}}
+    waiting = {j.name for j in todo}
+    done = {j.name for j in jobs if j.name not in waiting}
     failed: list[str] = []
     lock = threading.Condition()
     bar = tqdm(total=len(todo), desc="convergence study", unit="run")
