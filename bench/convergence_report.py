@@ -564,7 +564,9 @@ def findings(results: list[dict]) -> list[str]:
         best = max(means, key=means.get) if higher else min(means, key=means.get)
         lines.append(f"- {task} ({metric}): best final mean **{best}** ({means[best]:.4f}); better than static with an "
                      f"interval excluding zero: {', '.join(better) or 'none'}; worse: {', '.join(worse) or 'none'}.")
+        which = "final evaluation"
         if task in LARGE_EVAL and large(runs["static"], metric):  # the better-resolved final evaluation
+            which = "large final evaluation"
             s_large = large(runs["static"], metric)
             words = {n: better_word(paired_difference(large(rs, metric), s_large), higher) for n, rs in runs.items()
                      if n != "static" and large(rs, metric)}
@@ -572,10 +574,12 @@ def findings(results: list[dict]) -> list[str]:
                          f"{', '.join(n for n, w in words.items() if w == 'better') or 'none'}; worse: "
                          f"{', '.join(n for n, w in words.items() if w == 'worse') or 'none'} (of "
                          f"{len(words)} recipes scored on it).")
+            better = [n for n, w in words.items() if w == "better"]  # the mechanisms' verdict uses it
         judged = [n for n in MECHANISMS if len(runs.get(n, {})) >= MIN_SEEDS]
         if judged:
             alone = [n for n in judged if n in better]
-            lines.append(f"  Mechanisms that help alone (of {', '.join(judged)}): {', '.join(alone) or 'none'}.")
+            lines.append(f"  Mechanisms that help alone (of {', '.join(judged)}; on the {which}): "
+                         f"{', '.join(alone) or 'none'}.")
         if any(n in runs and n not in judged for n in MECHANISMS):
             lines.append(f"  Mechanisms alone with fewer than {MIN_SEEDS} seeds so far (no verdict): "
                          f"{', '.join(n for n in MECHANISMS if n in runs and n not in judged)}.")

@@ -195,7 +195,16 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     loaded += [fake_result("t2a", "guidance_only", s, start=150, end=450, shift=0.05) for s in range(3)]
     loaded.append(fake_result("t2a", "structure_only", 0, shift=0.05))
     found = "\n".join(convergence_report.findings(loaded))
-    assert "Mechanisms that help alone (of guidance_only): guidance_only." in found
+    assert "Mechanisms that help alone (of guidance_only; on the final evaluation): guidance_only." in found
+    # on SR the mechanisms are judged on the large final evaluation: better on the 128 clips, not on it
+    static_sr = {r["seed"]: r for r in loaded if r["task"] == "sr" and r["recipe"] == "static" and not r["pilot"]}
+    for s in range(3):
+        r = fake_result("sr", "structure_only", s, shift=0.05)
+        r["large_eval"] = static_sr[s]["large_eval"]
+        loaded.append(r)
+    found = "\n".join(convergence_report.findings(loaded))
+    assert "better than static with an interval excluding zero: adaptive, random_switch, structure_only" in found
+    assert "Mechanisms that help alone (of structure_only; on the large final evaluation): none." in found
     assert "fewer than 3 seeds so far (no verdict): structure_only." in found
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
