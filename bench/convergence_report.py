@@ -278,20 +278,21 @@ def large_eval_section(results: list[dict]) -> list[str]:
         if not scored:
             lines += ["No run has it yet (`python bench/convergence.py` adds it from each run's final checkpoint).", ""]
             continue
-        base = scored.get("static", {})
         ratios: dict[str, tuple[float, float]] = {}
         lines += ["| metric | evaluation noise | seed spread | noise / spread | noise of a paired difference "
                   "| its seed spread | noise / spread | runs |", "|---|---|---|---|---|---|---|---|"]
         for metric in spec["metrics"]:
-            halves = [(large(rs, metric, 0)[s], large(rs, metric, 1)[s]) for rs in scored.values() for s in large(rs, metric)]
+            full = {name: large(rs, metric) for name, rs in scored.items()}
+            half = [{name: large(rs, metric, i) for name, rs in scored.items()} for i in (0, 1)]
+            halves = [(half[0][name][s], half[1][name][s]) for name in scored for s in full[name]]
             noise = evaluation_noise(halves) / np.sqrt(2)
-            spread = seed_spread([list(large(rs, metric).values()) for rs in scored.values()])
+            spread = seed_spread([list(f.values()) for f in full.values()])
             diffs, groups = [], []
-            for name, rs in scored.items():
-                seeds = [s for s in large(rs, metric) if name != "static" and s in large(base, metric)]
-                diffs += [(large(rs, metric, 0)[s] - large(base, metric, 0)[s],
-                           large(rs, metric, 1)[s] - large(base, metric, 1)[s]) for s in seeds]
-                groups.append([large(rs, metric)[s] - large(base, metric)[s] for s in seeds])
+            for name in scored:
+                seeds = [s for s in full[name] if name != "static" and s in full.get("static", {})]
+                diffs += [(half[0][name][s] - half[0]["static"][s], half[1][name][s] - half[1]["static"][s])
+                          for s in seeds]
+                groups.append([full[name][s] - full["static"][s] for s in seeds])
             pnoise, pspread = evaluation_noise(diffs) / np.sqrt(2), seed_spread(groups)
             lines.append(f"| {metric} | {noise:.4f} | {spread:.4f} | {noise / spread:.2f} | {pnoise:.4f} | "
                          f"{pspread:.4f} | {pnoise / pspread:.2f} | {len(halves)} |")
@@ -546,6 +547,37 @@ def sensitivity_section(results: list[dict]) -> list[str]:
     return lines + ["", "![sensitivity of the measured start and the final metric](convergence_sensitivity.png)", ""]
 
 
+def sweep_findings(results: list[dict]) -> list[str]:
+    """Plain-words summary of the sensitivity sweep: does the measured start follow the buffer's fill time,
+    and does any swept value change the final metric? Values with fewer than 2 seeds are left out."""
+    sweep = sweep_runs(results)
+    metric, (_, higher) = next(iter(TASKS[SWEEP_TASK]["metrics"].items()))
+    default = {s: r for s, r in main_runs(results, SWEEP_TASK).get("adaptive", {}).items() if s in SWEEP_SEEDS}
+    run = [(k, v, sweep[(k, v)]) for k, vs in SWEEP.items() for v in vs if len(sweep.get((k, v), {})) >= 2]
+    if not run or len(default) < 2:
+        return []
+    start = lambda rs: {s: r["measured_start"] for s, r in rs.items() if r["measured_start"] is not None}
+    floor0 = first_active(SWEEP_TASK)[0]
+    total = sum(len(vs) for vs in SWEEP.values())
+    lines = [f"- **The sensitivity sweep** ({SWEEP_TASK}, adaptive; {len(run)} of {total} swept values have at "
+             f"least 2 seeds). The default's measured start is {mean_interval(np.array(list(start(default).values()))).fmt(0)}"
+             f", {start_after_fill(default, SWEEP_TASK)} events after step {floor0}, the first step p can move. "
+             "Paired by seed against the default:"]
+    for key, value, rs in run:
+        floor = first_active(SWEEP_TASK, (key, value))[0]
+        moved = paired_difference(start(rs), start(default))
+        fill = "moves the first step p can move by " f"{floor - floor0:+d}" if floor != floor0 else "leaves the fill step"
+        lines.append(f"  - `{key}` = {value} ({len(rs)} seeds) {fill}; the measured start moves "
+                     f"{moved.fmt(0, signed=True) if moved.n else '— (p never moved)'} steps and lies "
+                     f"{start_after_fill(rs, SWEEP_TASK, (key, value))} events after the fill; final {metric} "
+                     f"{(d := paired_difference(final(rs, metric), final(default, metric))).fmt(signed=True)}: "
+                     f"{better_word(d, higher) if d.n >= MIN_SEEDS else f'fewer than {MIN_SEEDS} seeds, no verdict'}.")
+    lines.append("  Where the fill step moves and the start moves by about as much, keeping its distance in events, the "
+                 "start is the buffer's fill time rather than a reading of the training curve; with 2-3 seeds each "
+                 "row is a direction, not a verdict.")
+    return lines
+
+
 def findings(results: list[dict]) -> list[str]:
     lines = ["## What it found", "", "**The falsification verdict** — is the regime's *measured* start better than a "
              "random or a preset switch? On each task's primary metric:", ""] + overall_verdict(results) + [""]
@@ -583,6 +615,7 @@ def findings(results: list[dict]) -> list[str]:
         if any(n in runs and n not in judged for n in MECHANISMS):
             lines.append(f"  Mechanisms alone with fewer than {MIN_SEEDS} seeds so far (no verdict): "
                          f"{', '.join(n for n in MECHANISMS if n in runs and n not in judged)}.")
+    lines += sweep_findings(results)
     lines += ["", "The details per metric follow; the falsification verdict per metric:", ""] + verdict_lines(results)
     return lines + [""]
 

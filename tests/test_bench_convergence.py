@@ -167,6 +167,12 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "| `regime.window` | 4 | 3 | 200 | 250 [250, 250] | 1.0 [1.0, 1.0] |" in text
     assert "| `regime.window` | 16 | 0 | 800 |" in text
     assert "The measured starts lie -5.0 [-5.0, -5.0] events after step 400" in text  # fake starts at 150
+    # the sweep in plain words: how the start moves against the fill step, paired by seed with the default
+    assert "(t2a, adaptive; 2 of 8 swept values have at least 2 seeds)" in text
+    assert ("`regime.window` = 4 (3 seeds) moves the first step p can move by -200; the measured start moves "
+            "+100 [+100, +100] steps and lies 1.0 [1.0, 1.0] events after the fill; final attribute accuracy "
+            "-0.0500 [-0.0500, -0.0500]: worse.") in text
+    assert "`regime.max_delta` = 0.1 (3 seeds) leaves the fill step; the measured start moves +300 [+300, +300]" in text
     # the large final evaluation (SR): its noise table, the recipes on it, the verdict on it
     assert "## sr: the large final evaluation (1024 clips)" in text and "| LSD-HF | 0.0010 | 0.0159 | 0.06 |" in text
     assert "  On the large final evaluation (1024 clips): against random_switch" in text
