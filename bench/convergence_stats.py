@@ -116,6 +116,13 @@ def measured_start(steps: list[int], progress: list[float]) -> int | None:
     return None
 
 
+def first_logged_after(step: int, log_every: int) -> int:
+    """The first logged step that shows a p set after update ``step`` (a monitor event at ``step``, or a
+    switch at ``step``). The run loop logs at step N the metrics of update N, whose p was set by the
+    N − 1 updates before it, so that is the first multiple of ``log_every`` above ``step``."""
+    return (step // log_every + 1) * log_every
+
+
 def step_reaching(steps: list[int], progress: list[float], level: float = 0.999) -> int | None:
     """First logged step at which p reaches ``level`` (None: never)."""
     for step, p in zip(steps, progress):

@@ -117,6 +117,8 @@ def test_paired_bootstrap_intervals():
     assert stats.evaluation_noise([(1.0, 1.2), (2.0, 1.8)]) == pytest.approx(np.std([-0.2, 0.2], ddof=1) / 2 ** 0.5)
     assert stats.seed_spread([[1.0, 3.0], [10.0, 12.0]]) == pytest.approx(np.sqrt(2.0))
     assert stats.measured_start([50, 100, 150], [0.0, 0.0, 0.2]) == 150
+    # the log at step N shows the p update N used, set by the N - 1 updates before it
+    assert [stats.first_logged_after(s, 50) for s in (449, 450, 451, 225)] == [450, 500, 500, 250]
     assert stats.step_reaching([50, 100], [0.5, 0.9]) is None
 
 
@@ -161,18 +163,20 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "| t2a | attribute accuracy | 0.0000 | 0.0006 | 0.00 | 15 |" in text and "Where the noise" not in text
     assert "t2a static_repa seeds 0, 1, 2, 3, 4; " in text  # missing runs grouped per recipe
     assert "t2a | adaptive | 150 → 450" in text  # measured start → p reaches 0.95, per seed
-    # the sweep table: the first step p can move (the buffer's fill time, moved by the swept window) and
-    # the measured start's distance from it in monitor events (every = 50)
-    assert "| `regime.max_delta` | 0.1 | 3 | 400 | 450 [450, 450] | 1.0 [1.0, 1.0] |" in text
-    assert "| `regime.window` | 4 | 3 | 200 | 250 [250, 250] | 1.0 [1.0, 1.0] |" in text
-    assert "| `regime.window` | 16 | 0 | 800 |" in text
-    assert "The measured starts lie -5.0 [-5.0, -5.0] events after step 400" in text  # fake starts at 150
+    # the sweep table: the first step p can move (the buffer's fill time, moved by the swept window), the
+    # earliest start (one event later, as the log shows it) and the measured start's distance from it in
+    # monitor events (every = 50)
+    assert "| `regime.max_delta` | 0.1 | 3 | 400 | 500 | 450 [450, 450] | -1.0 [-1.0, -1.0] |" in text
+    assert "| `regime.window` | 4 | 3 | 200 | 300 | 250 [250, 250] | -1.0 [-1.0, -1.0] |" in text
+    assert "| `regime.window` | 16 | 0 | 800 | 900 |" in text
+    assert "the log shows that at step 500 at the earliest. The measured starts lie -7.0 [-7.0, -7.0]" in text
+    assert "which lie 50 steps on average after the monitor event" in text  # fake starts at 150: event 100
     # the sweep in plain words: how the start moves against the fill step, paired by seed with the default
     assert "(t2a, adaptive; 2 of 8 swept values have at least 2 seeds)" in text
-    assert ("`regime.window` = 4 (3 seeds) moves the first step p can move by -200; the measured start moves "
-            "+100 [+100, +100] steps and lies 1.0 [1.0, 1.0] events after the fill; final attribute accuracy "
+    assert ("`regime.window` = 4 (3 seeds) moves the earliest start by -200; the measured start moves "
+            "+100 [+100, +100] steps and lies -1.0 [-1.0, -1.0] events after it; final attribute accuracy "
             "-0.0500 [-0.0500, -0.0500]: worse.") in text
-    assert "`regime.max_delta` = 0.1 (3 seeds) leaves the fill step; the measured start moves +300 [+300, +300]" in text
+    assert "`regime.max_delta` = 0.1 (3 seeds) leaves the earliest start; the measured start moves +300 [+300, +300]" in text
     # the large final evaluation (SR): its noise table, the recipes on it, the verdict on it
     assert "## sr: the large final evaluation (1024 clips)" in text and "| LSD-HF | 0.0010 | 0.0159 | 0.06 |" in text
     assert "  On the large final evaluation (1024 clips): against random_switch" in text
@@ -260,16 +264,20 @@ def test_an_incomplete_result_file_is_an_error_naming_it(tmp_path):
 def test_sr_runs_carry_a_large_final_evaluation_added_from_the_checkpoint(tmp_path, monkeypatch):
     """A real (tiny) SR run: its result carries the large final evaluation in two halves; a result file
     without it (an earlier sitting) gets it from the run's final checkpoint, with the same numbers; without
-    that checkpoint the error names it."""
+    that checkpoint the error names it. The run is the fixed switch, so it also shows the logging convention
+    the report's earliest start relies on: a switch at step S shows at the first logged step above S."""
     tiny = ["task=sr", "data.source=synthetic_speech", "data.sample_rate=8000", "sample.cfg_scale=1",
             "sr.cutoff_min_hz=1000", "sr.cutoff_max_hz=3000", "data.num_examples=64", "codec.stats_examples=4"]
     monkeypatch.setitem(convergence.TASKS, "sr", dict(convergence.TASKS["sr"], config="configs/tiny_t2a.py",
                                                       sets=tiny))
     monkeypatch.setitem(convergence.LARGE_EVAL, "sr", 4)
     design = dict(convergence.DESIGN, steps=4, eval_every=4, eval_num=2, log_every=2, sample_steps=2)
-    job, results, runs = convergence.Job("sr", "static", 0), tmp_path / "results", tmp_path / "runs"
+    job, results, runs = convergence.Job("sr", "fixed_switch", 0), tmp_path / "results", tmp_path / "runs"
     assert convergence.needs_large_eval(job) and not convergence.job_done(job, results)
-    first = convergence.run_job(job, design, results, runs)["large_eval"]
+    result = convergence.run_job(job, design, results, runs)
+    assert result["progress"]["steps"] == [2, 4] and result["progress"]["p"] == [0.0, 1.0]  # switch_step = 2
+    assert result["measured_start"] == stats.first_logged_after(2, design["log_every"]) == 4
+    first = result["large_eval"]
     assert first["num"] == 4 and first["skip"] == 4 and len(first["halves"]) == 2
     for metric in convergence.TASKS["sr"]["metrics"]:
         halves = [h[metric] for h in first["halves"]]
@@ -285,5 +293,5 @@ def test_sr_runs_carry_a_large_final_evaluation_added_from_the_checkpoint(tmp_pa
     out.write_text(json.dumps(r))  # r lacks it again; the run directory goes away
     import shutil
     shutil.rmtree(runs / job.name)
-    with pytest.raises(SystemExit, match="needs the run's final checkpoint .*sr/static/seed0/checkpoints/4"):
+    with pytest.raises(SystemExit, match="needs the run's final checkpoint .*sr/fixed_switch/seed0/checkpoints/4"):
         convergence.run_job(job, design, results, runs)
