@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from convergence_stats import measured_start, step_reaching  # noqa: E402
+from convergence_stats import event_lag, measured_start, step_reaching  # noqa: E402
 
 RESULTS = ROOT / "docs" / "convergence"  # committed result files
 RUNS = ROOT / "runs" / "convergence"  # run directories (checkpoints removed once the result is written)
@@ -78,8 +78,8 @@ def rise_end(result: dict) -> int | None:
     return step_reaching(result["progress"]["steps"], result["progress"]["p"], RISE_LEVEL)
 
 # Recipes as overrides on the adaptive configs (SPEC §3.8). Placeholders are filled per run
-# (run_overrides): {steps}, {half}, {seed}; {start_low}/{start_high}/{ramp_start}/{ramp_end} come from
-# the adaptive runs' measured starts on the same task (NEEDS_ADAPTIVE).
+# (run_overrides): {steps}, {half}, {seed}; {start_low}/{start_high}/{ramp_start}/{ramp_end} and
+# {aligned_start}/{aligned_end} come from the adaptive runs' measured starts on the same task (NEEDS_ADAPTIVE).
 RECIPES: dict[str, list[str]] = {
     "static": ["regime.mode=off", "guidance.lambda0=0", "timesteps.adaptive=false", "struct.enabled=false"],
     "static_repa": ["regime.mode=off", "timesteps.adaptive=false", "struct.enabled=false"],
@@ -90,17 +90,20 @@ RECIPES: dict[str, list[str]] = {
     "fixed_switch": ["regime.mode=switch_at", "regime.switch_step={half}"],  # HASTE-like: a preset step
     "linear_ramp": ["regime.mode=linear", "regime.linear_start=0", "regime.linear_end={steps}"],
     "random_ramp": ["regime.mode=linear", "regime.linear_start={ramp_start}", "regime.linear_end={ramp_end}"],
+    # the same draws moved earlier by the log lag: drawn over the monitor events that moved the adaptive p
+    "random_ramp_aligned": ["regime.mode=linear", "regime.linear_start={aligned_start}",
+                            "regime.linear_end={aligned_end}"],
     # each mechanism alone (p still measured; the other two mechanisms off)
     "guidance_only": ["timesteps.adaptive=false", "struct.enabled=false"],
     "timesteps_only": ["struct.enabled=false", "guidance.p_off=0.0"],
     "structure_only": ["timesteps.adaptive=false", "guidance.p_off=0.0"],
 }
-NEEDS_ADAPTIVE = ("random_switch", "random_ramp")
-CONTROLS = ("random_switch", "fixed_switch", "linear_ramp", "random_ramp")
+NEEDS_ADAPTIVE = ("random_switch", "random_ramp", "random_ramp_aligned")
+CONTROLS = ("random_switch", "fixed_switch", "linear_ramp", "random_ramp", "random_ramp_aligned")
 MECHANISMS = ("guidance_only", "timesteps_only", "structure_only")
 # Run order: the falsification question first, then the other controls, then the ablations.
 PRIORITY = (("static", "adaptive"), ("random_switch", "fixed_switch"), ("linear_ramp", "random_ramp"),
-            ("static_repa",) + MECHANISMS)
+            ("static_repa",) + MECHANISMS, ("random_ramp_aligned",))
 
 # Sensitivity of the progress estimator (text-to-audio, the adaptive recipe): each key at two values
 # besides the config's own (which is the adaptive recipe's runs).
@@ -226,7 +229,11 @@ def run_overrides(job: Job, design: dict[str, Any], results: list[dict]) -> list
         cadence = load_config(str(ROOT / spec["config"]), spec["sets"]).regime.every
         low, high, ramp = switch_range(results, job.task, cadence)
         start = int(np.random.default_rng(1000 + job.seed).integers(low, high + 1))
-        fill.update(start_low=low, start_high=high, ramp_start=start, ramp_end=start + ramp)
+        lag = round(event_lag([r["measured_start"] for r in adaptive_starts(results, job.task)
+                               if r["measured_start"] is not None], cadence))
+        aligned = max(start - lag, 0)
+        fill.update(start_low=low, start_high=high, ramp_start=start, ramp_end=start + ramp,
+                    aligned_start=aligned, aligned_end=aligned + ramp)
     variant = [f"{job.variant[0]}={job.variant[1]}"] if job.variant else []
     return spec["sets"] + common + [o.format(**fill) for o in RECIPES[job.recipe]] + variant
 

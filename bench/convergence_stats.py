@@ -123,6 +123,13 @@ def first_logged_after(step: int, log_every: int) -> int:
     return (step // log_every + 1) * log_every
 
 
+def event_lag(starts: list[int], every: int) -> float:
+    """Mean steps from the monitor event that moved p to its logged start. The log shows p set after
+    update E at the first logged step above E, so with monitor events each ``every`` steps and
+    ``every`` ≥ the log interval, that event is the last multiple of ``every`` below the start."""
+    return float(np.mean([m - (m - 1) // every * every for m in starts])) if starts else float("nan")
+
+
 def step_reaching(steps: list[int], progress: list[float], level: float = 0.999) -> int | None:
     """First logged step at which p reaches ``level`` (None: never)."""
     for step, p in zip(steps, progress):

@@ -73,6 +73,11 @@ def test_every_recipe_and_task_is_a_valid_config():
             if recipe == "random_ramp":  # a random start in that range, the adaptive runs' mean rise length
                 assert 200 <= cfg.regime.linear_start <= 300
                 assert cfg.regime.linear_end - cfg.regime.linear_start == 300
+            if recipe == "random_ramp_aligned":  # the same draw, one log interval earlier (starts 200 + 50 s)
+                ramp = load_config(str(ROOT / spec["config"]),
+                                   convergence.run_overrides(convergence.Job(task, "random_ramp", 1), DESIGN, adaptive))
+                assert cfg.regime.linear_start == ramp.regime.linear_start - 50
+                assert cfg.regime.linear_end == ramp.regime.linear_end - 50
     sweep = convergence.Job("t2a", "adaptive", 0, ("regime.max_delta", 0.1))
     cfg = load_config(str(ROOT / "configs/synth_t2a.py"), convergence.run_overrides(sweep, DESIGN, []))
     assert cfg.regime.max_delta == 0.1 and cfg.regime.mode == "adaptive"
@@ -85,7 +90,7 @@ def test_random_controls_need_adaptive_runs():
     names = [j.name for j in jobs]
     assert names[:2] == ["pilot/t2a/static/seed0", "pilot/t2a/adaptive/seed0"]
     assert names.index("t2a/adaptive/seed1") < names.index("t2a/random_switch/seed0")
-    assert names[-1].startswith("sweep/regime.window=16/seed1") and len(jobs) == 2 + 10 * 2 + 8 * 2
+    assert names[-1].startswith("sweep/regime.window=16/seed1") and len(jobs) == 2 + 11 * 2 + 8 * 2
     control = convergence.Job("t2a", "random_switch", 0)
     assert not convergence.ready(control, {"t2a/adaptive/seed0"}, jobs)
     assert convergence.ready(control, {"t2a/adaptive/seed0", "t2a/adaptive/seed1"}, jobs)
@@ -201,6 +206,11 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert "**the verdict does not replicate**" in t2a_line
     loaded.append(dict(fake_result("t2a", "random_ramp", 0, start=150, end=450, shift=0.05), design=DESIGN))
     assert any("isolates the measured start: adaptive − random_ramp" in l and "(n=1, no interval)" in l
+               for l in convergence_report.overall_verdict(loaded))
+    loaded += [dict(fake_result("t2a", "random_ramp_aligned", s, start=100, end=400, shift=0.05 - 0.01 * s),
+                    design=DESIGN) for s in range(5)]
+    assert any(l.startswith("  random_ramp_aligned has the same draws moved earlier by that lag: adaptive − "
+                            "random_ramp_aligned +0.0200 [") and l.endswith(": better.")
                for l in convergence_report.overall_verdict(loaded))
     loaded += [fake_result("t2a", "guidance_only", s, start=150, end=450, shift=0.05) for s in range(3)]
     loaded.append(fake_result("t2a", "structure_only", 0, shift=0.05))
