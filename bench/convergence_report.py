@@ -614,8 +614,9 @@ def sweep_findings(results: list[dict]) -> list[str]:
                      f"{(d := paired_difference(final(rs, metric), final(default, metric))).fmt(signed=True)}: "
                      f"{better_word(d, higher) if d.n >= MIN_SEEDS else f'fewer than {MIN_SEEDS} seeds, no verdict'}.")
     lines.append("  Where the earliest start moves and the start moves by about as much, keeping its distance in events, the "
-                 "start is the buffer's fill time rather than a reading of the training curve; with 2-3 seeds each "
-                 "row is a direction, not a verdict.")
+                 "start is the buffer's fill time rather than a reading of the training curve. A row has "
+                 f"{len(SWEEP_SEEDS)} seeds at most, so its intervals are wide; with fewer than {MIN_SEEDS} it has "
+                 "no verdict.")
     return lines
 
 
