@@ -108,10 +108,13 @@ def seed_spread(groups: list[list[float]]) -> float:
     return float(np.sqrt(ss / dof))
 
 
+P_NOISE = 1e-6  # p below this is float32 rounding, not a start (runs before the exact p_raw = 0 fix)
+
+
 def measured_start(steps: list[int], progress: list[float]) -> int | None:
-    """First logged step at which p is above zero (None: p never left zero)."""
+    """First logged step at which p is above P_NOISE (None: p never left zero)."""
     for step, p in zip(steps, progress):
-        if p > 0:
+        if p > P_NOISE:
             return int(step)
     return None
 

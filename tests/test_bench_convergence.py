@@ -122,6 +122,7 @@ def test_paired_bootstrap_intervals():
     assert stats.evaluation_noise([(1.0, 1.2), (2.0, 1.8)]) == pytest.approx(np.std([-0.2, 0.2], ddof=1) / 2 ** 0.5)
     assert stats.seed_spread([[1.0, 3.0], [10.0, 12.0]]) == pytest.approx(np.sqrt(2.0))
     assert stats.measured_start([50, 100, 150], [0.0, 0.0, 0.2]) == 150
+    assert stats.measured_start([50, 100, 150], [0.0, 6e-8, 0.05]) == 150  # float32 rounding is no start
     # the log at step N shows the p update N used, set by the N - 1 updates before it
     assert [stats.first_logged_after(s, 50) for s in (449, 450, 451, 225)] == [450, 500, 500, 250]
     assert stats.step_reaching([50, 100], [0.5, 0.9]) is None

@@ -178,8 +178,10 @@ def _adaptive_progress(
     state: ProgressState, rate: jax.Array, ref_rate: jax.Array, active: jax.Array, cfg: ProgressConfig
 ) -> jax.Array:
     """SPEC §3.2 steps 5–7: raw progress, monotone rate-limited update, warm-up hold."""
-    ratio = rate / jnp.maximum(ref_rate, cfg.rho_min)
-    p_raw = 1.0 - jnp.clip(ratio, 0.0, 1.0)
+    ref = jnp.maximum(ref_rate, cfg.rho_min)
+    # rate ≥ ref gives p_raw = 0 exactly: XLA may lower x / x to x · (1/x), one ulp below 1, which
+    # would move p by ~6e-8 at the event that sets ρ_ref (and report a start one event early).
+    p_raw = jnp.where(rate >= ref, 0.0, 1.0 - jnp.clip(rate / ref, 0.0, 1.0))
     p = state.progress
     p_new = jnp.clip(jnp.maximum(p, jnp.minimum(p_raw, p + cfg.max_delta)), 0.0, 1.0)
     return jnp.where(active, p_new, p)

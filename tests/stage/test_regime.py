@@ -135,6 +135,21 @@ def test_first_active_step_is_where_a_flat_curve_first_moves_p():
         first_active_step(CFG, 0)
 
 
+def test_p_stays_exactly_zero_at_the_event_that_sets_the_reference_rate():
+    # At the first full event ρ_ref = ρ, so p_raw = 1 - ρ/ρ_ref must be 0 exactly; compiled, x / x can
+    # come out one ulp below 1 and p would leave 0 by ~6e-8 (a start reported one event early).
+    rng = np.random.default_rng(0)
+    k = np.arange(20)
+    taus = rng.uniform(3.0, 40.0, (256, 1))
+    curves = (0.3 + 0.7 * np.exp(-k / taus) + rng.normal(0.0, 0.01, (256, 20))).astype(np.float32)
+    states = run_many(CFG, jnp.asarray(curves), jnp.arange(1, 21, dtype=jnp.int32) * 50)
+    fill = CFG.window - 1
+    rate, ref = np.asarray(states.rate[:, fill]), np.asarray(states.ref_rate[:, fill])
+    at_ref = rate >= ref
+    assert at_ref.sum() > 100  # most falling curves set ρ_ref from ρ there
+    assert np.all(np.asarray(states.progress[:, fill])[at_ref] == 0.0)
+
+
 def test_ring_buffer_slope_is_chronological_after_wraparound():
     # No smoothing (β = 0): D̃ = D, so on a line the OLS slope is exact at every event ≥ 1,
     # including after the ring wraps (a wrong order would give a wrong slope).
