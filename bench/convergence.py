@@ -171,7 +171,8 @@ def design_of(design: dict[str, Any], job: Job) -> dict[str, Any]:
 
 def load_results(results: Path, design: dict[str, Any]) -> list[dict]:
     """Every result file under ``results`` (recursively) whose design matches ``design`` (the pilot's
-    with its own length)."""
+    with its own length). ``measured_start`` is taken from each file's logged p (``measured_start``), so
+    a file written by an older rule (p > 0, before P_NOISE) is read by today's."""
     out = []
     for path in sorted(results.rglob("*.json")):
         try:
@@ -186,6 +187,7 @@ def load_results(results: Path, design: dict[str, Any]) -> list[dict]:
             if last != want["steps"]:
                 raise ValueError(f"{path}: incomplete result (last evaluation at step {last} of {want['steps']}); "
                                  "delete it and rerun the study")
+            r["measured_start"] = measured_start(r["progress"]["steps"], r["progress"]["p"])
             out.append(r)
     return out
 

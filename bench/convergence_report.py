@@ -558,9 +558,10 @@ def sensitivity_section(results: list[dict]) -> list[str]:
              f"{SWEEP_TASK}, the adaptive recipe, seeds {list(SWEEP_SEEDS)}; 'default' is the config's own value "
              "(the adaptive recipe's runs with those seeds). The difference is paired by seed against the default.",
              "'p can move from' is the first step at which the estimator can move p (its buffer full, "
-             "`first_active_step`); 'earliest start' is the earliest measured start that allows on a falling D "
-             "(one event later, as the log shows it); 'events after it' is the measured start's distance from "
-             "the earliest start in monitor events. If the start were set by the buffer's fill time alone, the "
+             "`first_active_step`); 'earliest start' is the earliest measured start the estimator allows on a "
+             "falling D: one event after that step, at the next logged step (on a flat or rising D p can move one "
+             "event earlier); 'events after it' is the measured start's distance from the earliest start in "
+             "monitor events. If the start were set by the buffer's fill time alone, the "
              "measured start would move with the earliest start while 'events after it' stays near 0.",
              "", f"| key | value | seeds | p can move from | earliest start | measured start [CI] | events after it [CI] "
              f"| p reaches {RISE_LEVEL} (mean) | final {metric} [CI] | − default [CI] |",
@@ -588,6 +589,10 @@ def sensitivity_section(results: list[dict]) -> list[str]:
     return lines + ["", "![sensitivity of the measured start and the final metric](convergence_sensitivity.png)", ""]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def sweep_findings(results: list[dict]) -> list[str]:
     """Plain-words summary of the sensitivity sweep: does the measured start follow the buffer's fill time,
     and does any swept value change the final metric? Values with fewer than 2 seeds are left out."""
@@ -603,17 +608,25 @@ def sweep_findings(results: list[dict]) -> list[str]:
     lines = [f"- **The sensitivity sweep** ({SWEEP_TASK}, adaptive; {len(run)} of {total} swept values have at "
              f"least 2 seeds). The default's measured start is {mean_interval(np.array(list(start(default).values()))).fmt(0)}"
              f", {start_after_earliest(default, SWEEP_TASK)} events after step {earliest0}, the earliest start its "
-             "estimator allows. Paired by seed against the default:"]
+             "estimator allows on a falling D. Paired by seed against the default:"]
+    shares, still = [], []  # the start's move as a share of the earliest start's; its move where that stays
     for key, value, rs in run:
-        earliest = earliest_start(SWEEP_TASK, log_cadence(results), (key, value))
+        shift = earliest_start(SWEEP_TASK, log_cadence(results), (key, value)) - earliest0
         moved = paired_difference(start(rs), start(default))
-        fill = f"moves the earliest start by {earliest - earliest0:+d}" if earliest != earliest0 else \
-            "leaves the earliest start"
+        fill = f"moves the earliest start by {shift:+d}" if shift else "leaves the earliest start"
+        share = f" ({moved.mean / shift:.0%} of that move)" if shift and moved.n else ""
+        if moved.n:
+            (shares if shift else still).append(moved.mean / shift if shift else moved.mean)
         lines.append(f"  - `{key}` = {value} ({len(rs)} seeds) {fill}; the measured start moves "
-                     f"{moved.fmt(0, signed=True) if moved.n else '— (p never moved)'} steps and lies "
+                     f"{moved.fmt(0, signed=True) if moved.n else '— (p never moved)'} steps{share} and lies "
                      f"{start_after_earliest(rs, SWEEP_TASK, (key, value))} events after it; final {metric} "
                      f"{(d := paired_difference(final(rs, metric), final(default, metric))).fmt(signed=True)}: "
                      f"{better_word(d, higher) if d.n >= MIN_SEEDS else f'fewer than {MIN_SEEDS} seeds, no verdict'}.")
+    if shares:
+        lines.append(f"  Where a value moves the earliest start ({_count(len(shares), 'value')}), the measured start follows "
+                     f"{min(shares):.0%}–{max(shares):.0%} of that move"
+                     + (f"; where it leaves it ({_count(len(still), 'value')}), the start moves {min(still):+.0f} to "
+                        f"{max(still):+.0f} steps" if still else "") + ".")
     lines.append("  Where the earliest start moves and the start moves by about as much, keeping its distance in events, the "
                  "start is the buffer's fill time rather than a reading of the training curve. A row has "
                  f"{len(SWEEP_SEEDS)} seeds at most, so its intervals are wide; with fewer than {MIN_SEEDS} it has "

@@ -180,9 +180,11 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     # the sweep in plain words: how the start moves against the fill step, paired by seed with the default
     assert "(t2a, adaptive; 2 of 8 swept values have at least 2 seeds)" in text
     assert ("`regime.window` = 4 (3 seeds) moves the earliest start by -200; the measured start moves "
-            "+100 [+100, +100] steps and lies -1.0 [-1.0, -1.0] events after it; final attribute accuracy "
+            "+100 [+100, +100] steps (-50% of that move) and lies -1.0 [-1.0, -1.0] events after it; final attribute accuracy "
             "-0.0500 [-0.0500, -0.0500]: worse.") in text
     assert "`regime.max_delta` = 0.1 (3 seeds) leaves the earliest start; the measured start moves +300 [+300, +300]" in text
+    assert ("Where a value moves the earliest start (1 value), the measured start follows -50%–-50% of that move; "
+            "where it leaves it (1 value), the start moves +300 to +300 steps.") in text
     # the large final evaluation (SR): its noise table, the recipes on it, the verdict on it
     assert "## sr: the large final evaluation (1024 clips)" in text and "| LSD-HF | 0.0010 | 0.0159 | 0.06 |" in text
     assert "  On the large final evaluation (1024 clips): against random_switch" in text
@@ -263,6 +265,13 @@ def test_a_stopped_run_writes_no_result_and_resumes(tmp_path, monkeypatch):
             convergence.run_job(job, DESIGN, tmp_path / "results", tmp_path / "runs")
     assert not job.result_path(tmp_path / "results").exists()
     assert calls[0] is None and "checkpoints" in calls[1]  # the second attempt resumed, not started over
+
+
+def test_the_measured_start_is_read_from_the_logged_p(tmp_path):
+    r = fake_result("t2a", "adaptive", 0, start=300, end=500)
+    r["progress"]["p"][r["progress"]["steps"].index(250)] = 6e-8  # float32 rounding, logged as a start before
+    write(tmp_path, dict(r, measured_start=250))
+    assert [x["measured_start"] for x in convergence.load_results(tmp_path, DESIGN)] == [300]
 
 
 def test_an_incomplete_result_file_is_an_error_naming_it(tmp_path):
