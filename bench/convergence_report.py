@@ -752,6 +752,12 @@ def plot_sensitivity(results: list[dict], png: Path) -> None:
             if xs:
                 ax.errorbar(xs, ms, yerr=[lo, hi], fmt="o-", capsize=3)
                 ax.axvline(defaults[key], color="grey", lw=0.8, ls=":")
+            if row == 0:  # what the buffer's fill time alone would give
+                ax.plot([v for v, _ in points], [earliest_start(SWEEP_TASK, log_cadence(results),
+                                                                None if v == defaults[key] else (key, v))
+                                                 for v, _ in points], "s--", color="grey", lw=1, ms=4,
+                        label="earliest start (falling D)")
+                ax.legend(fontsize=8, loc="upper left")
             ax.set(xlabel=key, ylabel=what)
             if key in ("regime.every", "regime.max_delta", "regime.window"):
                 ax.set_xscale("log")
