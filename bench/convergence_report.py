@@ -448,6 +448,13 @@ def overall_verdict(results: list[dict]) -> list[str]:
             d = paired_difference(a, final(runs["random_ramp_aligned"], metric))
             lines.append(f"  random_ramp_aligned has the same draws moved earlier by that lag: adaptive − "
                          f"random_ramp_aligned {d.fmt(signed=True)}: {better_word(d, higher)}.")
+            starts = [r["measured_start"] for r in runs["adaptive"].values()]
+            if starts and all(m == earliest_start(task, log_cadence(results)) for m in starts):
+                lines[-1] += (f" Every adaptive run's start on {task} is the earliest its estimator allows "
+                              f"({len(starts)} of {len(starts)}), so no reading of the training curve is in it: "
+                              "what separates adaptive from the ramps is their shape (p rising by "
+                              "`regime.max_delta` per event against a straight line) or the spread of the drawn "
+                              "starts, not a better-timed start.")
         if (line := large_verdict(runs, task)) is not None:
             lines.append(line)
     return lines

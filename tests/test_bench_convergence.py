@@ -215,6 +215,12 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
     assert any(l.startswith("  random_ramp_aligned has the same draws moved earlier by that lag: adaptive − "
                             "random_ramp_aligned +0.0200 [") and l.endswith(": better.")
                for l in convergence_report.overall_verdict(loaded))
+    assert not any("is the earliest its estimator allows" in l for l in convergence_report.overall_verdict(loaded))
+    for r in loaded:  # every adaptive start at the earliest the estimator allows (step 500): said so
+        if r["task"] == "t2a" and r["recipe"] == "adaptive" and not r.get("variant") and not r.get("pilot"):
+            r["measured_start"] = 500
+    assert any("Every adaptive run's start on t2a is the earliest its estimator allows (5 of 5)" in l
+               for l in convergence_report.overall_verdict(loaded))
     loaded += [fake_result("t2a", "guidance_only", s, start=150, end=450, shift=0.05) for s in range(3)]
     loaded.append(fake_result("t2a", "structure_only", 0, shift=0.05))
     found = "\n".join(convergence_report.findings(loaded))
