@@ -101,7 +101,8 @@ RECIPES: dict[str, list[str]] = {
 NEEDS_ADAPTIVE = ("random_switch", "random_ramp", "random_ramp_aligned")
 CONTROLS = ("random_switch", "fixed_switch", "linear_ramp", "random_ramp", "random_ramp_aligned")
 MECHANISMS = ("guidance_only", "timesteps_only", "structure_only")
-# Run order: the falsification question first, then the other controls, then the ablations.
+# Run order: the falsification question first, then the other controls, then the ablations, then the
+# aligned ramp (added after the rest had run, so it comes last).
 PRIORITY = (("static", "adaptive"), ("random_switch", "fixed_switch"), ("linear_ramp", "random_ramp"),
             ("static_repa",) + MECHANISMS, ("random_ramp_aligned",))
 

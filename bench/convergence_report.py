@@ -462,11 +462,12 @@ def overall_verdict(results: list[dict]) -> list[str]:
 
 def switch_table(results: list[dict]) -> list[str]:
     lines = ["## The measured switch step", "",
-             f"First logged step with p > {P_NOISE:g} (every run logs p each 50 steps; a few sweep runs logged p = 6e-8 "
-             "from float32 rounding at the event that sets ρ_ref, fixed since, which is not a start); for the adaptive runs "
-             f"'start → the step p reaches {RISE_LEVEL}'. The p logged at step N is the one update N used, set from "
-             "the N − 1 updates before it, so a change at step S first shows at the next logged step after S (the "
-             "fixed switch at step 900 shows at 950), for every recipe alike.", "", "| task | recipe | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
+             f"First logged step with p > {P_NOISE:g} (every run logs p each 50 steps; a few sweep runs logged "
+             "p = 6e-8, float32 rounding at the event that sets ρ_ref, fixed since: not a start); for the adaptive "
+             f"runs 'start → the step p reaches {RISE_LEVEL}'. The p logged at step N is the one update N used, set "
+             "from the N − 1 updates before it, so a change at step S first shows at the next logged step after S "
+             "(the fixed switch at step 900 shows at 950), for every recipe alike.", "",
+             "| task | recipe | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
              "|---|---|" + "---|" * len(SEEDS)]
     for task in TASKS:
         runs = main_runs(results, task)
@@ -495,7 +496,7 @@ def switch_table(results: list[dict]) -> list[str]:
             lines.append(f"  The estimator cannot move p before step {floor} (its buffer of `regime.window` events, "
                          f"one each {every} steps, is full only then; `first_active_step`), on a falling D not "
                          f"before the next event, and the log shows that at step "
-                         f"{earliest_start(task, log_cadence(results), None)} at the earliest. The measured starts lie "
+                         f"{earliest_start(task, log_cadence(results))} at the earliest. The measured starts lie "
                          f"{start_after_earliest(adaptive, task)} events after that earliest start; only that part "
                          "of the start can reflect the training curve, the rest is the buffer's fill time.")
             lines.append(f"  The random controls draw their step over the logged starts, which lie "
