@@ -156,8 +156,20 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
             "--steps", "600", "--eval-every", "300", "--eval-num", "8"]
     assert convergence.main(argv) == 0
     text = doc.read_text()
-    for png in ("convergence.png", "convergence_switch.png", "convergence_sensitivity.png"):
+    for png in ("convergence.png", "convergence_switch.png", "convergence_sensitivity.png",
+                "convergence_differences.png"):
         assert (doc.parent / png).stat().st_size > 1000 and png in text
+    # every metric at each evaluation against static and random_switch (the appendix); the primary
+    # metric against static stays in its task's section, once
+    for task, spec in convergence.TASKS.items():
+        for i, metric in enumerate(spec["metrics"]):
+            assert f"### {task}: {metric} − random_switch" in text
+            assert (f"### {task}: {metric} − static" in text) == (i > 0)
+            assert text.count(f"Difference to static at each evaluation ({metric},") == 1
+    against_random = text.split("### t2a: attribute accuracy − random_switch", 1)[1].split("###", 1)[0]
+    assert "| static | -0.0502 [-0.0510, -0.0494] | -0.0502 [-0.0510, -0.0494] |" in against_random
+    # the pilot's single-seed differences carry the noise of a paired difference (0 in the fake files)
+    assert "From step 600 to 2400 it moves by +0.1714 ± 0.0000, against +0.0286 ± 0.0000 from the first" in text
     # the verdicts are generated from the numbers: +0.05 over static and fixed, ~0 against random
     assert "**t2a** (attribute accuracy, final evaluation, 5 paired seeds): mixed — against random_switch: no " \
            "detectable difference; against fixed_switch: better" in text
