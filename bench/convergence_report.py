@@ -273,6 +273,23 @@ def noise_section(results: list[dict]) -> list[str]:
             lines.append(f"| {task} | {metric} | {noise:.4f} | {spread:.4f} | {ratio:.2f} | {count} |")
             if ratio >= 1:
                 noisy.append(f"{task} {metric}")
+    for task, spec in TASKS.items():  # tasks with no large evaluation: both sets pooled (their verdict uses it)
+        runs = main_runs(results, task)
+        if task in LARGE_EVAL or "static" not in runs:
+            continue
+        cells = []
+        for metric in spec["metrics"]:
+            noise, _, count = paired_noise(runs, metric)
+            base = pooled(runs["static"], metric)
+            spread = seed_spread([[v - base[k] for k, v in pooled(rs, metric).items() if k in base]
+                                  for name, rs in runs.items() if name != "static"])
+            if count >= 2 and np.isfinite(spread):
+                cells.append(f"{metric} {noise / np.sqrt(2):.4f} against {spread:.4f} "
+                             f"({noise / np.sqrt(2) / spread:.2f})")
+        if cells:
+            lines += ["", f"{task} has no large final evaluation; its verdict also pools both final evaluations "
+                      f"(the mean of the two scores), which halves the variance of the noise. Pooled, the noise of a "
+                      f"paired difference against its seed spread: {'; '.join(cells)}."]
     if noisy:
         lines += ["", f"**Where the noise of a paired difference is not below its seed spread** ({', '.join(noisy)}), "
                   f"the recipes differ by less than one {results[0]['design']['eval_num']}-item evaluation resolves. "
@@ -471,7 +488,9 @@ def overall_verdict(results: list[dict]) -> list[str]:
         words2 = {c: better_word(d, higher) for c, d in diffs2.items()}
         again = "; ".join(f"against {c} {d.fmt(signed=True)}: {words2[c]}" for c, d in diffs2.items())
         replicated = ("the same words: the verdict replicates" if words2 == words else
-                      "**the verdict does not replicate**, so read it as not established at this number of seeds")
+                      "**the verdict does not replicate**, so read it as not established at this number of seeds"
+                      + ("" if task in LARGE_EVAL else " from one set alone; the two sets pooled (below) are the "
+                         "better-resolved estimate"))
         lines.append(f"- **{task}** ({metric}, final evaluation, {n} paired seeds): {verdict}. On the second, "
                      f"disjoint held-out set: {again} — {replicated}.")
         if "random_ramp" in runs:  # the switch controls differ in shape too; the random ramp only in its start
@@ -495,7 +514,36 @@ def overall_verdict(results: list[dict]) -> list[str]:
                               "starts, not a better-timed start.")
         if (line := large_verdict(runs, task)) is not None:
             lines.append(line)
+        elif (line := pooled_verdict(runs, task, words)) is not None:
+            lines.append(line)
     return lines
+
+
+def pooled(runs: dict[int, dict], metric: str) -> dict[int, float]:
+    """The mean of the final weights' two scores (first and second held-out set), runs that have both: one
+    evaluation on twice the items, with half the variance of one set's noise."""
+    return {seed: (r["metrics"][metric][-1] + r["second_eval"][metric]) / 2 for seed, r in runs.items()
+            if r.get("second_eval")}
+
+
+def pooled_verdict(runs: dict[str, dict[int, dict]], task: str, first_words: dict[str, str]) -> str | None:
+    """The falsification comparison on both final evaluations pooled, for a task with no large final
+    evaluation: the better-resolved of the estimates this task has."""
+    metric, (_, higher) = next(iter(TASKS[task]["metrics"].items()))
+    if not all(len(pooled(runs.get(c, {}), metric)) >= 2 for c in ("adaptive", "random_switch", "fixed_switch")):
+        return None
+    a = pooled(runs["adaptive"], metric)
+    diffs = {c: paired_difference(a, pooled(runs[c], metric))
+             for c in ("random_switch", "fixed_switch", "random_ramp", "random_ramp_aligned", "static")
+             if pooled(runs.get(c, {}), metric)}
+    words = {c: better_word(d, higher) for c, d in diffs.items()}
+    items = 2 * next(iter(runs["adaptive"].values()))["design"]["eval_num"]
+    same = all(words[c] == first_words[c] for c in first_words)
+    return (f"  Both final evaluations pooled (the mean of the two scores, {items} items per run; its noise has half "
+            "the variance of one set's, so it is this task's best-resolved estimate): "
+            + "; ".join(f"against {c} {d.fmt(signed=True)}: {words[c]}" for c, d in diffs.items())
+            + (" — on the two switches the first set's words." if same else
+               " — on the two switches not the first set's words: the pooled words are the better-resolved ones."))
 
 
 def switch_table(results: list[dict]) -> list[str]:
