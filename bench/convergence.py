@@ -79,7 +79,8 @@ def rise_end(result: dict) -> int | None:
 
 # Recipes as overrides on the adaptive configs (SPEC §3.8). Placeholders are filled per run
 # (run_overrides): {steps}, {half}, {seed}; {start_low}/{start_high}/{ramp_start}/{ramp_end} and
-# {aligned_start}/{aligned_end} come from the adaptive runs' measured starts on the same task (NEEDS_ADAPTIVE).
+# {aligned_start}/{aligned_end}/{aligned_low}/{aligned_high} come from the adaptive runs' measured starts on the
+# same task (NEEDS_ADAPTIVE).
 RECIPES: dict[str, list[str]] = {
     "static": ["regime.mode=off", "guidance.lambda0=0", "timesteps.adaptive=false", "struct.enabled=false"],
     "static_repa": ["regime.mode=off", "timesteps.adaptive=false", "struct.enabled=false"],
@@ -87,6 +88,9 @@ RECIPES: dict[str, list[str]] = {
     # falsification controls: is the measured start better than a random or a fixed one?
     "random_switch": ["regime.mode=random", "regime.random_low={start_low}", "regime.random_high={start_high}",
                       "regime.seed={seed}"],
+    # the same draws moved earlier by the log lag (randint from the same key over a range of the same width)
+    "random_switch_aligned": ["regime.mode=random", "regime.random_low={aligned_low}",
+                              "regime.random_high={aligned_high}", "regime.seed={seed}"],
     "fixed_switch": ["regime.mode=switch_at", "regime.switch_step={half}"],  # HASTE-like: a preset step
     "linear_ramp": ["regime.mode=linear", "regime.linear_start=0", "regime.linear_end={steps}"],
     "random_ramp": ["regime.mode=linear", "regime.linear_start={ramp_start}", "regime.linear_end={ramp_end}"],
@@ -98,13 +102,14 @@ RECIPES: dict[str, list[str]] = {
     "timesteps_only": ["struct.enabled=false", "guidance.p_off=0.0"],
     "structure_only": ["timesteps.adaptive=false", "guidance.p_off=0.0"],
 }
-NEEDS_ADAPTIVE = ("random_switch", "random_ramp", "random_ramp_aligned")
-CONTROLS = ("random_switch", "fixed_switch", "linear_ramp", "random_ramp", "random_ramp_aligned")
+NEEDS_ADAPTIVE = ("random_switch", "random_switch_aligned", "random_ramp", "random_ramp_aligned")
+CONTROLS = ("random_switch", "random_switch_aligned", "fixed_switch", "linear_ramp", "random_ramp",
+            "random_ramp_aligned")
 MECHANISMS = ("guidance_only", "timesteps_only", "structure_only")
 # Run order: the falsification question first, then the other controls, then the ablations, then the
-# aligned ramp (added after the rest had run, so it comes last).
+# aligned controls (added after the rest had run, so they come last).
 PRIORITY = (("static", "adaptive"), ("random_switch", "fixed_switch"), ("linear_ramp", "random_ramp"),
-            ("static_repa",) + MECHANISMS, ("random_ramp_aligned",))
+            ("static_repa",) + MECHANISMS, ("random_ramp_aligned",), ("random_switch_aligned",))
 
 # Sensitivity of the progress estimator (text-to-audio, the adaptive recipe): each key at two values
 # besides the config's own (which is the adaptive recipe's runs).
@@ -235,8 +240,10 @@ def run_overrides(job: Job, design: dict[str, Any], results: list[dict]) -> list
         lag = round(event_lag([r["measured_start"] for r in adaptive_starts(results, job.task)
                                if r["measured_start"] is not None], cadence))
         aligned = max(start - lag, 0)
+        shift = min(lag, low)  # the aligned switch range: [low, high] moved earlier, not below step 0
         fill.update(start_low=low, start_high=high, ramp_start=start, ramp_end=start + ramp,
-                    aligned_start=aligned, aligned_end=aligned + ramp)
+                    aligned_start=aligned, aligned_end=aligned + ramp, aligned_low=low - shift,
+                    aligned_high=high - shift)
     variant = [f"{job.variant[0]}={job.variant[1]}"] if job.variant else []
     return spec["sets"] + common + [o.format(**fill) for o in RECIPES[job.recipe]] + variant
 

@@ -31,6 +31,8 @@ RECIPE_NOTES = {
     "fixed_switch": "HASTE-like: p jumps 0 → 1 at a preset step (half the run)",
     "linear_ramp": "p rises linearly from 0 at step 0 to 1 at the last step",
     "random_ramp": "p ramps 0 → 1 at a random start (the adaptive range) over the adaptive runs' mean rise length",
+    "random_switch_aligned": "random_switch's draws moved earlier by the log lag (the same key over a range of the "
+                             "same width)",
     "random_ramp_aligned": "random_ramp's draws moved earlier by the log lag: over the monitor events that moved "
                            "the adaptive p rather than the steps the log shows them",
     "guidance_only": "decayed SSL guidance only",
@@ -367,7 +369,8 @@ def large_verdict(runs: dict[str, dict[int, dict]], task: str) -> str | None:
         return None
     a = large(runs["adaptive"], metric)
     parts = [f"against {c} {(d := paired_difference(a, large(runs[c], metric))).fmt(signed=True)}: {better_word(d, higher)}"
-             for c in ("random_switch", "fixed_switch", "random_ramp", "random_ramp_aligned", "static")
+             for c in ("random_switch", "random_switch_aligned", "fixed_switch", "random_ramp", "random_ramp_aligned",
+                       "static")
              if large(runs.get(c, {}), metric)]
     return f"  On the large final evaluation ({LARGE_EVAL[task]} clips): " + "; ".join(parts) + "."
 
@@ -493,6 +496,10 @@ def overall_verdict(results: list[dict]) -> list[str]:
                          "better-resolved estimate"))
         lines.append(f"- **{task}** ({metric}, final evaluation, {n} paired seeds): {verdict}. On the second, "
                      f"disjoint held-out set: {again} — {replicated}.")
+        if "random_switch_aligned" in runs:  # the random switch without the log lag
+            d = paired_difference(a, final(runs["random_switch_aligned"], metric))
+            lines.append(f"  random_switch_aligned has random_switch's draws moved earlier by the log lag (below): "
+                         f"adaptive − random_switch_aligned {d.fmt(signed=True)}: {better_word(d, higher)}.")
         if "random_ramp" in runs:  # the switch controls differ in shape too; the random ramp only in its start
             d = paired_difference(a, final(runs["random_ramp"], metric))
             lines.append(f"  The switch controls jump p to 1 where the adaptive p ramps up, so they differ in shape as "
@@ -534,7 +541,8 @@ def pooled_verdict(runs: dict[str, dict[int, dict]], task: str, first_words: dic
         return None
     a = pooled(runs["adaptive"], metric)
     diffs = {c: paired_difference(a, pooled(runs[c], metric))
-             for c in ("random_switch", "fixed_switch", "random_ramp", "random_ramp_aligned", "static")
+             for c in ("random_switch", "random_switch_aligned", "fixed_switch", "random_ramp", "random_ramp_aligned",
+                       "static")
              if pooled(runs.get(c, {}), metric)}
     words = {c: better_word(d, higher) for c, d in diffs.items()}
     items = 2 * next(iter(runs["adaptive"].values()))["design"]["eval_num"]
@@ -802,7 +810,8 @@ def plot_curves(results: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-DIFFERENCE_RECIPES = ("adaptive", "random_switch", "fixed_switch", "random_ramp_aligned", "timesteps_only")
+DIFFERENCE_RECIPES = ("adaptive", "random_switch", "random_switch_aligned", "fixed_switch", "random_ramp_aligned",
+                      "timesteps_only")
 
 
 def plot_differences(results: list[dict], png: Path) -> None:

@@ -17,6 +17,7 @@ import convergence_report  # noqa: E402
 import convergence_stats as stats  # noqa: E402
 
 from jaxstage.config import load_config  # noqa: E402
+from jaxstage.stage.regime import random_switch_step  # noqa: E402
 
 DESIGN = dict(convergence.DESIGN, steps=600, eval_every=300, eval_num=8)
 
@@ -73,6 +74,11 @@ def test_every_recipe_and_task_is_a_valid_config():
             if recipe == "random_ramp":  # a random start in that range, the adaptive runs' mean rise length
                 assert 200 <= cfg.regime.linear_start <= 300
                 assert cfg.regime.linear_end - cfg.regime.linear_start == 300
+            if recipe == "random_switch_aligned":  # random_switch's own draw, one log interval earlier
+                switch = load_config(str(ROOT / spec["config"]), convergence.run_overrides(
+                    convergence.Job(task, "random_switch", 1), DESIGN, adaptive))
+                assert (cfg.regime.random_low, cfg.regime.random_high) == (150, 250) and cfg.regime.seed == 1
+                assert int(random_switch_step(cfg.regime)) == int(random_switch_step(switch.regime)) - 50
             if recipe == "random_ramp_aligned":  # the same draw, one log interval earlier (starts 200 + 50 s)
                 ramp = load_config(str(ROOT / spec["config"]),
                                    convergence.run_overrides(convergence.Job(task, "random_ramp", 1), DESIGN, adaptive))
@@ -90,7 +96,7 @@ def test_random_controls_need_adaptive_runs():
     names = [j.name for j in jobs]
     assert names[:2] == ["pilot/t2a/static/seed0", "pilot/t2a/adaptive/seed0"]
     assert names.index("t2a/adaptive/seed1") < names.index("t2a/random_switch/seed0")
-    assert names[-1].startswith("sweep/regime.window=16/seed1") and len(jobs) == 2 + 11 * 2 + 8 * 2
+    assert names[-1].startswith("sweep/regime.window=16/seed1") and len(jobs) == 2 + 12 * 2 + 8 * 2
     control = convergence.Job("t2a", "random_switch", 0)
     assert not convergence.ready(control, {"t2a/adaptive/seed0"}, jobs)
     assert convergence.ready(control, {"t2a/adaptive/seed0", "t2a/adaptive/seed1"}, jobs)
