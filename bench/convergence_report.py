@@ -781,30 +781,42 @@ def findings(results: list[dict]) -> list[str]:
 # ------------------------------------------------------------------------------------ figures
 
 
-def plot_curves(results: list[dict], png: Path) -> None:
+def metric_grid(results: list[dict], need: str | None = None):
+    """A figure with one panel per task (row) and metric (column): (fig, [(ax, task, runs, metric, higher)]).
+    Panels past a task's metrics, or of a task with no runs (or without the recipe ``need``), are blank."""
     import matplotlib.pyplot as plt
 
     ncols = max(len(spec["metrics"]) for spec in TASKS.values())
     fig, axes = plt.subplots(len(TASKS), ncols, figsize=(5.5 * ncols, 4.2 * len(TASKS)), squeeze=False,
                              constrained_layout=True)
+    panels = []
     for row, (task, spec) in enumerate(TASKS.items()):
         runs = main_runs(results, task)
+        metrics = list(spec["metrics"].items())
         for col in range(ncols):
-            ax = axes[row][col]
-            if col >= len(spec["metrics"]) or not runs:
-                ax.axis("off")
+            if col >= len(metrics) or not runs or (need is not None and need not in runs):
+                axes[row][col].axis("off")
                 continue
-            metric, (_, higher) = list(spec["metrics"].items())[col]
-            for name, rs in runs.items():
-                steps = next(iter(rs.values()))["eval_steps"]
-                ivs = [mean_interval(np.array(list(at_eval(rs, metric, i).values()))) for i in range(len(steps))]
-                key = name in KEY_RECIPES
-                ax.plot(steps, [iv.mean for iv in ivs], "-" if key else "--", lw=2.2 if key else 1.0, label=name)
-                if key and len(rs) > 1:
-                    ax.fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], alpha=0.15)
-            ax.set(title=f"{task}: {metric}", xlabel="step",
-                   ylabel=metric + (" (higher is better)" if higher else " (lower is better)"))
-            ax.legend(fontsize=7)
+            metric, (_, higher) = metrics[col]
+            panels.append((axes[row][col], task, runs, metric, higher))
+    return fig, panels
+
+
+def plot_curves(results: list[dict], png: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, panels = metric_grid(results)
+    for ax, task, runs, metric, higher in panels:
+        for name, rs in runs.items():
+            steps = next(iter(rs.values()))["eval_steps"]
+            ivs = [mean_interval(np.array(list(at_eval(rs, metric, i).values()))) for i in range(len(steps))]
+            key = name in KEY_RECIPES
+            ax.plot(steps, [iv.mean for iv in ivs], "-" if key else "--", lw=2.2 if key else 1.0, label=name)
+            if key and len(rs) > 1:
+                ax.fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], alpha=0.15)
+        ax.set(title=f"{task}: {metric}", xlabel="step",
+               ylabel=metric + (" (higher is better)" if higher else " (lower is better)"))
+        ax.legend(fontsize=7)
     fig.suptitle("mean over seeds; bands: 95% bootstrap CI of the mean (key recipes)")
     fig.savefig(png, dpi=100)
     plt.close(fig)
@@ -819,30 +831,21 @@ def plot_differences(results: list[dict], png: Path) -> None:
     every comparison of the report reads, with the seed effect removed (unlike convergence.png)."""
     import matplotlib.pyplot as plt
 
-    ncols = max(len(spec["metrics"]) for spec in TASKS.values())
-    fig, axes = plt.subplots(len(TASKS), ncols, figsize=(5.5 * ncols, 4.2 * len(TASKS)), squeeze=False,
-                             constrained_layout=True)
-    for row, (task, spec) in enumerate(TASKS.items()):
-        runs = main_runs(results, task)
-        for col in range(ncols):
-            ax = axes[row][col]
-            if col >= len(spec["metrics"]) or "static" not in runs:
-                ax.axis("off")
+    fig, panels = metric_grid(results, need="static")
+    for ax, task, runs, metric, higher in panels:
+        steps = next(iter(runs["static"].values()))["eval_steps"]
+        for name in DIFFERENCE_RECIPES:
+            if name not in runs:
                 continue
-            metric, (_, higher) = list(spec["metrics"].items())[col]
-            steps = next(iter(runs["static"].values()))["eval_steps"]
-            for name in DIFFERENCE_RECIPES:
-                if name not in runs:
-                    continue
-                ivs = [paired_difference(at_eval(runs[name], metric, i), at_eval(runs["static"], metric, i))
-                       for i in range(len(steps))]
-                ax.plot(steps, [iv.mean for iv in ivs], lw=2.0 if name == "adaptive" else 1.2, label=name)
-                if all(np.isfinite(iv.low) for iv in ivs):
-                    ax.fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], alpha=0.15)
-            ax.axhline(0, color="black", lw=0.8)
-            ax.set(title=f"{task}: {metric} − static", xlabel="step",
-                   ylabel="difference" + (" (above 0: better)" if higher else " (below 0: better)"))
-            ax.legend(fontsize=7)
+            ivs = [paired_difference(at_eval(runs[name], metric, i), at_eval(runs["static"], metric, i))
+                   for i in range(len(steps))]
+            ax.plot(steps, [iv.mean for iv in ivs], lw=2.0 if name == "adaptive" else 1.2, label=name)
+            if all(np.isfinite(iv.low) for iv in ivs):
+                ax.fill_between(steps, [iv.low for iv in ivs], [iv.high for iv in ivs], alpha=0.15)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(title=f"{task}: {metric} − static", xlabel="step",
+               ylabel="difference" + (" (above 0: better)" if higher else " (below 0: better)"))
+        ax.legend(fontsize=7)
     fig.suptitle("recipe − static, paired by seed; bands: 95% bootstrap CI of the paired difference")
     fig.savefig(png, dpi=100)
     plt.close(fig)
