@@ -496,10 +496,6 @@ def overall_verdict(results: list[dict]) -> list[str]:
                          "better-resolved estimate"))
         lines.append(f"- **{task}** ({metric}, final evaluation, {n} paired seeds): {verdict}. On the second, "
                      f"disjoint held-out set: {again} — {replicated}.")
-        if "random_switch_aligned" in runs:  # the random switch without the log lag
-            d = paired_difference(a, final(runs["random_switch_aligned"], metric))
-            lines.append(f"  random_switch_aligned has random_switch's draws moved earlier by the log lag (below): "
-                         f"adaptive − random_switch_aligned {d.fmt(signed=True)}: {better_word(d, higher)}.")
         if "random_ramp" in runs:  # the switch controls differ in shape too; the random ramp only in its start
             d = paired_difference(a, final(runs["random_ramp"], metric))
             lines.append(f"  The switch controls jump p to 1 where the adaptive p ramps up, so they differ in shape as "
@@ -519,6 +515,11 @@ def overall_verdict(results: list[dict]) -> list[str]:
                               "what separates adaptive from the ramps is their shape (p rising by "
                               "`regime.max_delta` per event against a straight line) or the spread of the drawn "
                               "starts, not a better-timed start.")
+        if "random_switch_aligned" in runs:  # the random switch without the log lag
+            d = paired_difference(a, final(runs["random_switch_aligned"], metric))
+            lines.append(f"  random_switch_aligned has random_switch's own draws moved earlier by the log lag "
+                         f"({control_lag(runs['adaptive'], task):.0f} steps): adaptive − random_switch_aligned "
+                         f"{d.fmt(signed=True)}: {better_word(d, higher)}.")
         if (line := large_verdict(runs, task)) is not None:
             lines.append(line)
         elif (line := pooled_verdict(runs, task, words)) is not None:
@@ -595,7 +596,8 @@ def switch_table(results: list[dict]) -> list[str]:
                          "of the start can reflect the training curve, the rest is the buffer's fill time.")
             lines.append(f"  The random controls draw their step over the logged starts, which lie "
                          f"{control_lag(adaptive, task):.0f} steps on average after the monitor event that moved the "
-                         "adaptive p, so the controls start that much later than the adaptive p did.")
+                         "adaptive p, so the controls start that much later than the adaptive p did; the "
+                         "*_aligned controls take the same draws that much earlier.")
     return lines + ["", "![measured switch step and p per seed](convergence_switch.png)", ""]
 
 
@@ -855,7 +857,7 @@ def plot_switch(results: list[dict], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(TASKS), figsize=(6.5 * len(TASKS), 4.2), squeeze=False, constrained_layout=True)
-    colours = dict(zip(("adaptive",) + CONTROLS, ("C0", "C1", "C2", "C3", "C4")))
+    colours = {name: f"C{i}" for i, name in enumerate(("adaptive",) + CONTROLS)}  # every control, its own colour
     for col, task in enumerate(TASKS):
         ax = axes[0][col]
         runs = main_runs(results, task)
