@@ -232,6 +232,9 @@ def test_report_only_regenerates_the_document_from_result_files(tmp_path):
             r["second_eval"] = {k: v + 0.1 for k, v in r["second_eval"].items()}
     t2a_line = next(l for l in convergence_report.overall_verdict(loaded) if l.startswith("- **t2a**"))
     assert "**the verdict does not replicate**" in t2a_line and "the two sets pooled (below)" in t2a_line
+    assert "Where one score's noise is not below the seed spread" not in text
+    assert "Where one score's noise is not below the seed spread (t2a attribute accuracy, t2a FD-spectral)" in \
+        "\n".join(convergence_report.noise_section(loaded))  # the +0.1 on one recipe's second set is noise now
     pooled_line = next(l for l in convergence_report.overall_verdict(loaded) if l.startswith("  Both final"))
     assert "against fixed_switch +0.0200 [+0.0200, +0.0200]: better" in pooled_line  # (0.07 + (0.07 - 0.1)) / 2
     loaded.append(dict(fake_result("t2a", "random_ramp", 0, start=150, end=450, shift=0.05), design=DESIGN))
