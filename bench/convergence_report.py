@@ -76,6 +76,13 @@ def large(runs: dict[int, dict], metric: str, part: str | int = "all") -> dict[i
             for seed, r in runs.items() if r.get("large_eval")}
 
 
+def pooled(runs: dict[int, dict], metric: str) -> dict[int, float]:
+    """The mean of the final weights' two scores (first and second held-out set), runs that have both: one
+    evaluation on twice the items, with half the variance of one set's noise."""
+    return {seed: (r["metrics"][metric][-1] + r["second_eval"][metric]) / 2 for seed, r in runs.items()
+            if r.get("second_eval")}
+
+
 def at_eval(runs: dict[int, dict], metric: str, i: int) -> dict[int, float]:
     return {seed: r["metrics"][metric][i] for seed, r in runs.items()}
 
@@ -534,13 +541,6 @@ def overall_verdict(results: list[dict]) -> list[str]:
         elif (line := pooled_verdict(runs, task, words)) is not None:
             lines.append(line)
     return lines
-
-
-def pooled(runs: dict[int, dict], metric: str) -> dict[int, float]:
-    """The mean of the final weights' two scores (first and second held-out set), runs that have both: one
-    evaluation on twice the items, with half the variance of one set's noise."""
-    return {seed: (r["metrics"][metric][-1] + r["second_eval"][metric]) / 2 for seed, r in runs.items()
-            if r.get("second_eval")}
 
 
 def pooled_verdict(runs: dict[str, dict[int, dict]], task: str, first_words: dict[str, str]) -> str | None:
