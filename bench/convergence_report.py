@@ -179,7 +179,7 @@ def pilot_lines(results: list[dict], design: dict[str, Any]) -> list[str]:
                              f"{vals[design['steps']] - first:+.4f}{span} from the first evaluation to step "
                              f"{design['steps']}.")
                 if np.isfinite(half):
-                    lines.append(f"  (One seed has no seed spread, so ± is 1.96 × the noise of a paired difference "
+                    lines.append(f"  (One seed has no seed spread, so ± is {Z95} × the noise of a paired difference "
                                  f"on one held-out set, {noise:.4f} (measured below): two weights scored on the same "
                                  "clips with the same sampler seed, as these two evaluations are.)")
     return lines + [""]
@@ -385,9 +385,7 @@ def large_verdict(runs: dict[str, dict[int, dict]], task: str) -> str | None:
         return None
     a = large(runs["adaptive"], metric)
     parts = [f"against {c} {(d := paired_difference(a, large(runs[c], metric))).fmt(signed=True)}: {better_word(d, higher)}"
-             for c in ("random_switch", "random_switch_aligned", "fixed_switch", "random_ramp", "random_ramp_aligned",
-                       "static")
-             if large(runs.get(c, {}), metric)]
+             for c in CONTROLS + ("static",) if large(runs.get(c, {}), metric)]
     return f"  On the large final evaluation ({LARGE_EVAL[task]} clips): " + "; ".join(parts) + "."
 
 
@@ -551,9 +549,7 @@ def pooled_verdict(runs: dict[str, dict[int, dict]], task: str, first_words: dic
         return None
     a = pooled(runs["adaptive"], metric)
     diffs = {c: paired_difference(a, pooled(runs[c], metric))
-             for c in ("random_switch", "random_switch_aligned", "fixed_switch", "random_ramp", "random_ramp_aligned",
-                       "static")
-             if pooled(runs.get(c, {}), metric)}
+             for c in CONTROLS + ("static",) if pooled(runs.get(c, {}), metric)}
     words = {c: better_word(d, higher) for c, d in diffs.items()}
     items = 2 * next(iter(runs["adaptive"].values()))["design"]["eval_num"]
     same = all(words[c] == first_words[c] for c in first_words)
